@@ -1,0 +1,54 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from weightmap.cli import main
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "weightmap", *args], capture_output=True,
+                          text=True)
+
+
+def test_bad_input_is_one_line_and_nonzero(tmp_path):
+    f = tmp_path / "junk.pt"
+    f.write_bytes(b"\x00garbage" * 10)
+    r = _run("inspect", str(f))
+    assert r.returncode != 0
+    assert r.stdout == ""
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("weightmap: error: ")
+    assert str(f) in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_file_exit_code(tmp_path, capsys):
+    assert main(["inspect", str(tmp_path / "none.safetensors")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "inspect" in capsys.readouterr().out
+
+
+def test_inspect_json_of_a_python_model_file(tmp_path, capsys):
+    f = tmp_path / "m.py"
+    f.write_text("import numpy as np\n"
+                 "model = {'fc.weight': np.ones((3, 2), np.float32)}\n")
+    assert main(["inspect", str(f), "--json"]) == 0
+    desc = json.loads(capsys.readouterr().out)
+    assert desc["totals"]["elements"] == 6
+    assert desc["layers"][0]["params"][0]["axes"] == ["out", "in"]
+
+
+def test_inspect_table_lists_every_param(tmp_path, capsys):
+    f = tmp_path / "m.py"
+    f.write_text("import numpy as np\n"
+                 "model = {'conv.weight': np.ones((4, 3, 3, 3), np.float32),"
+                 " 'conv.bias': np.ones(4, np.float32)}\n")
+    assert main(["inspect", str(f)]) == 0
+    out = capsys.readouterr().out
+    assert "conv.weight [kernel]" in out and "4x3x3x3" in out and "out,in,kh,kw" in out
+    assert "conv2d" in out

@@ -1,0 +1,81 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from weightmap.errors import UnknownFormatError, UsageError
+from weightmap.sources import graph_from_arrays, load_python_object, read, split_pyref
+
+
+def test_import_weightmap_loads_no_framework():
+    code = ("import weightmap, weightmap.sources, weightmap.registry, sys; "
+            "weightmap.registry.adapters(); "
+            "bad = {'torch','tensorflow','keras','tf_keras','onnxruntime'} & set(sys.modules); "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("model.py", ("model.py", "model")),
+    ("dir/m.py:net", ("dir/m.py", "net")),
+    ("C:/x/m.py:build_model", ("C:/x/m.py", "build_model")),
+    ("weights.pt", (None, "")),
+    ("m.py:not-an-identifier", (None, "")),
+])
+def test_split_pyref(text, expected):
+    path, name = split_pyref(text)
+    assert (str(path) if path else None, name) == expected
+
+
+def test_unknown_file_is_refused_with_what_is_expected(tmp_path):
+    f = tmp_path / "notes.txt"
+    f.write_text("hello")
+    with pytest.raises(UnknownFormatError, match="not a checkpoint format.*expected PyTorch"):
+        read(f)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(UsageError, match="no such file"):
+        read(tmp_path / "nope.pt")
+
+
+def test_dict_of_arrays_is_a_graph():
+    g = read({"fc.weight": np.ones((3, 2), np.float32), "fc.bias": np.zeros(3, np.float32)})
+    assert [(l.name, l.op) for l in g.layers] == [("fc", "dense")]
+    np.testing.assert_array_equal(g.param("fc.weight").read(), np.ones((3, 2)))
+
+
+def test_live_object_of_unknown_type_is_refused():
+    with pytest.raises(UsageError, match="cannot read a live object"):
+        read(object())
+
+
+def _write(tmp_path: Path, body: str) -> Path:
+    f = tmp_path / "m.py"
+    f.write_text(body)
+    return f
+
+
+def test_python_file_factory_and_example_input(tmp_path):
+    f = _write(tmp_path, "def model():\n    return {'a': 1}\nexample_input = lambda: 42\n")
+    obj, example = load_python_object(f, "model")
+    assert obj == {"a": 1} and example == 42
+
+
+def test_python_file_errors_are_one_line_usage_errors(tmp_path):
+    f = _write(tmp_path, "raise RuntimeError('boom')\n")
+    with pytest.raises(UsageError, match="running the model file failed: RuntimeError: boom"):
+        load_python_object(f)
+    f = _write(tmp_path, "net = 1\n")
+    with pytest.raises(UsageError, match="defines no 'model'.*net"):
+        load_python_object(f)
+
+
+def test_graph_from_arrays_keeps_order_and_dtypes():
+    import ml_dtypes
+    g = graph_from_arrays({"b.weight": np.zeros((2, 2), ml_dtypes.bfloat16),
+                           "a.weight": np.zeros((4, 2, 3), np.float16)}, origin="t")
+    assert [(p.name, p.dtype) for p in g.params()] == [("b.weight", "bfloat16"),
+                                                       ("a.weight", "float16")]

@@ -1,0 +1,125 @@
+"""The ``weightmap`` command. Every error becomes one line on stderr and a non-zero exit."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+from .errors import WeightmapError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="weightmap", description="Move trained weights between "
+                                "differently-built models and frameworks.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command")
+    ins = sub.add_parser("inspect", help="list a checkpoint's layers and tensors (reads no data)")
+    ins.add_argument("source", help="checkpoint file/folder, or model.py[:NAME]")
+    ins.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    po = sub.add_parser("port", help="port a checkpoint's weights into a different target model")
+    po.add_argument("source", help="source checkpoint, or model.py[:NAME]")
+    po.add_argument("--to", required=True, dest="target",
+                    help="target: model.py[:NAME], an .onnx file or a checkpoint used as template")
+    po.add_argument("--out", help="output file (default: SOURCE_to_TARGET with the target's "
+                                  "format suffix)")
+    po.add_argument("--manifest", help="manifest path (default: OUT's name + .manifest.json)")
+    po.add_argument("--rules", help="rules file (YAML or TOML): rename, ignore, pair, expect")
+    po.add_argument("--freeze", default="none",
+                    help="none | transferred | until:LAYER | first:N (default none)")
+    po.add_argument("--lr-scale", action="append", default=[], metavar="GROUP=F",
+                    help="learning-rate scale: transferred=F, new=F, decay=F (repeatable)")
+    po.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    po.add_argument("--save-plan", metavar="F", help="write the plan as editable JSON")
+    po.add_argument("--plan", metavar="F", help="apply a saved (possibly edited) plan")
+    po.add_argument("--force", action="store_true", help="replace an existing output file")
+    po.add_argument("--json", action="store_true", help="print the report as JSON")
+    po.add_argument("--verbose", "-v", action="store_true", help="list every layer in the report")
+    return p
+
+
+def _port(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .api import port
+    from .atomic import atomic_path, check_output
+    from .report import render
+    rep = port(args.source, args.target, args.out, manifest=args.manifest, rules=args.rules,
+               freeze=args.freeze, lr_scale=args.lr_scale, plan=args.plan,
+               dry_run=args.dry_run, force=args.force)
+    if args.save_plan:
+        path = Path(args.save_plan)
+        check_output(path, force=args.force)
+        with atomic_path(path) as tmp:
+            tmp.write_text(rep.plan.to_json(), encoding="utf-8")
+    if args.json:
+        print(json.dumps(rep.to_dict(), indent=1))
+    elif args.dry_run:
+        print(_render_plan(rep.plan))
+        print(render(rep, verbose=args.verbose))
+    else:
+        print(render(rep, verbose=args.verbose))
+    return 0
+
+
+def _render_plan(plan) -> str:
+    lines = [f"plan: {plan.source.get('path')} ({plan.source.get('format')}) -> "
+             f"{plan.target.get('path')} ({plan.target.get('format')})"]
+    for t in plan.tensors:
+        src = ", ".join(t.sources) if t.sources else "-"
+        steps = " | ".join(s.describe() for s in t.steps)
+        lines.append(f"  {t.target} {list(t.shape)} {t.status} <- {src}"
+                     + (f"  [{steps}]" if steps else ""))
+    return "\n".join(lines)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .report_inspect import render
+    from .sources import read
+    desc = read(args.source).describe()
+    if args.json:
+        print(json.dumps(desc, indent=2))
+    else:
+        print(render(desc))
+    return 0
+
+
+COMMANDS = {"inspect": _inspect, "port": _port}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from . import __version__
+        print(__version__)
+        return 0
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except WeightmapError as exc:
+        print(f"weightmap: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("weightmap: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except MemoryError:
+        print("weightmap: error: out of memory", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug of ours: one line for the user, the trace on request
+        if os.environ.get("WEIGHTMAP_DEBUG"):
+            raise
+        text = " ".join(str(exc).split())
+        print(f"weightmap: internal error: {type(exc).__name__}: {text} (this is a bug in "
+              f"weightmap; rerun with WEIGHTMAP_DEBUG=1 for the trace and report it)",
+              file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""One exception tree for everything weightmap refuses.
+
+Every message says what was expected, what was found, where (file, tensor name) and what to do.
+The CLI prints ``str(error)`` as one line and exits with ``error.exit_code``.
+"""
+from __future__ import annotations
+
+
+class WeightmapError(Exception):
+    """Base of every error weightmap raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, path: object = None, tensor: str | None = None,
+                 hint: str | None = None):
+        self.message = message
+        self.path = None if path is None else str(path)
+        self.tensor = tensor
+        self.hint = hint
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = []
+        if self.path:
+            where.append(self.path)
+        if self.tensor:
+            where.append(f"tensor {self.tensor!r}")
+        text = (": ".join(where) + ": " if where else "") + self.message
+        if self.hint:
+            text += f" ({self.hint})"
+        return " ".join(text.split())  # always one line
+
+
+class UsageError(WeightmapError):
+    """The caller asked for something that cannot be done as asked."""
+
+    exit_code = 2
+
+
+class FormatError(WeightmapError):
+    """A file is not in a format weightmap reads, or is truncated or corrupt."""
+
+    exit_code = 3
+
+
+class UnknownFormatError(FormatError):
+    """No adapter recognises the file."""
+
+
+class UnsafeInputError(FormatError):
+    """A file asks for something weightmap never does: run code, read outside its folder."""
+
+    exit_code = 4
+
+
+class MissingDependencyError(WeightmapError):
+    """An optional framework is needed for this operation but not installed."""
+
+    exit_code = 5
+
+
+class AdapterRegistryError(WeightmapError):
+    """The adapter registry is inconsistent (e.g. two adapters under one name)."""
+
+
+class MatchError(WeightmapError):
+    """Source and target cannot be matched as required (strict checks, expected counts)."""
+
+    exit_code = 6
+
+
+class ConversionError(WeightmapError):
+    """A tensor cannot be converted exactly between two conventions."""
+
+    exit_code = 7
+
+
+class PlanError(WeightmapError):
+    """A plan is invalid: a shape contract does not hold, a referenced tensor is missing."""
+
+    exit_code = 8

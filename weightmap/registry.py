@@ -1,0 +1,82 @@
+"""Where adapters come from: a built-in table plus the ``weightmap.adapters`` entry-point group.
+
+An adapter is an object with a ``name`` and any of these capabilities:
+
+``sniff(path, head) -> str | None``
+    The format name if the adapter reads this file (``head`` holds its first bytes), else None.
+    Must be cheap: magic bytes, a file name, a header at most.
+``read(path, fmt, **options) -> ParamGraph``
+    Reads the file's specs (no tensor bytes) into a graph with lazy data handles.
+``accepts(obj) -> bool`` and ``read_live(obj, **options) -> ParamGraph``
+    For live objects (a torch module, a Keras model, a dict of tensors). ``accepts`` must not
+    import a framework: it looks at the object's type names.
+
+Importing an adapter module must not import its framework; the framework is imported inside the
+functions that need it. Two adapters under one name is an error, not a silent override.
+"""
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+from importlib import metadata
+from typing import Any, Iterable
+
+from .errors import AdapterRegistryError
+
+ENTRY_POINT_GROUP = "weightmap.adapters"
+
+# name -> "module:attribute"; these ship with weightmap (see adapters/ in the source tree).
+BUILTIN = {
+    "torch": "weightmap_torch:ADAPTER",
+    "safetensors": "weightmap_safetensors:ADAPTER",
+    "keras": "weightmap_keras:ADAPTER",
+    "onnx": "weightmap_onnx:ADAPTER",
+}
+
+
+def _load(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    try:
+        obj = importlib.import_module(module)
+        for part in attr.split(".") if attr else ():
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise AdapterRegistryError(f"adapter {ref!r} cannot be loaded: {exc}",
+                                   hint="reinstall weightmap or the package providing it") from exc
+    return obj
+
+
+def build(builtin: dict[str, str], external: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """The adapter table from both sources; a name registered twice is refused."""
+    table: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for source, pairs in (("built-in", builtin.items()), ("entry point", external)):
+        for name, ref in pairs:
+            if name in table:
+                raise AdapterRegistryError(
+                    f"adapter {name!r} is registered twice ({origin[name]} and {source} {ref})",
+                    hint="uninstall one of the packages that provide it")
+            adapter = _load(ref)
+            if getattr(adapter, "name", None) != name:
+                raise AdapterRegistryError(
+                    f"adapter registered as {name!r} calls itself {getattr(adapter, 'name', None)!r}")
+            table[name] = adapter
+            origin[name] = f"{source} {ref}"
+    return table
+
+
+def _entry_points() -> list[tuple[str, str]]:
+    return [(ep.name, ep.value) for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)]
+
+
+@lru_cache(maxsize=1)
+def adapters() -> dict[str, Any]:
+    """All registered adapters by name (loaded once)."""
+    return build(BUILTIN, _entry_points())
+
+
+def get(name: str) -> Any:
+    table = adapters()
+    if name not in table:
+        raise AdapterRegistryError(f"no adapter named {name!r}; known: {', '.join(sorted(table))}")
+    return table[name]

@@ -1,0 +1,150 @@
+"""Turn whatever the user names (a file, a folder, ``model.py:NAME``, a live object) into a graph."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import inspect
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import registry
+from .dtypes import from_numpy
+from .errors import FormatError, UnknownFormatError, UsageError, WeightmapError
+from .graph import ArrayData, ParamGraph
+from .statedict import Entry, group
+
+HEAD_BYTES = 64
+
+
+def read(source: Any, **options: Any) -> ParamGraph:
+    """A ParamGraph for a path, ``model.py[:NAME]``, or a live model / dict of arrays."""
+    if isinstance(source, ParamGraph):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        text = os.fspath(source)
+        pyfile, name = split_pyref(text)
+        if pyfile is not None:
+            obj, example = load_python_object(pyfile, name)
+            if example is not None:
+                options.setdefault("example_input", example)
+            return read_live(obj, origin=text, **options)
+        return read_path(Path(text), **options)
+    return read_live(source, **options)
+
+
+def split_pyref(text: str) -> tuple[Path | None, str]:
+    """``model.py`` → (model.py, "model"); ``model.py:net`` → (model.py, "net"); else (None, "")."""
+    base, sep, name = text.rpartition(":")
+    if sep and base.endswith(".py") and name.isidentifier():
+        return Path(base), name
+    if text.endswith(".py"):
+        return Path(text), "model"
+    return None, ""
+
+
+def detect(path: Path) -> tuple[Any, str]:
+    """The adapter and format name that read ``path``."""
+    if not path.exists():
+        raise UsageError("no such file or folder", path=path)
+    head = b""
+    if path.is_file():
+        with open(path, "rb") as fh:
+            head = fh.read(HEAD_BYTES)
+    for adapter in registry.adapters().values():
+        sniff = getattr(adapter, "sniff", None)
+        fmt = sniff(path, head) if sniff else None
+        if fmt:
+            return adapter, fmt
+    kind = "folder" if path.is_dir() else f"file starting with {head[:8]!r}"
+    raise UnknownFormatError(
+        f"not a checkpoint format weightmap reads ({kind})",
+        path=path, hint="expected PyTorch .pt/.pth/.bin/.ckpt, safetensors, Keras .h5/"
+                        ".weights.h5/.keras, ONNX .onnx, or a model .py file")
+
+
+def read_path(path: Path, **options: Any) -> ParamGraph:
+    adapter, fmt = detect(path)
+    try:
+        return adapter.read(path, fmt, **options)
+    except WeightmapError:
+        raise
+    except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError) as exc:
+        # A reader met something its format library could not parse: corrupt or truncated.
+        raise FormatError(f"cannot read {fmt} file: {type(exc).__name__}: {exc}",
+                          path=path, hint="the file is corrupt, truncated or not what its "
+                                          "name says") from exc
+
+
+def read_live(obj: Any, *, origin: str | None = None, **options: Any) -> ParamGraph:
+    for adapter in registry.adapters().values():
+        accepts = getattr(adapter, "accepts", None)
+        if accepts and accepts(obj):
+            graph = adapter.read_live(obj, origin=origin, **options)
+            return graph if graph.live is not None else dataclasses.replace(graph, live=obj)
+    if isinstance(obj, dict) and obj and all(isinstance(v, np.ndarray) for v in obj.values()):
+        return graph_from_arrays(obj, origin=origin or "dict of arrays")
+    raise UsageError(f"cannot read a live object of type {type(obj).__module__}."
+                     f"{type(obj).__qualname__}",
+                     hint="pass a checkpoint path, a torch nn.Module, a Keras model or a dict "
+                          "of arrays")
+
+
+def graph_from_arrays(arrays: dict[str, np.ndarray], *, origin: str,
+                      framework: str = "torch") -> ParamGraph:
+    """A graph for a plain dict of numpy arrays, named in torch's convention."""
+    entries = [Entry(k, tuple(v.shape), from_numpy(v.dtype), ArrayData(v))
+               for k, v in arrays.items()]
+    return ParamGraph(format="arrays", framework=framework, source=origin,
+                      layers=tuple(group(entries, framework)), order="stored")
+
+
+def load_python_object(path: Path, name: str = "model") -> tuple[Any, Any]:
+    """Import a model definition file; return its ``name`` (called if it is a factory) and its
+    ``example_input`` (called if callable; None when the file defines none).
+
+    This runs the file: it is the user's own model definition, exactly as ``python model.py``
+    would. Checkpoints are never executed; only ``.py`` files named as models are.
+    """
+    if not path.is_file():
+        raise UsageError("no such model file", path=path)
+    mod_name = f"weightmap_user_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError("cannot import this file as Python", path=path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except WeightmapError:
+        raise
+    except Exception as exc:  # the user's code failed: say where, not a traceback
+        raise UsageError(f"running the model file failed: {type(exc).__name__}: {exc}",
+                         path=path) from exc
+    if not hasattr(module, name):
+        public = sorted(n for n in vars(module) if not n.startswith("_"))
+        raise UsageError(f"the file defines no {name!r}", path=path,
+                         hint=f"name the object as FILE.py:NAME; it defines {', '.join(public[:12])}")
+    obj = getattr(module, name)
+    if _is_factory(obj):
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise UsageError(f"calling {name}() failed: {type(exc).__name__}: {exc}",
+                             path=path) from exc
+    example = getattr(module, "example_input", None)
+    if callable(example):
+        try:
+            example = example()
+        except Exception as exc:
+            raise UsageError(f"example_input() failed: {type(exc).__name__}: {exc}",
+                             path=path) from exc
+    return obj, example
+
+
+def _is_factory(obj: Any) -> bool:
+    """A class or a plain function to be called with no arguments, not a model instance."""
+    return inspect.isclass(obj) or inspect.isfunction(obj)
