@@ -1,0 +1,72 @@
+"""The torch adapter: checkpoint files (zip and legacy pickles) and live torch objects.
+
+Importing this module does not import torch: files are read by weightmap's own restricted
+unpickler, and torch is imported only inside ``read_live`` for objects that are torch's already.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from weightmap.graph import ParamGraph
+
+from . import legacy_format, reader, zip_format
+
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _type_names(obj: Any) -> set[tuple[str, str]]:
+    return {(c.__module__, c.__name__) for c in type(obj).__mro__}
+
+
+def is_module(obj: Any) -> bool:
+    """A ``torch.nn.Module`` instance, told by type names only."""
+    return ("torch.nn.modules.module", "Module") in _type_names(obj)
+
+
+def is_tensor(obj: Any) -> bool:
+    return ("torch", "Tensor") in _type_names(obj) or \
+        ("torch._tensor", "Tensor") in _type_names(obj)
+
+
+def is_state_dict(obj: Any) -> bool:
+    """A non-empty dict of torch tensors (keys as strings), e.g. ``model.state_dict()``."""
+    return isinstance(obj, dict) and bool(obj) and all(
+        isinstance(k, str) and is_tensor(v) for k, v in obj.items())
+
+
+class TorchAdapter:
+    name = "torch"
+    formats = reader.FORMATS
+
+    def sniff(self, path: Path, head: bytes) -> str | None:
+        """A zip with ``<folder>/data.pkl``, or the legacy magic number; never the extension
+        alone (``.bin`` and ``.pt`` are used for anything)."""
+        path = Path(path)
+        if not path.is_file():
+            return None
+        if head.startswith(_ZIP_MAGIC) and zip_format.is_torch_zip(path):
+            return zip_format.FORMAT
+        if legacy_format.looks_legacy(head):
+            return legacy_format.FORMAT
+        return None
+
+    def read(self, path: Path, fmt: str | None = None, **options: Any) -> ParamGraph:
+        """Options: ``container=`` (key holding the weights), ``opaque_globals=`` (read tensors of
+        files that pickle other objects, replacing those with inert placeholders), and the
+        caps ``max_pickle_bytes`` / ``max_pickle_opcodes`` / ``max_pickle_memo``."""
+        path = Path(path)
+        if fmt is None:
+            with open(path, "rb") as fh:
+                fmt = self.sniff(path, fh.read(64)) or zip_format.FORMAT
+        return reader.read(path, fmt, **options)
+
+    def accepts(self, obj: Any) -> bool:
+        return is_module(obj) or is_state_dict(obj)
+
+    def read_live(self, obj: Any, *, origin: str | None = None, **options: Any) -> ParamGraph:
+        from .live import read_live
+        return read_live(obj, origin=origin, **options)
+
+
+ADAPTER = TorchAdapter()

@@ -1,0 +1,181 @@
+"""Read a live ``torch.nn.Module`` (or a dict of tensors) into a ParamGraph.
+
+Names are the module's ``state_dict()`` keys (parameters and persistent buffers). A layer is a
+module that owns some of them directly; its op kind and attributes come from its type
+(``live_ops``). Order is execution order when an ``example_input`` is given (one traced forward,
+``live_trace``), else registration order. A module never called by the forward follows its
+nearest called ancestor layer (``nn.MultiheadAttention`` uses ``out_proj``'s weights without
+calling it); the rest come last, in registration order. Data is read from the tensors only when
+asked, as copies; the model itself is never changed.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from weightmap.errors import MissingDependencyError, UsageError
+from weightmap.graph import CallableData, Layer, Param, ParamGraph
+from weightmap.layouts import axes_for
+from weightmap.statedict import Entry, group
+
+from . import live_ops, live_trace
+from .containers import wrapper_prefixes
+from .torch_names import TORCH_DTYPES
+
+FORMAT = "torch-live"
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise MissingDependencyError("reading a live torch object needs torch",
+                                     hint="pip install torch") from None
+    return torch
+
+
+def canonical_dtype(tensor: Any, name: str) -> str:
+    dtype = TORCH_DTYPES.get(str(tensor.dtype).removeprefix("torch."))
+    if dtype is None:
+        raise UsageError(f"tensor dtype {tensor.dtype} has no numpy equivalent weightmap "
+                         "supports", tensor=name)
+    return dtype
+
+
+def to_numpy(tensor: Any, dtype: str) -> np.ndarray:
+    """A numpy copy of ``tensor``; bfloat16 / float8 go through their bits (torch's .numpy()
+    refuses them) and come back as ml_dtypes arrays."""
+    from weightmap import dtypes
+    t = tensor.detach()
+    if t.device.type == "meta":
+        raise UsageError("the tensor is on the meta device and has no data")
+    t = t.cpu().contiguous()
+    target = dtypes.to_numpy(dtype)
+    if dtype == "bfloat16" or dtype.startswith("float8"):
+        import torch
+        bits = torch.int16 if dtype == "bfloat16" else torch.uint8
+        return t.view(bits).numpy().view(target).copy()
+    return np.array(t.numpy(), dtype=target, copy=True)
+
+
+def read_live(obj: Any, *, origin: str | None = None, example_input: Any = None,
+              **_options: Any) -> ParamGraph:
+    torch = _torch()
+    if isinstance(obj, dict):
+        return _read_state_dict(obj, origin or "live dict of torch tensors", torch)
+    if not isinstance(obj, torch.nn.Module):
+        raise UsageError(f"expected a torch nn.Module or dict of tensors, got "
+                         f"{type(obj).__module__}.{type(obj).__qualname__}")
+    return _read_module(obj, origin or f"live {type(obj).__qualname__}", example_input, torch)
+
+
+class _Ties:
+    """The first name seen for each tensor; later names viewing the same memory are tied."""
+
+    def __init__(self) -> None:
+        self.first: dict[Any, str] = {}
+
+    def tied_to(self, name: str, t: Any) -> str | None:
+        ptr = t.untyped_storage().data_ptr() if t.device.type != "meta" else 0
+        key = (ptr, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype) if ptr \
+            else ("object", id(t))
+        owner = self.first.setdefault(key, name)
+        return None if owner == name else owner
+
+
+def _read_state_dict(state: dict, origin: str, torch: Any) -> ParamGraph:
+    ties = _Ties()
+    entries = []
+    for name, t in state.items():
+        dtype = canonical_dtype(t, name)
+        entries.append(Entry(name, tuple(t.shape), dtype,
+                             CallableData(partial(to_numpy, t, dtype)), ties.tied_to(name, t)))
+    return ParamGraph(format=FORMAT, framework="torch", source=origin,
+                      layers=tuple(group(entries, "torch")), order="stored",
+                      meta={"prefixes": list(wrapper_prefixes(list(state)))})
+
+
+def _owned(module: Any) -> list[str]:
+    """Names of the state-dict tensors a module holds itself (not its children's)."""
+    hidden = getattr(module, "_non_persistent_buffers_set", set())
+    names = [k for k, v in module._parameters.items() if v is not None]
+    names += [k for k, v in module._buffers.items() if v is not None and k not in hidden]
+    return names
+
+
+def _read_module(module: Any, origin: str, example_input: Any, torch: Any) -> ParamGraph:
+    state = module.state_dict(keep_vars=True)
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    for name, t in tensors.items():
+        if type(t).__name__.startswith("Uninitialized"):
+            raise UsageError("the parameter is not initialised yet (a lazy module)", tensor=name,
+                             hint="run one forward pass before reading the model")
+    owners = []                                  # (path, module, own state-dict names)
+    for path, mod in module.named_modules(remove_duplicate=False):
+        own = [f"{path}.{k}" if path else k for k in _owned(mod)]
+        own = [n for n in own if n in tensors]
+        if own:
+            owners.append((path, mod, own))
+    trace = live_trace.run(module, example_input, torch) if example_input is not None else None
+    if trace is not None:
+        owners = _execution_order(owners, trace)
+    ties, table = _Ties(), live_ops.handlers(torch.nn)
+    rank = {name: i for i, name in enumerate(tensors)}
+    tie_of = {n: ties.tied_to(n, tensors[n]) for n in tensors}   # decided in state-dict order
+    layers = [_layer(path, mod, sorted(own, key=rank.get), tensors, tie_of, table, trace)
+              for path, mod, own in owners]
+    claimed = {n for _, _, own in owners for n in own}
+    leftovers = [Entry(n, tuple(t.shape), canonical_dtype(t, n),
+                       CallableData(partial(to_numpy, t, canonical_dtype(t, n))), tie_of[n])
+                 for n, t in tensors.items() if n not in claimed]   # custom state-dict hooks
+    layers += group(leftovers, "torch")
+    meta: dict[str, Any] = {"class": f"{type(module).__module__}.{type(module).__qualname__}",
+                            "prefixes": list(wrapper_prefixes(list(tensors)))}
+    skipped = [k for k in state if k not in tensors]
+    if skipped:
+        meta["skipped_non_tensors"] = skipped
+    if trace is not None:
+        meta["not_called"] = [path or "<root>" for path, mod, _ in owners
+                              if id(mod) not in trace.first_call]
+    return ParamGraph(format=FORMAT, framework="torch", source=origin, layers=tuple(layers),
+                      order="execution" if trace is not None else "registration", meta=meta)
+
+
+def _execution_order(owners: list, trace: live_trace.Trace) -> list:
+    """Called layers by first call; an uncalled one right after its nearest called ancestor
+    layer; the rest last, all ties broken by registration order."""
+    calls = {path: trace.first_call[id(mod)] for path, mod, _ in owners
+             if id(mod) in trace.first_call}
+
+    def key(item: tuple[int, tuple]) -> tuple:
+        index, (path, _mod, _own) = item
+        if path in calls:
+            return (0, calls[path], 0, index)
+        ancestors = [p for p in calls if p and path.startswith(p + ".")]   # root excluded
+        if ancestors:
+            nearest = max(ancestors, key=len)
+            return (0, calls[nearest], 1, index)
+        return (1, 0, 0, index)
+
+    return [owner for _, owner in sorted(enumerate(owners), key=key)]
+
+
+def _layer(path: str, mod: Any, names: list[str], tensors: dict, tie_of: dict, table: list,
+           trace: live_trace.Trace | None) -> Layer:
+    op, attrs = live_ops.describe(mod, table)
+    params = []
+    for name in names:
+        t = tensors[name]
+        role = live_ops.role_for(op, name.rpartition(".")[2])
+        dtype = canonical_dtype(t, name)
+        axes = None if op == "opaque" else axes_for("torch", op, role, t.dim())
+        params.append(Param(name=name, role=role, shape=tuple(t.shape), dtype=dtype, axes=axes,
+                            data=CallableData(partial(to_numpy, t, dtype)),
+                            tied_to=tie_of[name]))
+    if trace is not None and id(mod) in trace.flatten_shape:
+        attrs.update(flatten_input_shape=trace.flatten_shape[id(mod)],
+                     data_format="channels_first")
+    return Layer(name=path or "<root>", op=op, params=tuple(params), attrs=attrs,
+                 source_type=type(mod).__name__)

@@ -1,0 +1,403 @@
+"""A restricted unpickler for torch checkpoints: it rebuilds tensor *specs*, never tensors.
+
+A torch checkpoint's pickle names Python callables (``torch._utils._rebuild_tensor_v2``,
+``collections.OrderedDict`` ...). A general unpickler imports and calls whatever is named, which
+is how a malicious checkpoint runs code. Here every global is looked up in a fixed table of
+harmless stand-ins (``globals_table``): rebuild functions that return ``TensorRef`` records,
+storage classes and dtypes as inert markers, plain containers. Nothing is imported and no torch
+function is ever called; any other global raises ``UnsafeInputError`` naming it.
+
+Before unpickling, the opcode stream is scanned (``scan``) under caps on size, opcode count and
+memo indices, so a hostile pickle cannot make the C unpickler allocate without bound.
+"""
+from __future__ import annotations
+
+import _compat_pickle
+import io
+import pickle
+import pickletools
+import reprlib
+import struct
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from weightmap import dtypes
+from weightmap.errors import FormatError, UnsafeInputError, WeightmapError
+
+from .torch_names import STORAGE_DTYPES, TORCH_DTYPES, UNSUPPORTED_GLOBALS
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps applied before a pickle is run through the unpickler."""
+
+    max_bytes: int = 256 * 2**20      # size of one pickle stream
+    max_opcodes: int = 10_000_000     # each opcode builds at most one object
+    max_memo: int = 2_000_000         # memo indices (the C unpickler sizes its memo by index)
+
+
+class _Inert:
+    """Base of every object the unpickler builds itself: BUILD must not be able to change it."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state: Any) -> None:
+        raise FormatError(f"the pickle tries to set state on a {type(self).__name__}",
+                          hint="the file is not a plain torch checkpoint")
+
+
+@dataclass(frozen=True, eq=False)
+class StorageType(_Inert):
+    """Stands for ``torch.FloatStorage`` and friends; ``dtype`` None is an untyped byte storage."""
+
+    name: str
+    dtype: str | None
+
+
+@dataclass(frozen=True, eq=False)
+class DType(_Inert):
+    """Stands for ``torch.float32`` and friends; ``dtype`` None when weightmap lacks it."""
+
+    name: str
+    dtype: str | None
+
+
+@dataclass(frozen=True, eq=False)
+class TensorType(_Inert):
+    """Stands for ``torch.Tensor`` / ``torch.nn.Parameter`` as a class argument."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class StorageRef(_Inert):
+    """One storage record: ``nbytes`` from ``base_bytes`` in the record named ``key``."""
+
+    key: str
+    dtype: str                     # element type of the storage ("uint8" for untyped storages)
+    nbytes: int
+    location: str
+    base_bytes: int = 0            # legacy storage views start inside their root storage
+
+
+@dataclass(frozen=True)
+class TensorRef(_Inert):
+    """A tensor as the checkpoint describes it: a strided view into a storage."""
+
+    storage: StorageRef
+    offset: int                    # storage offset, in elements of ``dtype``
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: str
+    parameter: bool = False
+    negative: bool = False         # torch's lazy "neg" bit: values are stored negated
+    conjugate: bool = False        # torch's lazy "conj" bit
+
+    @property
+    def byte_offset(self) -> int:
+        return self.storage.base_bytes + self.offset * dtypes.itemsize(self.dtype)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlevel = 3
+
+
+def short(value: Any) -> str:
+    """A bounded repr of something a pickle built (it may be huge or deeply nested)."""
+    return _REPR.repr(value)
+
+
+# ---------------------------------------------------------------- stand-ins for torch callables
+
+def _ints(value: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(value, (tuple, list)) or not all(type(v) is int and v >= 0 for v in value):
+        raise FormatError(f"tensor {what} should be a tuple of non-negative ints, "
+                          f"found {short(value)}")
+    return tuple(value)
+
+
+def _tensor(storage: Any, offset: Any, size: Any, stride: Any, dtype: str,
+            metadata: Any = None) -> TensorRef:
+    if not isinstance(storage, StorageRef):
+        raise FormatError(f"a tensor's storage should be a storage record, found "
+                          f"{type(storage).__name__}")
+    if type(offset) is not int or offset < 0:
+        raise FormatError(f"tensor storage offset should be a non-negative int, "
+                          f"found {short(offset)}")
+    shape, strides = _ints(size, "size"), _ints(stride, "stride")
+    if len(shape) != len(strides):
+        raise FormatError(f"tensor size {shape} and stride {strides} differ in rank")
+    flags = metadata if isinstance(metadata, dict) else {}
+    return TensorRef(storage, offset, shape, strides, dtype,
+                     negative=bool(flags.get("neg")), conjugate=bool(flags.get("conj")))
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride):
+    return _tensor(storage, storage_offset, size, stride, _storage_dtype(storage))
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
+                       backward_hooks=None, metadata=None):
+    return _tensor(storage, storage_offset, size, stride, _storage_dtype(storage), metadata)
+
+
+def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks,
+                       dtype, metadata=None):
+    if not isinstance(dtype, DType):
+        raise FormatError(f"_rebuild_tensor_v3 expects a torch dtype, found {short(dtype)}")
+    return _tensor(storage, storage_offset, size, stride, _known_dtype(dtype), metadata)
+
+
+def _rebuild_parameter(data, requires_grad=True, backward_hooks=None, state=None):
+    if not isinstance(data, TensorRef):
+        raise FormatError(f"a Parameter should wrap a tensor, found {type(data).__name__}")
+    return TensorRef(data.storage, data.offset, data.shape, data.stride, data.dtype, True,
+                     data.negative, data.conjugate)
+
+
+def _rebuild_from_type_v2(func, new_type, args, state):
+    # torch uses this for tensors carrying Python attributes; only plain types are accepted.
+    if func not in _REBUILDERS or not isinstance(new_type, TensorType):
+        raise FormatError(f"_rebuild_from_type_v2 with {short(func)} and {short(new_type)} is "
+                          "not a plain tensor", hint="tensor subclasses are not supported")
+    if not isinstance(args, tuple):
+        raise FormatError("_rebuild_from_type_v2 expects an argument tuple")
+    ref = func(*args)
+    return _rebuild_parameter(ref) if new_type.name.endswith("Parameter") else ref
+
+
+_REBUILDERS = {_rebuild_tensor, _rebuild_tensor_v2, _rebuild_tensor_v3, _rebuild_parameter}
+
+
+def _storage_dtype(storage: Any) -> str:
+    return storage.dtype if isinstance(storage, StorageRef) else "uint8"
+
+
+def _known_dtype(dtype: DType) -> str:
+    if dtype.dtype is None:
+        raise FormatError(f"tensor dtype torch.{dtype.name} has no numpy equivalent weightmap "
+                          "supports", hint=f"supported: {', '.join(sorted(dtypes.DTYPES))}")
+    return dtype.dtype
+
+
+def _encode(text: Any, encoding: str = "utf-8") -> bytes:
+    # Protocol-2 pickles store bytes as _codecs.encode(latin1_text, "latin1").
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1", "utf-8", "utf8"):
+        raise FormatError(f"_codecs.encode called with {type(text).__name__}, {short(encoding)}")
+    return text.encode(encoding)
+
+
+def _bytearray(data: Any = b"", encoding: str | None = None) -> bytearray:
+    if isinstance(data, str):
+        return bytearray(_encode(data, encoding or "utf-8"))
+    if isinstance(data, (bytes, bytearray)):      # never an int: bytearray(10**12) allocates
+        return bytearray(data)
+    raise FormatError(f"bytearray called with {type(data).__name__}")
+
+
+def _size(dims: Any = ()) -> tuple[int, ...]:
+    return _ints(dims, "Size")
+
+
+def _device(kind: Any, index: Any = None) -> str:
+    if not isinstance(kind, str) or not (index is None or type(index) is int):
+        raise FormatError(f"torch.device called with {short(kind)}, {short(index)}")
+    return kind if index is None else f"{kind}:{index}"
+
+
+def globals_table() -> dict[str, Any]:
+    """Every global a checkpoint may name, mapped to what this unpickler gives it instead."""
+    table: dict[str, Any] = {
+        "collections.OrderedDict": OrderedDict, "collections.Counter": Counter,
+        "builtins.dict": dict, "builtins.list": list, "builtins.tuple": tuple,
+        "builtins.set": set, "builtins.frozenset": frozenset, "builtins.complex": complex,
+        "builtins.bytearray": _bytearray, "_codecs.encode": _encode,
+        "torch._utils._rebuild_tensor": _rebuild_tensor,
+        "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
+        "torch._utils._rebuild_tensor_v3": _rebuild_tensor_v3,
+        "torch._utils._rebuild_parameter": _rebuild_parameter,
+        "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
+        "torch._tensor._rebuild_from_type_v2": _rebuild_from_type_v2,
+        "torch.Tensor": TensorType("Tensor"), "torch._tensor.Tensor": TensorType("Tensor"),
+        "torch.nn.parameter.Parameter": TensorType("Parameter"),
+        "torch.Size": _size, "torch.device": _device,
+        "torch.storage.UntypedStorage": StorageType("UntypedStorage", None),
+        "torch.UntypedStorage": StorageType("UntypedStorage", None),
+    }
+    for name, dtype in STORAGE_DTYPES.items():
+        for module in ("torch", "torch.cuda"):
+            table[f"{module}.{name}"] = StorageType(name, dtype)
+    for name, dtype in TORCH_DTYPES.items():
+        table[f"torch.{name}"] = DType(name, dtype)
+    return table
+
+
+_GLOBALS = globals_table()
+
+
+def resolve_global(module: str, name: str) -> Any:
+    """The stand-in for ``module.name``; refuses anything not in the table."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:        # Python 2 era pickles
+        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+    full = f"{module}.{name}"
+    if full in _GLOBALS:
+        return _GLOBALS[full]
+    if full in UNSUPPORTED_GLOBALS:
+        raise FormatError(f"the checkpoint uses {full}: {UNSUPPORTED_GLOBALS[full]}, which "
+                          "weightmap does not read")
+    raise UnsafeInputError(
+        f"the pickle asks for the global {full}, which is not a tensor or plain container; "
+        "weightmap never imports or calls what a checkpoint names",
+        hint="if this file is a whole pickled model (torch.save(model)), re-save "
+             "model.state_dict(), or pass opaque_globals=True to read only its tensors, with "
+             "other objects replaced by inert placeholders")
+
+
+# ---------------------------------------------------------------- opaque placeholders (opt-in)
+
+class Opaque:
+    """An inert stand-in for an object of a class the checkpoint names (``opaque_globals``).
+
+    It records what the pickle hands it (arguments, items, state) and runs nothing."""
+
+    global_name = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "Opaque":
+        obj = object.__new__(cls)
+        obj.args, obj.items, obj.values, obj.state = args, {}, [], None
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.items[key] = value
+
+    def append(self, value: Any) -> None:
+        self.values.append(value)
+
+    def extend(self, values: Any) -> None:
+        self.values.extend(values)
+
+    def __repr__(self) -> str:
+        return f"<opaque {self.global_name}>"
+
+
+def _opaque_type(full: str) -> type:
+    return type("Opaque", (Opaque,), {"global_name": full})
+
+
+def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
+    # copyreg._reconstructor (protocol 0/1 objects); only ever builds placeholders.
+    if isinstance(cls, type) and issubclass(cls, Opaque):
+        obj = cls.__new__(cls)
+        obj.args = (state,)
+        return obj
+    raise UnsafeInputError(f"copyreg._reconstructor called on {short(cls)}")
+
+
+# ---------------------------------------------------------------- scanning and loading
+
+class _CappedReader:
+    """A file wrapper that refuses to hand out more than ``limit`` bytes in total."""
+
+    def __init__(self, fh: Any, limit: int):
+        self.fh, self.limit, self.used = fh, limit, 0
+
+    def _take(self, data: bytes) -> bytes:
+        self.used += len(data)
+        if self.used > self.limit:
+            raise FormatError(f"a pickle stream is larger than the {self.limit}-byte cap",
+                              hint="raise the max_pickle_bytes option if the file is trusted")
+        return data
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0 or n > self.limit - self.used + 1:
+            n = self.limit - self.used + 1
+        return self._take(self.fh.read(n))
+
+    def readline(self) -> bytes:
+        return self._take(self.fh.readline(self.limit - self.used + 1))
+
+
+_MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
+_OUT_OF_BAND = {"NEXT_BUFFER", "READONLY_BUFFER"}
+
+
+def scan(fh: Any, limits: Limits) -> bytes:
+    """Check the pickle starting at ``fh``'s position against ``limits``; return its bytes.
+
+    pickletools.genops only parses opcodes and arguments, it builds and calls nothing."""
+    start = fh.tell()
+    capped = _CappedReader(fh, limits.max_bytes)
+    ops = memo = 0
+    try:
+        for opcode, arg, _pos in pickletools.genops(capped):
+            ops += 1
+            if ops > limits.max_opcodes:
+                raise FormatError(f"the pickle has more than {limits.max_opcodes} opcodes",
+                                  hint="raise the max_pickle_opcodes option if it is trusted")
+            if opcode.name in _MEMO_PUTS or opcode.name == "MEMOIZE":
+                memo += 1
+                index = memo if opcode.name == "MEMOIZE" else int(arg)
+                if index > limits.max_memo or memo > limits.max_memo:
+                    raise FormatError(f"the pickle uses memo index {index}, above the cap "
+                                      f"{limits.max_memo}")
+            if opcode.name in _OUT_OF_BAND:
+                raise FormatError("the pickle refers to out-of-band buffers")
+    except WeightmapError:
+        raise
+    except (ValueError, EOFError, struct.error, UnicodeDecodeError) as exc:
+        raise FormatError(f"the pickle stream is corrupt or truncated: {exc}") from exc
+    length = fh.tell() - start
+    fh.seek(start)
+    return fh.read(length)
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def __init__(self, data: bytes, persistent: Callable[[Any], Any] | None, opaque: bool):
+        super().__init__(io.BytesIO(data), encoding="utf-8")
+        self._persistent, self._opaque = persistent, opaque
+        self._types: dict[str, type] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return resolve_global(module, name)
+        except UnsafeInputError:
+            if not self._opaque:
+                raise
+            full = f"{module}.{name}"
+            if full == "copyreg._reconstructor":
+                return _reconstructor
+            return self._types.setdefault(full, _opaque_type(full))
+
+    def persistent_load(self, pid: Any) -> Any:
+        if self._persistent is None:
+            raise FormatError("the pickle refers to external storage where none is expected")
+        return self._persistent(pid)
+
+
+def load(fh: Any, *, persistent: Callable[[Any], Any] | None = None,
+         limits: Limits = Limits(), opaque_globals: bool = False) -> Any:
+    """Scan, then unpickle one pickle from ``fh`` (left positioned after it)."""
+    data = scan(fh, limits)
+    try:
+        return _SafeUnpickler(data, persistent, opaque_globals).load()
+    except WeightmapError:
+        raise
+    except RecursionError as exc:
+        raise FormatError("the pickle nests too deeply") from exc
+    except (pickle.UnpicklingError, ValueError, TypeError, KeyError, IndexError, EOFError,
+            AttributeError, UnicodeDecodeError, OverflowError, MemoryError) as exc:
+        raise FormatError(f"the pickle cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
+def loads(data: bytes, **kwargs: Any) -> Any:
+    """``load`` on bytes holding exactly one pickle."""
+    return load(io.BytesIO(data), **kwargs)

@@ -1,0 +1,89 @@
+"""Read a torch checkpoint file (zip or legacy) into a ParamGraph, without torch.
+
+Stages: the container format gives the pickle and the storage records; the restricted
+unpickler turns the pickle into plain containers holding ``TensorRef`` records; ``containers``
+picks the state dict; each tensor gets a lazy data handle; ``weightmap.statedict.group`` makes
+layers from the dotted names. Two names for one view of one storage are a tie.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from weightmap.errors import UsageError, WeightmapError
+from weightmap.graph import ParamGraph
+from weightmap.statedict import Entry, group
+
+from . import legacy_format, zip_format
+from .containers import Found, find_weights
+from .pickle_reader import Limits, TensorRef
+from .storage import Record, tensor_data
+
+FORMATS = (zip_format.FORMAT, legacy_format.FORMAT)
+
+
+def read(path: Path, fmt: str, *, container: str | None = None, opaque_globals: bool = False,
+         max_pickle_bytes: int | None = None, max_pickle_opcodes: int | None = None,
+         max_pickle_memo: int | None = None, **_options: Any) -> ParamGraph:
+    """Specs of the checkpoint's weights; tensor bytes stay on disk until read."""
+    path = Path(path)
+    limits = _limits(max_pickle_bytes, max_pickle_opcodes, max_pickle_memo)
+    try:
+        return _read(path, fmt, container, opaque_globals, limits)
+    except WeightmapError as exc:
+        if exc.path is not None:
+            raise
+        raise type(exc)(exc.message, path=path, tensor=exc.tensor, hint=exc.hint) from exc
+
+
+def _read(path: Path, fmt: str, container: str | None, opaque_globals: bool,
+          limits: Limits) -> ParamGraph:
+    meta: dict[str, Any] = {}
+    if fmt == zip_format.FORMAT:
+        archive = zip_format.open_archive(path)
+        root = zip_format.read_pickle(archive, limits, opaque_globals)
+        records, byteorder = archive.records, archive.byteorder
+        meta["archive_folder"] = archive.top
+    elif fmt == legacy_format.FORMAT:
+        root, records, byteorder = legacy_format.read_legacy(path, limits, opaque_globals)
+    else:
+        raise UsageError(f"the torch adapter reads {', '.join(FORMATS)}, not {fmt!r}", path=path)
+    found = find_weights(root, container)
+    entries = entries_of(found.tensors, records, byteorder)
+    meta.update(container_meta(found), byteorder=byteorder)
+    if opaque_globals:
+        meta["opaque_globals"] = True
+    return ParamGraph(format=fmt, framework="torch", source=str(path),
+                      layers=tuple(group(entries, "torch")), order="stored", meta=meta)
+
+
+def _limits(max_bytes: int | None, max_ops: int | None, max_memo: int | None) -> Limits:
+    base = Limits()
+    return Limits(max_bytes=max_bytes or base.max_bytes, max_opcodes=max_ops or base.max_opcodes,
+                  max_memo=max_memo or base.max_memo)
+
+
+def entries_of(tensors: tuple[tuple[str, TensorRef], ...], records: dict[str, Record],
+               byteorder: str) -> list[Entry]:
+    """One lazy entry per name; a name viewing exactly what an earlier one views is tied."""
+    first: dict[tuple, str] = {}
+    entries = []
+    for name, ref in tensors:
+        view = (ref.storage.key, ref.byte_offset, ref.shape, ref.stride, ref.dtype,
+                ref.negative, ref.conjugate)
+        tied = first.setdefault(view, name)
+        data = tensor_data(ref, records[ref.storage.key], byteorder, name)
+        entries.append(Entry(name=name, shape=ref.shape, dtype=ref.dtype, data=data,
+                             tied_to=None if tied == name else tied))
+    return entries
+
+
+def container_meta(found: Found) -> dict[str, Any]:
+    meta: dict[str, Any] = {"container": found.container, "prefixes": list(found.prefixes)}
+    if found.candidates:
+        meta["other_containers"] = list(found.candidates)
+    if found.other_keys:
+        meta["other_keys"] = list(found.other_keys)
+    if found.skipped:
+        meta["skipped_non_tensors"] = list(found.skipped)
+    return meta

@@ -1,0 +1,135 @@
+"""Lazy data handles for tensors that are strided views into torch storage records.
+
+A C-contiguous, little-endian tensor in an uncompressed record is a plain ``MappedData``. Every
+other case (a transposed view, a big-endian file, a compressed zip member, torch's lazy neg /
+conj bits) is a ``StridedData`` that maps or reads the storage on ``read()`` and materialises
+the view with ``numpy.lib.stride_tricks.as_strided`` after checking it stays inside the record.
+"""
+from __future__ import annotations
+
+import math
+import mmap
+import struct
+import zipfile
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from weightmap import dtypes
+from weightmap.errors import FormatError
+from weightmap.graph import MappedData, TensorData
+
+from .pickle_reader import TensorRef
+
+
+# What zipfile raises on a corrupt archive (names, headers, compression, CRCs).
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, UnicodeDecodeError, ValueError, EOFError,
+              struct.error, NotImplementedError, KeyError, OSError)
+
+
+@dataclass(frozen=True)
+class Record:
+    """Where one storage's bytes are: at ``offset`` in ``path``, or inside zip ``member``."""
+
+    path: str
+    offset: int | None               # None: the member is compressed, read it through zipfile
+    nbytes: int
+    member: str | None = None
+
+
+def is_c_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
+    expected = 1
+    for size, step in zip(reversed(shape), reversed(stride)):
+        if size != 1 and step != expected:
+            return False
+        expected *= size
+    return True
+
+
+def extent_bytes(ref: TensorRef) -> int:
+    """Bytes from the tensor's first element to the end of its furthest one (0 if empty)."""
+    if math.prod(ref.shape) == 0:
+        return 0
+    last = sum((size - 1) * step for size, step in zip(ref.shape, ref.stride))
+    return (last + 1) * dtypes.itemsize(ref.dtype)
+
+
+def tensor_data(ref: TensorRef, record: Record, byteorder: str, name: str) -> TensorData:
+    """The lazy handle for ``ref``, after checking that the view lies inside its storage."""
+    end = ref.byte_offset + extent_bytes(ref)
+    limit = ref.storage.base_bytes + ref.storage.nbytes
+    if end > limit or limit > record.nbytes:
+        raise FormatError(f"the tensor reaches byte {end} of storage {ref.storage.key!r}, "
+                          f"which holds {min(limit, record.nbytes)}", path=record.path,
+                          tensor=name)
+    plain = (byteorder == "little" and not ref.negative and not ref.conjugate
+             and record.offset is not None and is_c_contiguous(ref.shape, ref.stride))
+    if plain:
+        return MappedData(path=record.path, offset=record.offset + ref.byte_offset,
+                          shape=ref.shape, dtype=ref.dtype, span=limit - ref.byte_offset)
+    return StridedData(record=record, byte_offset=ref.byte_offset, shape=ref.shape,
+                       stride=ref.stride, dtype=ref.dtype, byteorder=byteorder,
+                       negative=ref.negative, conjugate=ref.conjugate)
+
+
+@dataclass(frozen=True)
+class StridedData:
+    """A strided view into a storage record, materialised (copied) on ``read()``."""
+
+    record: Record
+    byte_offset: int
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]           # in elements, as torch counts them
+    dtype: str
+    byteorder: str = "little"
+    negative: bool = False
+    conjugate: bool = False
+
+    def read(self) -> np.ndarray:
+        npdt = dtypes.to_numpy(self.dtype)
+        if math.prod(self.shape) == 0:
+            return np.zeros(self.shape, dtype=npdt)
+        span = self._extent(npdt.itemsize)
+        buffer = self._bytes(span)
+        flat = np.frombuffer(buffer, dtype=npdt, count=span // npdt.itemsize)
+        view = np.lib.stride_tricks.as_strided(
+            flat, shape=self.shape, strides=[s * npdt.itemsize for s in self.stride],
+            writeable=False)
+        out = np.array(view, order="C")            # a C-ordered copy the caller owns
+        if self.byteorder == "big":
+            out = out.byteswap()
+        if self.negative:
+            out = np.negative(out)
+        if self.conjugate:
+            out = np.conj(out)
+        return out
+
+    def _extent(self, itemsize: int) -> int:
+        last = sum((size - 1) * step for size, step in zip(self.shape, self.stride))
+        return (last + 1) * itemsize
+
+    def _bytes(self, span: int) -> Any:
+        """The ``span`` bytes of the record starting at ``byte_offset``."""
+        rec = self.record
+        if self.byte_offset + span > rec.nbytes:
+            raise FormatError(f"view needs bytes up to {self.byte_offset + span}, the record "
+                              f"holds {rec.nbytes}", path=rec.path)
+        if rec.offset is None:
+            try:
+                with zipfile.ZipFile(rec.path) as zf:
+                    data = zf.read(rec.member)
+            except ZIP_ERRORS as exc:
+                raise FormatError(f"a compressed storage record cannot be extracted: {exc}",
+                                  path=rec.path, tensor=rec.member) from exc
+            if len(data) < self.byte_offset + span:
+                raise FormatError("a compressed storage record is shorter than its header "
+                                  "says", path=rec.path, tensor=rec.member)
+            return memoryview(data)[self.byte_offset: self.byte_offset + span]
+        with open(rec.path, "rb") as fh:
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        start = rec.offset + self.byte_offset
+        if start + span > len(mm):
+            raise FormatError("the file is truncated inside a storage record", path=rec.path)
+        return memoryview(mm)[start: start + span]
