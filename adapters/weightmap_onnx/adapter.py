@@ -1,0 +1,70 @@
+"""The ONNX adapter: reads ``.onnx`` files (and live ``onnx.ModelProto`` objects)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from weightmap.errors import FormatError, UsageError
+from weightmap.graph import ParamGraph
+
+from .reader import FORMAT, build_graph
+
+
+def load_model(path: Path) -> Any:
+    """The ModelProto without external tensor bytes; parse failures become FormatError."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise FormatError(f"not a valid ONNX model: {type(exc).__name__}: {exc}", path=path,
+                          hint="the file is corrupt or truncated") from exc
+    check_model_shape(model, path)
+    return model
+
+
+def check_model_shape(model: Any, where: object) -> None:
+    # Protobuf parses many byte strings (even an empty file) into an empty message.
+    if model.ir_version <= 0 or not model.HasField("graph"):
+        raise FormatError("not an ONNX model: no ir_version or no graph", path=where,
+                          hint="the file is empty, truncated or not ONNX")
+
+
+class OnnxAdapter:
+    name = "onnx"
+    formats = (FORMAT,)
+
+    def sniff(self, path: Path, head: bytes) -> str | None:
+        path = Path(path)
+        return FORMAT if path.suffix.lower() == ".onnx" and path.is_file() else None
+
+    def read(self, path: Path, fmt: str | None = FORMAT, *, shape_inference: bool = True,
+             **_options: Any) -> ParamGraph:
+        """Specs of every initializer grouped by the node that uses it; data read on demand.
+
+        ``shape_inference=False`` skips ONNX shape inference (then no flatten shapes)."""
+        if fmt not in (None, FORMAT):
+            raise UsageError(f"the onnx adapter reads 'onnx', not {fmt!r}", path=path)
+        path = Path(path)
+        model = load_model(path)
+        return build_graph(model, source=str(path), model_path=path,
+                           folder=Path(os.path.abspath(path)).parent,
+                           shape_inference=shape_inference)
+
+    def accepts(self, obj: Any) -> bool:
+        cls = type(obj)
+        return cls.__name__ == "ModelProto" and cls.__module__.startswith("onnx")
+
+    def read_live(self, obj: Any, *, origin: str | None = None, base_dir: Any = None,
+                  shape_inference: bool = True, **_options: Any) -> ParamGraph:
+        """A graph of an in-memory ModelProto; external data is looked up in ``base_dir``."""
+        source = origin or "onnx.ModelProto"
+        check_model_shape(obj, source)
+        folder = Path(os.path.abspath(base_dir)) if base_dir is not None else None
+        return build_graph(obj, source=source, model_path=Path(source), folder=folder,
+                           shape_inference=shape_inference)
+
+
+ADAPTER = OnnxAdapter()
