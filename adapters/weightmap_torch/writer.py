@@ -1,0 +1,56 @@
+"""torch outputs: a ``.pt`` state dict (torch.save) and in-place loading into a live module."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from weightmap.errors import MissingDependencyError, UsageError
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise MissingDependencyError("writing a .pt file or loading into a torch model needs "
+                                     "torch", hint="pip install torch==2.13.0") from None
+    return torch
+
+
+def to_tensor(arr: np.ndarray):
+    torch = _torch()
+    if arr.dtype.name == "bfloat16":           # numpy has no bf16 tensor interop: go via bits
+        return torch.from_numpy(np.ascontiguousarray(arr).view(np.int16).copy()).view(
+            torch.bfloat16)
+    if arr.dtype.name.startswith("float8"):
+        name = {"float8_e4m3fn": "float8_e4m3fn", "float8_e5m2": "float8_e5m2"}[arr.dtype.name]
+        return torch.from_numpy(np.ascontiguousarray(arr).view(np.uint8).copy()).view(
+            getattr(torch, name))
+    return torch.from_numpy(np.array(arr, copy=True))
+
+
+def write_pt(path: Path, tensors: Iterable[tuple[str, np.ndarray]]) -> None:
+    torch = _torch()
+    state = {name: to_tensor(arr) for name, arr in tensors}
+    torch.save(state, str(path))
+
+
+def load_into(module: Any, tensors: Iterable[tuple[str, np.ndarray]]) -> list[str]:
+    """Copy tensors into a live module's parameters and buffers in place; returns the names set."""
+    torch = _torch()
+    state = module.state_dict(keep_vars=True)
+    done = []
+    with torch.no_grad():
+        for name, arr in tensors:
+            if name not in state:
+                raise UsageError("the model has no parameter or buffer of this name",
+                                 tensor=name)
+            dest = state[name]
+            value = to_tensor(arr).to(dtype=dest.dtype, device=dest.device)
+            if tuple(value.shape) != tuple(dest.shape):
+                raise UsageError(f"shape {tuple(value.shape)} does not fit {tuple(dest.shape)}",
+                                 tensor=name)
+            dest.copy_(value)
+            done.append(name)
+    return done

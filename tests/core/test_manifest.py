@@ -1,0 +1,62 @@
+import pytest
+
+from weightmap.errors import UsageError
+from weightmap.manifest import build, parse_freeze, parse_lr_scales
+from weightmap.plan import Plan, TensorPlan
+
+
+def _plan():
+    t = []
+    for layer, status in [("f.0", "transformed"), ("f.1", "new"), ("f.2", "transferred"),
+                          ("f.3", "transformed"), ("head", "new")]:
+        t.append(TensorPlan(f"{layer}.weight", layer, (2, 2), "float32", status,
+                            ("s",) if status != "new" else ()))
+    return Plan({"path": "s"}, {"path": "t"}, tuple(t))
+
+
+def _frozen(m):
+    return [n for n, e in m["params"].items() if e["frozen"]]
+
+
+def test_policies():
+    p = _plan()
+    assert _frozen(build(p)) == []
+    assert _frozen(build(p, freeze="transferred")) == ["f.0.weight", "f.2.weight", "f.3.weight"]
+    assert _frozen(build(p, freeze="first:2")) == ["f.0.weight", "f.2.weight"]
+    assert _frozen(build(p, freeze="until:f.2")) == ["f.0.weight", "f.2.weight"]
+    assert _frozen(build(p, freeze="until:f")) == ["f.0.weight", "f.2.weight", "f.3.weight"]
+
+
+def test_unknown_until_layer_names_some_layers():
+    with pytest.raises(UsageError, match="no layer of that name.*f.0"):
+        build(_plan(), freeze="until:nope")
+
+
+def test_lr_scales_and_layerwise_decay():
+    m = build(_plan(), lr_scale=["transferred=0.1", "decay=0.5"])
+    scales = {n: e["lr_scale"] for n, e in m["params"].items()}
+    assert scales == {"f.0.weight": 0.025, "f.1.weight": 1.0, "f.2.weight": 0.05,
+                      "f.3.weight": 0.1, "head.weight": 1.0}
+
+
+def test_summary_and_schema():
+    m = build(_plan(), freeze="transferred")
+    assert m["weightmap_manifest"] == 1
+    assert m["summary"]["params"] == 5 and m["summary"]["carried_over"] == 3
+    assert m["summary"]["coverage"] == 0.6 and m["summary"]["element_coverage"] == 0.6
+    assert m["policy"]["freeze"] == "transferred"
+    e = m["params"]["f.0.weight"]
+    assert set(e) >= {"layer", "status", "source", "transforms", "frozen", "lr_scale"}
+
+
+@pytest.mark.parametrize("bad", ["freeze", "first:x", "until:", "all"])
+def test_bad_freeze_policies(bad):
+    with pytest.raises(UsageError, match="freeze policy"):
+        parse_freeze(bad)
+
+
+@pytest.mark.parametrize("bad,msg", [(["head=1"], "unknown learning-rate group"),
+                                     (["new=fast"], "not a number"), (["new=-1"], "negative")])
+def test_bad_lr_scales(bad, msg):
+    with pytest.raises(UsageError, match=msg):
+        parse_lr_scales(bad)

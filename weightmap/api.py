@@ -1,0 +1,89 @@
+"""The pipeline, top to bottom: read → match → plan → check → execute/emit → manifest + report."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Mapping
+
+from . import emit, manifest as manifest_mod, report as report_mod
+from .errors import UsageError
+from .execute import produce
+from .graph import ParamGraph
+from .match import load_rules, match
+from .plan import Plan
+from .planner import build_plan
+from .sources import read
+
+
+def _rules(rules: Any):
+    if rules is None or not isinstance(rules, (str, Path)):
+        return rules
+    return load_rules(Path(rules))
+
+
+def _graphs(source: Any, target: Any) -> tuple[ParamGraph, ParamGraph]:
+    return read(source), read(target)
+
+
+def plan(source: Any, target: Any, *, rules: Any = None, **options: Any) -> Plan:
+    """Match ``source`` to ``target`` and return the checked plan (nothing is written)."""
+    src, tgt = _graphs(source, target)
+    return _plan(src, tgt, rules=rules, options=options)
+
+
+def _plan(src: ParamGraph, tgt: ParamGraph, *, rules: Any, options: Mapping[str, Any]) -> Plan:
+    p = build_plan(src, tgt, match(src, tgt, _rules(rules)), options)
+    p.check(src, tgt)
+    return p
+
+
+def port(source: Any, target: Any, out: str | Path | None = None, *,
+         manifest: str | Path | None = None, rules: Any = None, freeze: str = "none",
+         lr_scale: Any = None, plan: str | Path | Plan | None = None, dry_run: bool = False,
+         force: bool = False, **options: Any) -> report_mod.PortReport:
+    """Port ``source`` weights into ``target`` and write the target's weights to ``out``.
+
+    Returns the report (``.transferred``, ``.new``, ``.unused``, ``.mismatched``, ``.manifest``).
+    With ``dry_run`` nothing is written. ``plan`` applies a saved (possibly edited) plan.
+    """
+    src, tgt = _graphs(source, target)
+    if plan is None:
+        the_plan = _plan(src, tgt, rules=rules, options=options)
+    else:
+        the_plan = plan if isinstance(plan, Plan) else Plan.load(Path(plan))
+        the_plan.check(src, tgt)
+    kind = emit.output_kind(tgt, Path(out) if out else None)
+    out_path = Path(out) if out else emit.default_output(src, tgt, kind)
+    man_path = Path(manifest) if manifest else emit.manifest_path_for(out_path)
+    man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale, output=str(out_path))
+    if dry_run:
+        return report_mod.make(the_plan, man)
+    inputs = [Path(p) for p in (src.source, tgt.source) if Path(p.split(":")[0]).exists()]
+    emit.write(kind, out_path, the_plan, tgt, lambda: produce(the_plan, src, tgt), force=force,
+               inputs=inputs, manifest=man, manifest_path=man_path)
+    return report_mod.make(the_plan, man, output=str(out_path), manifest_path=str(man_path))
+
+
+def load_partial(model: Any, checkpoint: Any, *, rules: Any = None, freeze: str = "none",
+                 lr_scale: Any = None, **options: Any) -> report_mod.PortReport:
+    """Load every weight of ``checkpoint`` that fits into the live ``model``, in place.
+
+    All of the matching applies (wrapper prefixes, nested Lightning checkpoints, renamed layers,
+    other frameworks). Parameters without a counterpart keep their current values.
+    """
+    src, tgt = read(checkpoint), read(model)
+    if tgt.live is None:
+        raise UsageError("load_partial needs a live torch or Keras model as its first argument")
+    the_plan = _plan(src, tgt, rules=rules, options=options)
+    man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale)
+    carried = ((t.target, arr) for t, arr in produce(the_plan, src, tgt) if t.status != "new")
+    _loader(tgt)(tgt.live, carried)
+    return report_mod.make(the_plan, man)
+
+
+def _loader(target: ParamGraph):
+    module = {"torch": "weightmap_torch.writer", "keras": "weightmap_keras.emit"}.get(
+        target.framework)
+    if module is None:
+        raise UsageError(f"cannot load in place into a {target.format} target")
+    return importlib.import_module(module).load_into

@@ -1,0 +1,52 @@
+"""Atomic output files: write to a temporary file in the same folder, fsync, rename.
+
+A failed write leaves nothing behind; an existing file is replaced only with ``force``; a symlink
+is never written through, and the output may not be one of the inputs.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .errors import UsageError
+
+
+def check_output(out: Path, *, force: bool = False, inputs: Iterable[Path] = ()) -> None:
+    if out.is_symlink():
+        raise UsageError("the output path is a symbolic link; weightmap never writes through "
+                         "one", path=out, hint="choose another --out")
+    for src in inputs:
+        try:
+            if src.exists() and out.exists() and os.path.samefile(src, out):
+                raise UsageError("the output would overwrite an input", path=out,
+                                 hint="choose another --out")
+        except OSError:
+            pass
+    if out.exists() and not force:
+        raise UsageError("the output file exists", path=out,
+                         hint="pass --force (force=True) to replace it, or choose another --out")
+    if out.exists() and out.is_dir():
+        raise UsageError("the output path is a folder", path=out)
+    if not out.parent.is_dir():
+        raise UsageError("the output folder does not exist", path=out.parent)
+
+
+@contextlib.contextmanager
+def atomic_path(out: Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``out``; rename it onto ``out`` if the block succeeds."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp" + suffix, dir=out.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        if tmp_path.is_file():
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp_path, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise

@@ -1,0 +1,120 @@
+"""Write the target's weights in its own format, atomically, plus the manifest beside them."""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .atomic import atomic_path, check_output
+from .errors import UsageError
+from .graph import ParamGraph
+from .plan import Plan, TensorPlan
+
+# output kind -> (file suffix, writer "module:function")
+KINDS: dict[str, tuple[str, str]] = {
+    "safetensors": (".safetensors", "weightmap_safetensors.emit:write_output"),
+    "pt": (".pt", "weightmap_torch.emit:write_output"),
+    "keras-weights": (".weights.h5", "weightmap_keras.emit:write_output"),
+    "keras-h5": (".h5", "weightmap_keras.emit:write_output"),
+    "onnx": (".onnx", "weightmap_onnx.emit:write_output"),
+}
+_SUFFIX_KIND = [(".weights.h5", "keras-weights"), (".safetensors", "safetensors"),
+                (".pt", "pt"), (".pth", "pt"), (".bin", "pt"), (".ckpt", "pt"),
+                (".h5", "keras-h5"), (".hdf5", "keras-h5"), (".onnx", "onnx")]
+_FORMAT_KIND = {"torch-live": "safetensors", "arrays": "safetensors", "safetensors": "safetensors",
+                "safetensors-sharded": "safetensors", "torch-zip": "pt", "torch-legacy": "pt",
+                "keras3-weights-h5": "keras-weights", "keras-zip": "keras-weights",
+                "keras2-h5": "keras-h5", "keras2-h5-weights": "keras-h5", "onnx": "onnx"}
+
+
+def output_kind(target: ParamGraph, out: Path | None) -> str:
+    if out is not None:
+        name = out.name.lower()
+        for suffix, kind in _SUFFIX_KIND:
+            if name.endswith(suffix):
+                return kind
+        raise UsageError(f"cannot tell the output format from the name {out.name!r}",
+                         hint="end it in .safetensors, .pt, .weights.h5, .h5 or .onnx")
+    if target.format == "keras-live":
+        return "keras-h5" if target.meta.get("keras_version", "3").startswith("2") \
+            else "keras-weights"
+    try:
+        return _FORMAT_KIND[target.format]
+    except KeyError:
+        raise UsageError(f"no default output format for a {target.format} target",
+                         hint="name the output with --out") from None
+
+
+def _stem(text: str) -> str:
+    name = Path(text.split(":")[0]).name
+    for suffix, _ in _SUFFIX_KIND + [(".keras", ""), (".py", ""), (".index.json", "")]:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def default_output(source: ParamGraph, target: ParamGraph, kind: str) -> Path:
+    return Path(f"{_stem(source.source)}_to_{_stem(target.source)}{KINDS[kind][0]}")
+
+
+def manifest_path_for(out: Path) -> Path:
+    name = out.name
+    for suffix, _ in _SUFFIX_KIND:
+        if name.lower().endswith(suffix):
+            return out.with_name(name[: -len(suffix)] + ".manifest.json")
+    return out.with_name(name + ".manifest.json")
+
+
+def _writer(kind: str) -> Callable[..., None]:
+    module, _, fn = KINDS[kind][1].partition(":")
+    return getattr(importlib.import_module(module), fn)
+
+
+def side_outputs(kind: str, out: Path, target: ParamGraph) -> list[Path]:
+    """Files the writer of ``kind`` puts beside ``out`` (an ONNX model's external data file),
+    from the writer module's optional ``side_outputs(out, target)``."""
+    module = importlib.import_module(KINDS[kind][1].partition(":")[0])
+    find = getattr(module, "side_outputs", None)
+    return [Path(p) for p in find(out, target)] if find is not None else []
+
+
+def _takes(fn: Callable[..., Any], keyword: str) -> bool:
+    return keyword in inspect.signature(fn).parameters
+
+
+def write(kind: str, out: Path, plan: Plan, target: ParamGraph,
+          tensors: Callable[[], Iterator[tuple[TensorPlan, np.ndarray]]], *,
+          force: bool = False, inputs=(), manifest: dict[str, Any] | None = None,
+          manifest_path: Path | None = None) -> None:
+    """Write the output (and manifest) atomically: on any failure neither file remains.
+
+    A writer that takes ``final_path`` is told the output's final name (an ONNX model names its
+    external data file after it). A writer may return side files it has already renamed into
+    place; they are removed if anything after that fails."""
+    check_output(out, force=force, inputs=inputs)
+    for side in side_outputs(kind, out, target):
+        check_output(side, force=force, inputs=inputs)
+    if manifest_path is not None:
+        check_output(manifest_path, force=force, inputs=inputs)
+    suffix = KINDS[kind][0] if kind in ("keras-weights", "keras-h5", "onnx") else ""
+    writer = _writer(kind)
+    extra = {"final_path": out} if _takes(writer, "final_path") else {}
+    committed: list[Path] = []
+    try:
+        with atomic_path(out, suffix=suffix) as tmp:
+            committed = list(writer(tmp, kind=kind, plan=plan, target=target, tensors=tensors,
+                                    **extra) or ())
+            if manifest_path is not None and manifest is not None:
+                with atomic_path(manifest_path) as mtmp:
+                    mtmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    except BaseException:
+        for side in committed:
+            with contextlib.suppress(OSError):
+                side.unlink()
+        raise

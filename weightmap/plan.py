@@ -1,0 +1,154 @@
+"""The plan: for every target tensor, its source tensor(s) and transform chain. JSON, editable.
+
+A plan is data. ``Plan.check`` evaluates every shape contract against the two graphs before a
+byte is written; ``weightmap port --plan F`` applies a (possibly edited) plan.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import PlanError, UsageError
+from .graph import ParamGraph
+from .transforms import Step, check_steps
+
+PLAN_VERSION = 1
+
+# transferred: copied as is; transformed: computed from source tensor(s) by steps;
+# new: keeps the target's own value; synthetic: made up so that the port is exact (flagged);
+# partial: only part of the tensor comes from the source.
+STATUSES = ("transferred", "transformed", "new", "synthetic", "partial")
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    target: str
+    layer: str
+    shape: tuple[int, ...]
+    dtype: str
+    status: str
+    sources: tuple[str, ...] = ()
+    steps: tuple[Step, ...] = ()
+    notes: tuple[str, ...] = ()
+    match: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    # synthetic tensors carry their value computed at plan time (they have no source tensor)
+    value: Any = field(default=None, compare=False, repr=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise PlanError(f"unknown status {self.status!r}; one of {', '.join(STATUSES)}",
+                            tensor=self.target)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"target": self.target, "layer": self.layer,
+                               "shape": list(self.shape), "dtype": self.dtype,
+                               "status": self.status, "sources": list(self.sources),
+                               "steps": [s.to_dict() for s in self.steps]}
+        if self.notes:
+            out["notes"] = list(self.notes)
+        if self.match:
+            out["match"] = dict(self.match)
+        if self.value is not None:
+            out["value"] = {"fill": self.value} if not hasattr(self.value, "tolist") else \
+                {"values": self.value.tolist()}
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TensorPlan":
+        value = d.get("value")
+        if isinstance(value, Mapping):
+            import numpy as np
+            value = value.get("fill") if "fill" in value else np.asarray(value["values"])
+        try:
+            return cls(target=d["target"], layer=d.get("layer", ""), shape=tuple(d["shape"]),
+                       dtype=d["dtype"], status=d["status"], sources=tuple(d.get("sources", ())),
+                       steps=tuple(Step.from_dict(s) for s in d.get("steps", ())),
+                       notes=tuple(d.get("notes", ())), match=d.get("match", {}), value=value)
+        except KeyError as exc:
+            raise PlanError(f"a tensor entry lacks the key {exc.args[0]!r}",
+                            tensor=d.get("target")) from None
+
+
+@dataclass(frozen=True)
+class Plan:
+    source: Mapping[str, Any]              # {"path", "format", "framework"}
+    target: Mapping[str, Any]
+    tensors: tuple[TensorPlan, ...]        # every target parameter, in target order
+    unused: tuple[Mapping[str, Any], ...] = ()  # source tensors no target uses: {name, reason}
+    decisions: tuple[str, ...] = ()        # what a user should look at
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weightmap_plan": PLAN_VERSION, "source": dict(self.source),
+                "target": dict(self.target), "options": dict(self.options),
+                "decisions": list(self.decisions),
+                "tensors": [t.to_dict() for t in self.tensors],
+                "unused": [dict(u) for u in self.unused]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Plan":
+        if d.get("weightmap_plan") != PLAN_VERSION:
+            raise PlanError(f"not a weightmap plan of version {PLAN_VERSION} "
+                            f"(found weightmap_plan={d.get('weightmap_plan')!r})")
+        return cls(source=d.get("source", {}), target=d.get("target", {}),
+                   tensors=tuple(TensorPlan.from_dict(t) for t in d.get("tensors", ())),
+                   unused=tuple(d.get("unused", ())), decisions=tuple(d.get("decisions", ())),
+                   options=d.get("options", {}))
+
+    @classmethod
+    def load(cls, path: Path) -> "Plan":
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UsageError("no such plan file", path=path) from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise PlanError(f"not valid JSON: {exc}", path=path) from None
+        if not isinstance(data, dict):
+            raise PlanError("a plan file holds a JSON object", path=path)
+        try:
+            return cls.from_dict(data)
+        except PlanError as exc:
+            raise PlanError(exc.message, path=path, tensor=exc.tensor) from None
+
+    def check(self, source: ParamGraph, target: ParamGraph) -> None:
+        """Every contract of the plan, against both graphs, before anything is written."""
+        src = {p.name: p for p in source.params()}
+        tgt = {p.name: p for p in target.params()}
+        planned = set()
+        for t in self.tensors:
+            if t.target not in tgt:
+                raise PlanError("the plan names a target tensor the target does not have",
+                                tensor=t.target)
+            if t.target in planned:
+                raise PlanError("the plan lists this target tensor twice", tensor=t.target)
+            planned.add(t.target)
+            want = tgt[t.target]
+            if tuple(want.shape) != tuple(t.shape):
+                raise PlanError(f"the plan expects shape {t.shape}, the target has {want.shape}",
+                                tensor=t.target)
+            if t.status in ("new", "synthetic"):
+                continue
+            missing = [s for s in t.sources if s not in src]
+            if missing or not t.sources:
+                raise PlanError(f"source tensor(s) {missing or '(none)'} not in the source",
+                                tensor=t.target)
+            out = check_steps(t.steps, [src[s].shape for s in t.sources], t.target)
+            if tuple(out) != tuple(want.shape):
+                raise PlanError(f"the steps give shape {tuple(out)}, the target needs "
+                                f"{tuple(want.shape)}", tensor=t.target)
+        absent = [n for n in tgt if n not in planned]
+        if absent:
+            raise PlanError(f"the plan does not cover {len(absent)} target tensor(s), e.g. "
+                            f"{', '.join(absent[:3])}", hint="every target tensor needs an "
+                            "entry; use status 'new' to keep the target's value")
+
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in STATUSES}
+        for t in self.tensors:
+            out[t.status] += 1
+        return out

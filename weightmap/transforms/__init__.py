@@ -1,0 +1,12 @@
+"""Pure numpy tensor transforms with declared shape contracts.
+
+A transform is registered under a name with two functions: ``shape(in_shapes, **args)`` gives the
+output shape (or raises PlanError when the contract does not hold) and ``apply(arrays, **args)``
+computes it. Plans refer to transforms by name and JSON arguments, so a plan can be saved, edited
+and checked (every shape contract is evaluated before a byte is written).
+"""
+from __future__ import annotations
+
+from .core import STEPS, Step, apply_steps, check_steps, register
+
+__all__ = ["STEPS", "Step", "apply_steps", "check_steps", "register"]

@@ -1,0 +1,257 @@
+"""The transform registry and the generic steps (transpose, reshape, flatten permutation ...)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import PlanError
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One transform applied to a tensor: its registered name and JSON-able arguments."""
+
+    op: str
+    args: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.op not in STEPS:
+            raise PlanError(f"unknown transform {self.op!r}; known: {', '.join(sorted(STEPS))}")
+        object.__setattr__(self, "args", MappingProxyType(dict(self.args)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": self.op, **{k: _plain(v) for k, v in self.args.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Step":
+        data = dict(data)
+        if "op" not in data:
+            raise PlanError(f"a transform step needs an 'op' key, found {sorted(data)}")
+        return cls(data.pop("op"), data)
+
+    def describe(self) -> str:
+        inner = ", ".join(f"{k}={_plain(v)}" for k, v in self.args.items())
+        return f"{self.op}({inner})"
+
+
+@dataclass(frozen=True)
+class _Transform:
+    shape: Callable[..., Shape]
+    apply: Callable[..., np.ndarray]
+    arity: int          # number of input tensors; -1 for any
+
+
+STEPS: dict[str, _Transform] = {}
+
+
+def register(name: str, *, arity: int = 1):
+    """Register ``shape``/``apply`` functions under ``name``: decorate a class with both."""
+    def wrap(cls):
+        if name in STEPS:
+            raise PlanError(f"transform {name!r} registered twice")
+        STEPS[name] = _Transform(shape=cls.shape, apply=cls.apply, arity=arity)
+        return cls
+    return wrap
+
+
+def check_steps(steps: Sequence[Step], in_shapes: Sequence[Shape], where: str) -> Shape:
+    """The output shape of a chain, or PlanError naming ``where`` and the failing step."""
+    shapes = [tuple(s) for s in in_shapes]
+    for i, step in enumerate(steps):
+        t = STEPS[step.op]
+        if t.arity != -1 and len(shapes) != t.arity:
+            raise PlanError(f"step {i + 1} {step.describe()} takes {t.arity} tensor(s), "
+                            f"gets {len(shapes)}", tensor=where)
+        try:
+            shapes = [tuple(t.shape(shapes, **step.args))]
+        except PlanError as exc:
+            raise PlanError(f"step {i + 1} {step.describe()}: {exc.message}", tensor=where) from None
+        except (TypeError, ValueError) as exc:
+            raise PlanError(f"step {i + 1} {step.describe()}: bad arguments: {exc}",
+                            tensor=where) from None
+    if len(shapes) != 1:
+        raise PlanError(f"{len(shapes)} tensors reach the end of the chain; combine them into "
+                        f"one (e.g. with a 'concat' or 'sum' step)", tensor=where)
+    return shapes[0]
+
+
+def apply_steps(steps: Sequence[Step], arrays: Sequence[np.ndarray]) -> np.ndarray:
+    out = list(arrays)
+    for step in steps:
+        out = [STEPS[step.op].apply(out, **step.args)]
+    if len(out) != 1:
+        raise PlanError(f"{len(out)} tensors reach the end of the chain")
+    return out[0]
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, (tuple, list)):
+        return [_plain(x) for x in v]
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    return v
+
+
+def _fail(msg: str) -> None:
+    raise PlanError(msg)
+
+
+# ---- generic steps ---------------------------------------------------------------------------
+
+@register("transpose")
+class _Transpose:
+    """Permute axes: output axis i is input axis perm[i]."""
+
+    @staticmethod
+    def shape(shapes, perm):
+        (s,) = shapes
+        if sorted(perm) != list(range(len(s))):
+            _fail(f"perm {list(perm)} is not a permutation of {len(s)} axes (shape {s})")
+        return tuple(s[p] for p in perm)
+
+    @staticmethod
+    def apply(arrays, perm):
+        return np.ascontiguousarray(np.transpose(arrays[0], perm))
+
+
+@register("reshape")
+class _Reshape:
+    @staticmethod
+    def shape(shapes, shape):
+        (s,) = shapes
+        if math.prod(s) != math.prod(shape):
+            _fail(f"cannot reshape {s} ({math.prod(s)} elements) to {tuple(shape)}")
+        return tuple(shape)
+
+    @staticmethod
+    def apply(arrays, shape):
+        return np.ascontiguousarray(arrays[0]).reshape(shape)
+
+
+@register("flatten_permute")
+class _FlattenPermute:
+    """Re-order the input axis of a dense kernel that follows a flatten from one memory order
+    to another. ``axis`` is the kernel's input axis, ``shape`` the per-sample feature map in the
+    source's order (e.g. (H, W, C)), ``perm`` the permutation into the target's order (e.g.
+    (2, 0, 1) for channels-last → channels-first)."""
+
+    @staticmethod
+    def shape(shapes, axis, shape, perm):
+        (s,) = shapes
+        if s[axis] != math.prod(shape):
+            _fail(f"input axis has {s[axis]} features, the flatten shape {tuple(shape)} "
+                  f"holds {math.prod(shape)}")
+        if sorted(perm) != list(range(len(shape))):
+            _fail(f"perm {list(perm)} does not permute {len(shape)} axes")
+        return tuple(s)
+
+    @staticmethod
+    def apply(arrays, axis, shape, perm):
+        a = np.moveaxis(arrays[0], axis, 0)
+        rest = a.shape[1:]
+        a = a.reshape(tuple(shape) + rest).transpose(tuple(perm) + tuple(
+            range(len(shape), len(shape) + len(rest))))
+        return np.ascontiguousarray(np.moveaxis(a.reshape((-1,) + rest), 0, axis))
+
+
+@register("cast")
+class _Cast:
+    @staticmethod
+    def shape(shapes, dtype):
+        from ..dtypes import to_numpy
+        to_numpy(dtype)
+        return shapes[0]
+
+    @staticmethod
+    def apply(arrays, dtype):
+        from ..dtypes import to_numpy
+        return arrays[0].astype(to_numpy(dtype))
+
+
+@register("sum", arity=-1)
+class _Sum:
+    """Element-wise sum of several tensors of one shape (e.g. torch bias_ih + bias_hh)."""
+
+    @staticmethod
+    def shape(shapes):
+        if len({tuple(s) for s in shapes}) != 1:
+            _fail(f"cannot add tensors of shapes {[tuple(s) for s in shapes]}")
+        return shapes[0]
+
+    @staticmethod
+    def apply(arrays):
+        out = np.array(arrays[0], copy=True)
+        for a in arrays[1:]:
+            out = out + a
+        return out
+
+
+@register("concat", arity=-1)
+class _Concat:
+    @staticmethod
+    def shape(shapes, axis):
+        base = list(shapes[0])
+        for s in shapes[1:]:
+            if len(s) != len(base) or any(a != b for i, (a, b) in enumerate(zip(s, base))
+                                             if i != axis % len(base)):
+                _fail(f"cannot concatenate shapes {[tuple(x) for x in shapes]} on axis {axis}")
+        base[axis] = sum(s[axis] for s in shapes)
+        return tuple(base)
+
+    @staticmethod
+    def apply(arrays, axis):
+        return np.concatenate(arrays, axis=axis)
+
+
+@register("slice")
+class _Slice:
+    """Take ``[start, stop)`` along ``axis`` (e.g. one of q/k/v from a fused projection)."""
+
+    @staticmethod
+    def shape(shapes, axis, start, stop):
+        (s,) = shapes
+        if not 0 <= start < stop <= s[axis]:
+            _fail(f"slice {start}:{stop} lies outside axis {axis} of size {s[axis]}")
+        out = list(s)
+        out[axis] = stop - start
+        return tuple(out)
+
+    @staticmethod
+    def apply(arrays, axis, start, stop):
+        index = [slice(None)] * arrays[0].ndim
+        index[axis] = slice(start, stop)
+        return np.ascontiguousarray(arrays[0][tuple(index)])
+
+
+@register("scale")
+class _Scale:
+    @staticmethod
+    def shape(shapes, factor):
+        return shapes[0]
+
+    @staticmethod
+    def apply(arrays, factor):
+        return (arrays[0] * np.asarray(factor, dtype=arrays[0].dtype)).astype(arrays[0].dtype)
+
+
+@register("sum_axis")
+class _SumAxis:
+    """Sum over ``axis`` keeping it with size 1 (RGB weights into a 1-channel input)."""
+
+    @staticmethod
+    def shape(shapes, axis):
+        out = list(shapes[0])
+        out[axis] = 1
+        return tuple(out)
+
+    @staticmethod
+    def apply(arrays, axis):
+        return arrays[0].sum(axis=axis, keepdims=True)
