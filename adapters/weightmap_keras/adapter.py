@@ -1,0 +1,134 @@
+"""The Keras adapter: format detection, file reading, live models.
+
+Files are read with h5py, zipfile and json only; TensorFlow / Keras are imported by
+``read_live`` alone, for models that are already theirs.
+"""
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+from weightmap.errors import FormatError, UsageError, WeightmapError
+from weightmap.graph import ParamGraph
+
+from . import keras3, legacy
+from .h5io import HDF5_MAGIC, READ_ERRORS, WEIGHTS_MEMBER, ZIP_MAGIC, Location, \
+    load_json_attr, open_h5
+
+FORMATS = (legacy.FORMAT_FULL, legacy.FORMAT_WEIGHTS, keras3.FORMAT_WEIGHTS, keras3.FORMAT_ZIP)
+
+
+def sniff_hdf5(f: Any) -> str | None:
+    """Which Keras layout an open HDF5 file has, from its markers; None if it is not Keras'."""
+    import h5py
+
+    attrs = set(f.attrs.keys())
+    if "model_weights" in f and ("model_config" in attrs or "keras_version" in attrs):
+        return legacy.FORMAT_FULL
+    if "layer_names" in attrs or "layer_names0" in attrs:
+        return legacy.FORMAT_WEIGHTS
+    top = f.get("vars")
+    if isinstance(top, h5py.Group) and "name" in top.attrs:
+        return keras3.FORMAT_WEIGHTS
+    return None
+
+
+def sniff(path: Path, head: bytes) -> str | None:
+    path = Path(path)
+    if not path.is_file():
+        return None
+    name = path.name.lower()
+    if head.startswith(HDF5_MAGIC):
+        try:
+            with open_h5(Location(str(path))) as f:
+                return sniff_hdf5(f)
+        except READ_ERRORS:
+            # damaged: claim it only when the name says Keras, so the reader can say what broke
+            return keras3.FORMAT_WEIGHTS if name.endswith(".weights.h5") else None
+    if head.startswith(ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = set(zf.namelist())
+        except READ_ERRORS:
+            return keras3.FORMAT_ZIP if name.endswith(".keras") else None
+        if {"config.json", WEIGHTS_MEMBER} <= names:
+            return keras3.FORMAT_ZIP
+    elif name.endswith(".keras") and head:
+        return keras3.FORMAT_ZIP                       # not a zip: let the reader say so
+    return None
+
+
+def load_config(value: Any) -> Mapping[str, Any] | None:
+    """The ``config=`` option: a model config dict, or a ``.keras`` / full-model ``.h5`` /
+    ``config.json`` path to take it from (for weights-only files)."""
+    if value is None or isinstance(value, Mapping):
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise UsageError("config= names no file", path=path)
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    try:
+        if head.startswith(ZIP_MAGIC):
+            with zipfile.ZipFile(path) as zf:
+                return json.loads(zf.read("config.json"))
+        if head.startswith(HDF5_MAGIC):
+            with open_h5(Location(str(path))) as f:
+                cfg = load_json_attr(f, "model_config", str(path))
+            if cfg is None:
+                raise UsageError("config= names an HDF5 file without a model_config", path=path)
+            return cfg
+        return json.loads(path.read_text(encoding="utf-8"))
+    except READ_ERRORS as exc:
+        raise UsageError(f"cannot read a model config from it: {type(exc).__name__}: {exc}",
+                         path=path) from exc
+
+
+def _type_modules(obj: Any) -> list[tuple[str, str]]:
+    return [(c.__module__ or "", c.__name__) for c in type(obj).__mro__]
+
+
+class KerasAdapter:
+    name = "keras"
+    formats = FORMATS
+
+    def sniff(self, path: Path, head: bytes) -> str | None:
+        return sniff(path, head)
+
+    def read(self, path: Path, fmt: str | None = None, *, config: Any = None,
+             **_options: Any) -> ParamGraph:
+        """Specs of every weight, data lazy. ``config=`` types a weights-only file (a config
+        dict, or a ``.keras`` / full ``.h5`` / ``config.json`` path); other options are
+        ignored."""
+        path = Path(path)
+        if fmt is None:
+            with open(path, "rb") as fh:
+                fmt = sniff(path, fh.read(64))
+        if fmt not in FORMATS:
+            raise UsageError(f"the keras adapter reads {', '.join(FORMATS)}, not {fmt!r}",
+                             path=path)
+        model_cfg = load_config(config)
+        try:
+            if fmt in (legacy.FORMAT_FULL, legacy.FORMAT_WEIGHTS):
+                return legacy.read(path, fmt, config=model_cfg)
+            return keras3.read(path, fmt, config=model_cfg)
+        except WeightmapError:
+            raise
+        except READ_ERRORS as exc:
+            raise FormatError(f"cannot read {fmt} file: {type(exc).__name__}: {exc}",
+                              path=path, hint="the file is truncated, corrupt or not what its "
+                                              "name says") from exc
+
+    def accepts(self, obj: Any) -> bool:
+        """A Keras layer or model (keras 3, tf_keras or Keras 2), told by type names only."""
+        return any(mod.split(".")[0] in ("keras", "tf_keras") and name in ("Layer", "Model")
+                   for mod, name in _type_modules(obj))
+
+    def read_live(self, obj: Any, *, origin: str | None = None, **options: Any) -> ParamGraph:
+        from .live import read_live
+        return read_live(obj, origin=origin, **options)
+
+
+ADAPTER = KerasAdapter()

@@ -1,0 +1,222 @@
+"""A Keras model config (``model_config`` attribute, ``config.json``, ``model.get_config()``) as
+ordered layer specs, plus what each dense layer that reads a ``Flatten`` receives.
+
+The config is data: class names and numbers are read, nothing is imported or called (a Lambda's
+function, custom objects and module references stay strings). Nested Sequential / Functional
+models are flattened into their inner layers, named ``outer/inner``.
+
+Each spec also carries the path its variables have in a Keras 3 ``.weights.h5``: Keras names
+the entries of a model's ``layers`` list by their class in snake case, numbered per class in
+``model.layers`` order (``conv2d``, ``conv2d_1`` ... ``conv2d_10``), which excludes a
+Sequential's InputLayer but includes a Functional model's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .classes import MODEL_CLASSES, to_snake_case
+from .shapes import PASS_THROUGH, Shape, output_shape
+
+Flow = tuple  # (producer layer graph name | None, per-sample shape | None)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One leaf layer of the model, in model order."""
+
+    name: str                            # graph name: nested names joined by "/"
+    class_name: str | None
+    config: Mapping[str, Any] | None     # the layer's own config (None when unknown)
+    k3_path: str                         # its group in a Keras 3 .weights.h5
+    outer: str                           # the top-level layer holding it (legacy h5 group)
+
+
+@dataclass
+class ModelInfo:
+    specs: list[LayerSpec] = field(default_factory=list)
+    # dense layer name -> (per-sample shape in flatten order, "channels_last" | "channels_first")
+    flatten: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def is_model(entry: Mapping[str, Any]) -> bool:
+    cfg = entry.get("config")
+    if not isinstance(cfg, Mapping) or not isinstance(cfg.get("layers"), list):
+        return False
+    return entry.get("class_name") in MODEL_CLASSES or "input_layers" in cfg
+
+
+def walk(model: Mapping[str, Any] | None,
+         known_inputs: Mapping[str, Shape] | None = None) -> ModelInfo | None:
+    """Specs and flatten shapes of a ``{"class_name", "config"}`` model entry; None when it
+    describes no layers (a subclassed model's config)."""
+    if not isinstance(model, Mapping) or not is_model(model):
+        return None
+    walker = _Walker(dict(known_inputs or {}))
+    walker.model(model, prefix="", k3_prefix="", outer=None, upstream=[])
+    info = ModelInfo(specs=walker.specs)
+    _find_flattens(walker, info)
+    return info
+
+
+def _batch_shape(cfg: Mapping[str, Any]) -> Shape | None:
+    for key in ("batch_shape", "batch_input_shape"):
+        value = cfg.get(key)
+        if isinstance(value, (list, tuple)) and value:
+            return tuple(value[1:])
+    return None
+
+
+def _names(refs: Any) -> list[str]:
+    """``[["in", 0, 0], ...]`` or a single ``["in", 0, 0]`` -> layer names."""
+    if not isinstance(refs, list) or not refs:
+        return []
+    if isinstance(refs[0], str):
+        return [refs[0]]
+    return [r[0] for r in refs if isinstance(r, (list, tuple)) and r and isinstance(r[0], str)]
+
+
+def inbound_names(layer: Mapping[str, Any]) -> list[str]:
+    """Producers of a functional layer's first call, in both config dialects."""
+    nodes = layer.get("inbound_nodes") or []
+    if not nodes:
+        return []
+    node = nodes[0]
+    if isinstance(node, Mapping):                        # keras 3: {"args": [...], "kwargs"}
+        found: list[str] = []
+        _keras_histories(node.get("args", []), found)
+        return found
+    return [ref[0] for ref in node                        # tf_keras: [[name, node, idx, kw]]
+            if isinstance(ref, (list, tuple)) and ref and isinstance(ref[0], str)]
+
+
+def _keras_histories(value: Any, found: list[str]) -> None:
+    if isinstance(value, Mapping):
+        if value.get("class_name") == "__keras_tensor__":
+            history = (value.get("config") or {}).get("keras_history")
+            if history:
+                found.append(history[0])
+            return
+        for v in value.values():
+            _keras_histories(v, found)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _keras_histories(v, found)
+
+
+def _build_input(layer: Mapping[str, Any]) -> Shape | None:
+    """Keras 3 records each layer's built input shape; a flat list means one input."""
+    shape = (layer.get("build_config") or {}).get("input_shape")
+    if isinstance(shape, list) and shape and all(d is None or isinstance(d, int) for d in shape):
+        return tuple(shape[1:])
+    return None
+
+
+class _Walker:
+    def __init__(self, known_inputs: dict[str, Shape]):
+        self.known_inputs = known_inputs
+        self.specs: list[LayerSpec] = []
+        self.by_name: dict[str, LayerSpec] = {}
+        self.producer: dict[str, str | None] = {}
+        self.in_shape: dict[str, Shape | None] = {}
+
+    @staticmethod
+    def _unique(name: str, used: dict[str, int]) -> str:
+        if name in used:
+            used[name] += 1
+            return f"{name}_{used[name]}"
+        used[name] = 0
+        return name
+
+    def model(self, entry, prefix, k3_prefix, outer, upstream: list[Flow]) -> Flow:
+        cfg = entry["config"]
+        if entry.get("class_name") == "Sequential":
+            return self.sequential(cfg, prefix, k3_prefix, outer, upstream)
+        return self.functional(cfg, prefix, k3_prefix, outer, upstream)
+
+    def sequential(self, cfg, prefix, k3_prefix, outer, upstream: list[Flow]) -> Flow:
+        used: dict[str, int] = {}
+        flow: Flow = upstream[0] if upstream else (None, None)
+        for layer in cfg["layers"]:
+            cls, lcfg = layer.get("class_name"), layer.get("config") or {}
+            if cls == "InputLayer":       # not in a Sequential's model.layers: no weights group
+                flow = (flow[0], _batch_shape(lcfg) or flow[1])
+                continue
+            if flow[1] is None:
+                flow = (flow[0], _batch_shape(lcfg))
+            k3 = f"{k3_prefix}layers/{self._unique(to_snake_case(cls or ''), used)}"
+            flow = self.layer(layer, prefix, k3, outer, [flow])
+        return flow
+
+    def functional(self, cfg, prefix, k3_prefix, outer, upstream: list[Flow]) -> Flow:
+        used: dict[str, int] = {}
+        outputs: dict[str, Flow] = {}
+        fed = dict(zip(_names(cfg.get("input_layers")), upstream))
+        for layer in cfg["layers"]:
+            cls, lcfg = layer.get("class_name"), layer.get("config") or {}
+            name = lcfg.get("name") or layer.get("name")
+            k3 = f"{k3_prefix}layers/{self._unique(to_snake_case(cls or ''), used)}"
+            if cls == "InputLayer":
+                up = fed.get(name, (None, None))
+                outputs[name] = (up[0], _batch_shape(lcfg) or up[1])
+                continue
+            ins = [outputs.get(p, (None, None)) for p in inbound_names(layer)] or [(None, None)]
+            outputs[name] = self.layer(layer, prefix, k3, outer, ins)
+        out = _names(cfg.get("output_layers"))
+        return outputs.get(out[0], (None, None)) if out else (None, None)
+
+    def layer(self, layer, prefix, k3, outer, ins: list[Flow]) -> Flow:
+        cls, lcfg = layer.get("class_name"), layer.get("config")
+        name = (lcfg or {}).get("name") or layer.get("name") or k3.rsplit("/", 1)[-1]
+        gname = prefix + name
+        top = outer or name
+        if is_model(layer):
+            return self.model(layer, gname + "/", k3 + "/", top, ins)
+        spec = LayerSpec(gname, cls, lcfg if isinstance(lcfg, Mapping) else None, k3, top)
+        self.specs.append(spec)
+        self.by_name[gname] = spec
+        shape = self.known_inputs.get(gname) or _build_input(layer) or ins[0][1]
+        self.producer[gname] = ins[0][0]
+        self.in_shape[gname] = shape
+        out = output_shape(cls or "", lcfg or {}, [shape] + [i[1] for i in ins[1:]])
+        return (gname, out)
+
+
+def _find_flattens(w: _Walker, info: ModelInfo) -> None:
+    """Dense layers fed by a Flatten (through shape-keeping layers such as Dropout) get the
+    per-sample shape the Flatten enumerates and its channel position."""
+    for spec in w.specs:
+        if spec.class_name != "Dense":
+            continue
+        src = w.producer.get(spec.name)
+        while src is not None and w.by_name[src].class_name in PASS_THROUGH:
+            src = w.producer.get(src)
+        if src is None or w.by_name[src].class_name != "Flatten":
+            continue
+        shape = w.in_shape.get(src)
+        if shape is None or None in shape or len(shape) < 2:
+            continue
+        flatten_fmt = (w.by_name[src].config or {}).get("data_format") or "channels_last"
+        tensor_fmt = _tensor_format(w, src)
+        if flatten_fmt == "channels_first":      # Keras moves channels last, then flattens
+            if tensor_fmt != "channels_first":
+                info.notes.append(f"{src}: channels_first Flatten of a channels_last tensor; "
+                                  f"no flatten shape recorded for {spec.name}")
+                continue
+            shape, fmt = tuple(shape[1:]) + (shape[0],), "channels_last"
+        else:
+            fmt = tensor_fmt
+        info.flatten[spec.name] = (tuple(int(d) for d in shape), fmt)
+
+
+def _tensor_format(w: _Walker, name: str) -> str:
+    """The data format of the tensor a layer receives: that of the nearest producer that has
+    one (convolutions, pooling, padding); channels_last when none says."""
+    src = w.producer.get(name)
+    while src is not None:
+        fmt = (w.by_name[src].config or {}).get("data_format")
+        if fmt in ("channels_last", "channels_first"):
+            return fmt
+        src = w.producer.get(src)
+    return "channels_last"
