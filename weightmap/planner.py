@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Mapping
 
-from .conversions import LayerPair, convert
+from .conversions import PASSES, LayerPair, PlanContext, convert
 from .errors import ConversionError
 from .graph import ParamGraph
 from .plan import Plan, TensorPlan
@@ -31,7 +31,7 @@ def build_plan(source: ParamGraph, target: ParamGraph, matching: Any,
             continue
         pair = LayerPair(source=src_layers[m.source], target=layer, source_graph=source,
                          target_graph=target,
-                         pairs=tuple((pp.target, tuple(pp.sources)) for pp in m.params),
+                         pairs=tuple((pp.target, tuple(pp.sources), pp.note) for pp in m.params),
                          match={"source_layer": m.source, "strategy": m.strategy,
                                 "score": round(float(m.score), 3)},
                          options=options)
@@ -45,7 +45,10 @@ def build_plan(source: ParamGraph, target: ParamGraph, matching: Any,
         for t in planned:
             decisions += [n[len("decision: "):] for n in t.notes if n.startswith("decision: ")]
         tensors += planned
-    tensors = _follow_ties(target, tensors)
+    ctx = PlanContext(tensors, source, target, matching, options, decisions)
+    for _name, plan_pass in PASSES:
+        plan_pass(ctx)
+    tensors = _follow_ties(target, ctx.tensors)
     used = {s for t in tensors for s in t.sources}
     unused = [{"name": p.name, "reason": reasons.get(("source", p.name),
                                                       reasons.get(("source-layer", l.name),

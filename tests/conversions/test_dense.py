@@ -15,7 +15,7 @@ def _graphs(pair_factory, layer_factory, src_attrs=None, tgt_attrs=None, in_feat
     fc_t = layer_factory("torch", "fc", "dense", [("weight", "kernel", (O, in_features)),
                                                   ("bias", "bias", (O,))], attrs=tgt_attrs)
     return pair_factory([conv_s, fc_s], [conv_t, fc_t], "keras", "torch", "fc", "fc",
-                        [("fc.weight", ("fc/kernel:0",)), ("fc.bias", ("fc/bias:0",))])
+                        [("fc.weight", ("fc/kernel:0",), ""), ("fc.bias", ("fc/bias:0",), "")])
 
 
 def _check_computes_the_same(pair, plan):

@@ -7,7 +7,8 @@ the generic label-driven conversion handles everything else. One small module pe
 """
 from __future__ import annotations
 
-from .base import LayerPair, convert, lookup, register
+from .base import PASSES, LayerPair, PlanContext, convert, lookup, register, register_pass
 from . import generic, dense, depthwise  # noqa: F401  (modules register themselves)
 
-__all__ = ["LayerPair", "convert", "lookup", "register"]
+__all__ = ["PASSES", "LayerPair", "PlanContext", "convert", "lookup", "register",
+           "register_pass"]

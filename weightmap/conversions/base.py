@@ -10,6 +10,10 @@ from ..plan import TensorPlan
 
 Converter = Callable[["LayerPair"], list[TensorPlan]]
 _REGISTRY: dict[tuple[str, str], Converter] = {}
+# Passes run over the whole plan after the per-layer conversions, in registration order: for
+# conversions that span layers (e.g. a fused conv feeding a target Conv + BatchNorm).
+PlanPass = Callable[["PlanContext"], None]
+PASSES: list[tuple[str, PlanPass]] = []
 
 
 @dataclass(frozen=True)
@@ -20,7 +24,7 @@ class LayerPair:
     target: Layer
     source_graph: ParamGraph
     target_graph: ParamGraph
-    pairs: tuple[tuple[str, tuple[str, ...]], ...]   # (target param, source params)
+    pairs: tuple[tuple[str, tuple[str, ...], str], ...]   # (target param, source params, note)
     match: Mapping[str, Any] = field(default_factory=dict, hash=False)
     options: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
@@ -32,8 +36,12 @@ class LayerPair:
     def target_framework(self) -> str:
         return self.target_graph.framework
 
+    def note_of(self, target_name: str) -> str:
+        """The matcher's note on how several sources combine ("sum", "stack", "row:0" ...)."""
+        return next((note for tname, _, note in self.pairs if tname == target_name), "")
+
     def sources_of(self, target_name: str) -> tuple[Param, ...]:
-        for tname, snames in self.pairs:
+        for tname, snames, _ in self.pairs:
             if tname == target_name:
                 by_name = {p.name: p for p in self.source.params}
                 return tuple(by_name[s] if s in by_name else self.source_graph.param(s)
@@ -46,6 +54,32 @@ class LayerPair:
                           dtype=tparam.dtype, status=status,
                           sources=tuple(p.name for p in sources), steps=tuple(steps),
                           notes=tuple(notes), match=dict(self.match), value=value)
+
+
+@dataclass
+class PlanContext:
+    """What a plan pass sees and may change: the tensor plans (in target order, replace entries
+    by index), the graphs, the matching, and a list of decisions to report."""
+
+    tensors: list[TensorPlan]
+    source_graph: ParamGraph
+    target_graph: ParamGraph
+    matching: Any
+    options: Mapping[str, Any]
+    decisions: list[str]
+
+    def index(self) -> dict[str, int]:
+        return {t.target: i for i, t in enumerate(self.tensors)}
+
+
+def register_pass(name: str) -> Callable[[PlanPass], PlanPass]:
+    """Register a whole-plan pass under ``name`` (run after every layer conversion)."""
+    def wrap(fn: PlanPass) -> PlanPass:
+        if any(n == name for n, _ in PASSES):
+            raise PlanError(f"plan pass {name!r} registered twice")
+        PASSES.append((name, fn))
+        return fn
+    return wrap
 
 
 def register(source: str, target: str) -> Callable[[Converter], Converter]:
