@@ -77,7 +77,7 @@ def load_partial(model: Any, checkpoint: Any, *, rules: Any = None, freeze: str 
     the_plan = _plan(src, tgt, rules=rules, options=options)
     man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale)
     carried = ((t.target, arr) for t, arr in produce(the_plan, src, tgt) if t.status != "new")
-    _loader(tgt)(tgt.live, carried)
+    _loader(tgt)(tgt, carried)
     return report_mod.make(the_plan, man)
 
 

@@ -36,10 +36,11 @@ def write_pt(path: Path, tensors: Iterable[tuple[str, np.ndarray]]) -> None:
     torch.save(state, str(path))
 
 
-def load_into(module: Any, tensors: Iterable[tuple[str, np.ndarray]]) -> list[str]:
-    """Copy tensors into a live module's parameters and buffers in place; returns the names set."""
+def load_into(graph: Any, tensors: Iterable[tuple[str, np.ndarray]]) -> list[str]:
+    """Copy tensors into the live module behind ``graph`` (its parameters and buffers) in
+    place; returns the names set."""
     torch = _torch()
-    state = module.state_dict(keep_vars=True)
+    state = graph.live.state_dict(keep_vars=True)
     done = []
     with torch.no_grad():
         for name, arr in tensors:

@@ -1,0 +1,69 @@
+"""torch → Keras: a .weights.h5 that load_weights accepts, computing what the torch model does."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+keras = pytest.importorskip("keras")
+
+import weightmap  # noqa: E402
+from weightmap.sources import load_python_object  # noqa: E402
+
+MODELS = Path(__file__).parent / "models"
+TORCH = MODELS / "small_cnn_torch.py"
+KERAS = MODELS / "small_cnn_keras.py"
+
+
+def _torch_model():
+    return load_python_object(TORCH, "model")[0]
+
+
+def _outputs(tmodel, kmodel):
+    x = np.random.default_rng(0).standard_normal((2, 12, 12, 3)).astype(np.float32)
+    with torch.no_grad():
+        t = tmodel(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+    return t, np.asarray(kmodel(x))
+
+
+def test_torch_state_dict_into_keras_weights_h5(tmp_path):
+    tmodel = _torch_model()
+    src = tmp_path / "cnn.pt"
+    torch.save(tmodel.state_dict(), src)
+    out = tmp_path / "cnn.weights.h5"
+    report = weightmap.port(src, KERAS, out)
+    assert not report.new and not report.unused
+    assert (tmp_path / "cnn.manifest.json").exists()
+    kmodel = load_python_object(KERAS, "model")[0]
+    kmodel.load_weights(out)
+    t, k = _outputs(tmodel, kmodel)
+    assert np.abs(t - k).max() / np.abs(t).max() <= 1e-5
+    # a bare state dict does not know the feature map: the Keras target's graph does
+    notes = report.manifest["params"]["layers/dense/vars/0"]["notes"]
+    assert any("flatten CHW (8, 4, 4) -> HWC (4, 4, 8) (target graph)" in n for n in notes), notes
+
+
+def test_load_partial_into_a_live_keras_model_and_template_output(tmp_path):
+    tmodel = _torch_model()
+    kmodel = load_python_object(KERAS, "model")[0]
+    report = weightmap.load_partial(kmodel, tmodel)
+    assert len(report.transferred) == 8 and not report.new
+    t, k = _outputs(tmodel, kmodel)
+    assert np.abs(t - k).max() / np.abs(t).max() <= 1e-5
+    # the same model saved as a file is a template: its datasets are overwritten in a copy
+    template = tmp_path / "template.weights.h5"
+    fresh = load_python_object(KERAS, "model")[0]
+    fresh.save_weights(template)
+    out = tmp_path / "from_template.weights.h5"
+    weightmap.port(tmodel, template, out)
+    fresh.load_weights(out)
+    t, k = _outputs(tmodel, fresh)
+    assert np.abs(t - k).max() / np.abs(t).max() <= 1e-5
+
+
+def test_port_into_a_live_keras_model_restores_its_weights(tmp_path):
+    kmodel = load_python_object(KERAS, "model")[0]
+    before = [w.copy() for w in kmodel.get_weights()]
+    weightmap.port(_torch_model(), kmodel, tmp_path / "x.weights.h5")
+    for a, b in zip(before, kmodel.get_weights()):
+        np.testing.assert_array_equal(a, b)
