@@ -67,3 +67,14 @@ def test_port_into_a_live_keras_model_restores_its_weights(tmp_path):
     weightmap.port(_torch_model(), kmodel, tmp_path / "x.weights.h5")
     for a, b in zip(before, kmodel.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_keras_freeze_follows_the_manifest(tmp_path):
+    import weightmap.keras as wmk
+    kmodel = load_python_object(KERAS, "model")[0]
+    report = weightmap.load_partial(kmodel, _torch_model(), freeze="first:2")
+    result = wmk.freeze(kmodel, report.manifest)
+    convs = tuple(l.name for l in kmodel.layers if l.weights)[:2]
+    assert result.frozen == convs and result.mixed == ()
+    assert [l.trainable for l in kmodel.layers if l.weights] == [False, False, True, True]
+    assert len(kmodel.trainable_weights) == 4
