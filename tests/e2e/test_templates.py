@@ -13,10 +13,10 @@ MODELS = Path(__file__).parent / "models" / "resnet_torch.py"
 
 
 def _models():
-    load_python_object(MODELS, "ResNet")
-    mod = __import__("sys").modules[[m for m in __import__("sys").modules
-                                     if m.startswith("weightmap_user_")][-1]]
-    return mod.trained(seed=7), mod.ResNet(classes=3)
+    trained, _ = load_python_object(MODELS, "trained")       # a factory: called with no args
+    net = type(trained)
+    torch.manual_seed(7)
+    return trained, net(classes=3)
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
