@@ -8,7 +8,11 @@ the generic label-driven conversion handles everything else. One small module pe
 from __future__ import annotations
 
 from .base import PASSES, LayerPair, PlanContext, convert, lookup, register, register_pass
+from .base import GRAPH_PASSES, prepare_graphs, register_graph_pass
 from . import generic, dense, depthwise  # noqa: F401  (modules register themselves)
+from . import norm, fusion  # noqa: F401  (normalisation algebra, conv+BN pass)
+from . import transformer  # noqa: F401  (Conv1D layouts, fused qkv, tied heads)
+from . import recurrent, recurrent_stack, recurrent_embedding  # noqa: F401  (RNN gates)
 
 __all__ = ["PASSES", "LayerPair", "PlanContext", "convert", "lookup", "register",
-           "register_pass"]
+           "register_pass", "GRAPH_PASSES", "prepare_graphs", "register_graph_pass"]

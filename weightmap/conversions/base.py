@@ -6,7 +6,7 @@ from typing import Any, Callable, Mapping
 
 from ..errors import ConversionError, PlanError
 from ..graph import Layer, Param, ParamGraph
-from ..plan import TensorPlan
+from ..plans import TensorPlan
 
 Converter = Callable[["LayerPair"], list[TensorPlan]]
 _REGISTRY: dict[tuple[str, str], Converter] = {}
@@ -14,6 +14,11 @@ _REGISTRY: dict[tuple[str, str], Converter] = {}
 # conversions that span layers (e.g. a fused conv feeding a target Conv + BatchNorm).
 PlanPass = Callable[["PlanContext"], None]
 PASSES: list[tuple[str, PlanPass]] = []
+# Graph passes run on (source, target) before matching, in registration order: for facts the
+# readers cannot know alone, e.g. that a state dict's ``c_attn`` kernels are stored (in, out).
+# Each returns the (possibly refined) pair of graphs; names and tensor data never change.
+GraphPass = Callable[[ParamGraph, ParamGraph, Mapping[str, Any]], tuple[ParamGraph, ParamGraph]]
+GRAPH_PASSES: list[tuple[str, GraphPass]] = []
 
 
 @dataclass(frozen=True)
@@ -105,3 +110,21 @@ def lookup(pair: LayerPair) -> Converter:
 
 def convert(pair: LayerPair) -> list[TensorPlan]:
     return lookup(pair)(pair)
+
+
+def register_graph_pass(name: str) -> Callable[[GraphPass], GraphPass]:
+    """Register a pass over (source, target) graphs, run before matching."""
+    def wrap(fn: GraphPass) -> GraphPass:
+        if any(n == name for n, _ in GRAPH_PASSES):
+            raise PlanError(f"graph pass {name!r} registered twice")
+        GRAPH_PASSES.append((name, fn))
+        return fn
+    return wrap
+
+
+def prepare_graphs(source: ParamGraph, target: ParamGraph,
+                   options: Mapping[str, Any] | None = None) -> tuple[ParamGraph, ParamGraph]:
+    """Both graphs after every registered graph pass."""
+    for _name, graph_pass in GRAPH_PASSES:
+        source, target = graph_pass(source, target, options or {})
+    return source, target

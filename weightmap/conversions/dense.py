@@ -14,7 +14,7 @@ from dataclasses import replace
 from ..errors import ConversionError
 from ..graph import Layer, ParamGraph
 from ..layouts import spatial_rank
-from ..plan import TensorPlan
+from ..plans import TensorPlan
 from ..transforms import Step
 from .base import LayerPair, register
 from .generic import plan_param

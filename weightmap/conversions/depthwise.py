@@ -6,7 +6,7 @@ conversion is a transpose plus a reshape (CONVERSIONS.md, "depthwise 2d").
 from __future__ import annotations
 
 from ..errors import ConversionError
-from ..plan import TensorPlan
+from ..plans import TensorPlan
 from ..transforms import Step
 from .base import LayerPair, register
 from .generic import cast_steps, plan_param

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..errors import ConversionError
 from ..graph import Param
-from ..plan import TensorPlan
+from ..plans import TensorPlan
 from ..transforms import Step
 from .base import LayerPair, register
 

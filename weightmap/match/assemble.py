@@ -182,6 +182,9 @@ def assemble(src: Side, tgt: Side, sigs: Signatures, d: "Decisions") -> Matching
 
 def _ignored(side: str, me: Side, i: int) -> Unmatched:
     layer = me.graph.layers[i]
+    if i in me.held:                   # held out by a graph pass: not a rule, nothing ignored
+        return Unmatched(side, layer.name, tuple(p.name for p in layer.params), me.held[i],
+                         "missing")
     return Unmatched(side, layer.name, tuple(p.name for p in layer.params),
                      f"ignored by rule {me.ignored_layers[i]}", "ignored")
 

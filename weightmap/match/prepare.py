@@ -21,6 +21,9 @@ class Side:
     prefixes: tuple[str, ...]
     ignored_layers: dict[int, str] = field(default_factory=dict)   # index -> rule text
     ignored_params: dict[str, str] = field(default_factory=dict)   # param name -> rule text
+    # layers a graph pass holds out of layer matching (attrs["match_held"]: why), e.g. a fused
+    # qkv projection whose counterpart is three layers; also listed in ignored_layers
+    held: dict[int, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -79,10 +82,18 @@ def prepare(graph: ParamGraph, side: str, rules: Rules, sigs: Signatures) -> Sid
     out = Side(graph=graph, side=side, names=names, tokens=[tokens(n) for n in names],
                sig_ids=[], prefixes=prefixes)
     _mark_ignored(out, rules.ignores(side))
+    _mark_held(out)
     for i, layer in enumerate(layers):
         skip = {p.name for p in layer.params if p.name in out.ignored_params}
         out.sig_ids.append(sigs.intern(layer_signature(layer, skip)))
     return out
+
+
+def _mark_held(side: Side) -> None:
+    for i, layer in enumerate(side.graph.layers):
+        why = layer.attrs.get("match_held")
+        if why and i not in side.ignored_layers:
+            side.held[i] = side.ignored_layers[i] = str(why)
 
 
 def _mark_ignored(side: Side, rules: tuple[Ignore, ...]) -> None:

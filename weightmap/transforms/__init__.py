@@ -8,5 +8,7 @@ and checked (every shape contract is evaluated before a byte is written).
 from __future__ import annotations
 
 from .core import STEPS, Step, apply_steps, check_steps, register
+from . import normalisation  # noqa: F401  (registers the BatchNorm algebra steps)
+from . import gates  # noqa: F401  (registers the recurrent gate/direction steps)
 
 __all__ = ["STEPS", "Step", "apply_steps", "check_steps", "register"]

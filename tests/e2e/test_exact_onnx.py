@@ -1,0 +1,146 @@
+"""Conv+BN fusion across torch and ONNX, judged by outputs (torch eval mode and onnxruntime).
+
+* An eval-mode ONNX export (``dynamo=False``: BatchNorms fused into the convs, weights renamed
+  ``onnx::Conv_N``; the dynamo exporter: fused, torch names kept) → the torch model with
+  Conv(bias=False) + BN, freshly initialised: unfused exactly, the BN statistics synthetic.
+* A torch state dict → the ONNX export of a freshly initialised copy (fused): fused exactly.
+"""
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+from safetensors.torch import load_file  # noqa: E402
+
+import weightmap  # noqa: E402
+from weightmap.sources import load_python_object  # noqa: E402
+
+MODEL = Path(__file__).parent / "models" / "resnet_bn_torch.py"
+BNS = ("bn1", "layer1.0.bn1", "layer1.0.bn2", "layer1.1.bn1", "layer1.1.bn2", "layer2.0.bn1",
+       "layer2.0.bn2", "layer2.0.downsample.1", "layer2.1.bn1", "layer2.1.bn2")
+
+
+def rel_error(got, expected):
+    return float(np.abs(got - expected).max() / np.abs(expected).max())
+
+
+def fresh_model():
+    return load_python_object(MODEL, "model")[0].eval()
+
+
+def export(model, path, x, dynamo=False):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            torch.onnx.export(model, (x,), str(path), dynamo=True, verbose=False)
+        else:
+            torch.onnx.export(model, (x,), str(path), dynamo=False)
+    return path
+
+
+def run_onnx(path, x):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """Random weights, non-trivial BN statistics, a tiny running variance in every third channel."""
+    model = fresh_model()
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if not t.is_floating_point():
+                continue
+            if name.endswith("running_var"):
+                v = rng.uniform(0.5, 1.5, t.shape)
+                v[::3] = 1e-6
+            elif name.endswith(("running_mean", "bias")):
+                v = rng.normal(0, 0.2, t.shape)
+            elif t.ndim == 1:                                        # BN weight
+                v = rng.uniform(0.5, 1.5, t.shape)
+            else:
+                v = rng.normal(0, np.sqrt(2.0 / t[0].numel()), t.shape)
+            t.copy_(torch.from_numpy(v.astype(np.float32)))
+    x = torch.from_numpy(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert np.abs(expected).max() > 1e-2
+    return model, x, expected
+
+
+def test_fused_onnx_export_unfuses_into_torch_conv_bn(trained, tmp_path):
+    model, x, expected = trained
+    fused = export(model, tmp_path / "fused.onnx", x)
+    graph = weightmap.read(fused)
+    assert not [l for l in graph.layers if l.op == "batchnorm"]           # fused ...
+    convs = [l for l in graph.layers if l.op == "conv2d"]
+    assert len(convs) == 10 and all(p.name.startswith("onnx::Conv_")     # ... and names lost
+                                    for l in convs for p in l.params)
+    out = tmp_path / "unfused.safetensors"
+    report = weightmap.port(fused, f"{MODEL}:model", out)
+    target = fresh_model()
+    target.load_state_dict(load_file(out), strict=True)
+    with torch.no_grad():
+        got = target(x).numpy()
+    assert rel_error(got, expected) <= 1e-5, rel_error(got, expected)
+    assert rel_error(got, run_onnx(fused, x)) <= 1e-5
+
+    man = report.manifest["params"]
+    for bn in BNS:
+        assert [man[f"{bn}.{n}"]["status"] for n in ("weight", "bias", "running_mean",
+                                                    "running_var", "num_batches_tracked")] == \
+            ["synthetic", "transferred", "synthetic", "synthetic", "new"], bn
+        assert man[f"{bn}.bias"]["source"][0].startswith("onnx::Conv_")
+        assert man[f"{bn}.weight"]["notes"][0].startswith("unfused BN (synthetic stats)")
+        assert any(d.startswith(f"{bn}: unfused from") and "re-estimate the statistics "
+                   "before training in train mode" in d for d in report.decisions)
+    assert man["layer2.0.downsample.0.weight"]["source"][0].startswith("onnx::Conv_")
+    assert not report.unused and report.manifest["summary"]["synthetic"] == 30
+
+
+def test_dynamo_export_keeps_names_and_unfuses_the_same(trained, tmp_path):
+    model, x, expected = trained
+    fused = export(model, tmp_path / "dynamo.onnx", x, dynamo=True)
+    convs = [l for l in weightmap.read(fused).layers if l.op == "conv2d"]
+    assert all("FuseBatchNormIntoConv" in l.attrs.get("rewrite_rule", "") for l in convs)
+    assert convs[0].params[0].name == "conv1.weight"
+    out = tmp_path / "unfused.safetensors"
+    report = weightmap.port(fused, f"{MODEL}:model", out)
+    target = fresh_model()
+    target.load_state_dict(load_file(out), strict=True)
+    with torch.no_grad():
+        got = target(x).numpy()
+    assert rel_error(got, expected) <= 1e-5, rel_error(got, expected)
+    assert report.manifest["params"]["bn1.running_var"]["status"] == "synthetic"
+
+
+def test_torch_state_dict_fuses_into_an_onnx_target(trained, tmp_path):
+    model, x, expected = trained
+    target = export(fresh_model(), tmp_path / "fresh.onnx", x)
+    tied = [p for p in weightmap.read(target).params() if p.tied_to]
+    assert tied                      # the fresh fused biases are all zero: deduplicated
+    src = tmp_path / "trained.pt"
+    torch.save(model.state_dict(), src)
+    out = tmp_path / "ported.onnx"
+    report = weightmap.port(src, target, out)
+    got = run_onnx(out, x)
+    assert rel_error(got, expected) <= 1e-5, rel_error(got, expected)
+    assert rel_error(run_onnx(target, x), expected) > 0.1          # the target was not it
+
+    man = report.manifest["params"]
+    biases = [e for e in man.values() if e["transforms"][:1]
+              and e["transforms"][0]["op"] == "bn_fold_bias"]
+    kernels = [e for e in man.values() if e["transforms"][:1]
+               and e["transforms"][0]["op"] == "bn_fold_kernel"]
+    assert len(biases) == len(kernels) == 10
+    assert all(e["status"] == "transformed" and e["notes"][0].startswith("fused BN")
+               for e in biases + kernels)
+    assert {u["name"].rsplit(".", 1)[1] for u in report.manifest["unused"]} == \
+        {"num_batches_tracked"}
+    # a bare state dict does not store eps: the fusion says which it used
+    assert "torch default" in biases[0]["notes"][0]
