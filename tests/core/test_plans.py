@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from weightmap.errors import PlanError
-from weightmap.plan import Plan, TensorPlan
+from weightmap.plans import Plan, TensorPlan
 from weightmap.sources import graph_from_arrays
 from weightmap.transforms import Step
 
