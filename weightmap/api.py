@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
 from . import emit, manifest as manifest_mod, report as report_mod
 from .errors import UsageError
-from .execute import produce
+from .conversions import prepare_graphs
+from .execute import TensorStream, produce, tensor_nbytes
 from .graph import ParamGraph
 from .match import load_rules, match
-from .plan import Plan
+from .plans import Plan
 from .planner import build_plan
-from .sources import read
+from .sources import read, split_pyref
 
 
 def _rules(rules: Any):
@@ -21,8 +23,14 @@ def _rules(rules: Any):
     return load_rules(Path(rules))
 
 
-def _graphs(source: Any, target: Any) -> tuple[ParamGraph, ParamGraph]:
-    return read(source), read(target)
+def _graphs(source: Any, target: Any, new_values: str = "construct"
+            ) -> tuple[ParamGraph, ParamGraph]:
+    """The target is built without weights where it can be (a torch model.py on meta)."""
+    if new_values not in ("construct", "reset"):
+        raise UsageError(f"new_values={new_values!r}; one of construct, reset")
+    is_file = isinstance(target, (str, os.PathLike)) and split_pyref(os.fspath(target))[0]
+    return read(source), read(target, lazy=True,
+                              **({"new_values": new_values} if is_file else {}))
 
 
 def plan(source: Any, target: Any, *, rules: Any = None, **options: Any) -> Plan:
@@ -32,6 +40,7 @@ def plan(source: Any, target: Any, *, rules: Any = None, **options: Any) -> Plan
 
 
 def _plan(src: ParamGraph, tgt: ParamGraph, *, rules: Any, options: Mapping[str, Any]) -> Plan:
+    src, tgt = prepare_graphs(src, tgt, options)    # facts readers cannot know alone (layouts)
     p = build_plan(src, tgt, match(src, tgt, _rules(rules)), options)
     p.check(src, tgt)
     return p
@@ -40,13 +49,24 @@ def _plan(src: ParamGraph, tgt: ParamGraph, *, rules: Any, options: Mapping[str,
 def port(source: Any, target: Any, out: str | Path | None = None, *,
          manifest: str | Path | None = None, rules: Any = None, freeze: str = "none",
          lr_scale: Any = None, plan: str | Path | Plan | None = None, dry_run: bool = False,
-         force: bool = False, **options: Any) -> report_mod.PortReport:
+         force: bool = False, shard_size: Any = None, progress: bool | None = None,
+         new_values: str = "construct", fail_on_nonfinite: bool = False,
+         **options: Any) -> report_mod.PortReport:
     """Port ``source`` weights into ``target`` and write the target's weights to ``out``.
 
     Returns the report (``.transferred``, ``.new``, ``.unused``, ``.mismatched``, ``.manifest``).
     With ``dry_run`` nothing is written. ``plan`` applies a saved (possibly edited) plan.
+    ``shard_size`` (e.g. ``"2GB"``) shards a larger safetensors output with an index file.
+    ``progress``: None shows it when stderr is a terminal, False never, True always.
+    The written file is read back and checked against the plan before success is reported; each
+    tensor's SHA-256 and non-finite count go into the manifest (``fail_on_nonfinite`` refuses
+    NaN/Inf values, leaving no output).
+    A target ``model.py`` is built without weights where it can (torch: the meta device); the
+    tensors that stay new then take the values of a normal construction of the file
+    (``new_values="construct"``, built only if some tensor stays new) or of their own module
+    reset alone, seeded (``"reset"``: the model is never built in full).
     """
-    src, tgt = _graphs(source, target)
+    src, tgt = _graphs(source, target, new_values)
     if plan is None:
         the_plan = _plan(src, tgt, rules=rules, options=options)
     else:
@@ -54,13 +74,21 @@ def port(source: Any, target: Any, out: str | Path | None = None, *,
         the_plan.check(src, tgt)
     kind = emit.output_kind(tgt, Path(out) if out else None)
     out_path = Path(out) if out else emit.default_output(src, tgt, kind)
+    writer_options = emit.writer_options(kind, {"shard_size": shard_size})
+    out_path = emit.output_path(kind, out_path, the_plan, writer_options)
     man_path = Path(manifest) if manifest else emit.manifest_path_for(out_path)
     man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale, output=str(out_path))
     if dry_run:
         return report_mod.make(the_plan, man)
     inputs = [Path(p) for p in (src.source, tgt.source) if Path(p.split(":")[0]).exists()]
-    emit.write(kind, out_path, the_plan, tgt, lambda: produce(the_plan, src, tgt), force=force,
-               inputs=inputs, manifest=man, manifest_path=man_path)
+    bar = _progress(the_plan, progress)
+    try:
+        emit.write(kind, out_path, the_plan, tgt, TensorStream(the_plan, src, tgt, bar),
+                   force=force, inputs=inputs, manifest=man, manifest_path=man_path,
+                   options=writer_options, fail_on_nonfinite=fail_on_nonfinite)
+    finally:
+        if bar is not None:
+            bar.close()
     return report_mod.make(the_plan, man, output=str(out_path), manifest_path=str(man_path))
 
 
@@ -76,9 +104,19 @@ def load_partial(model: Any, checkpoint: Any, *, rules: Any = None, freeze: str 
         raise UsageError("load_partial needs a live torch or Keras model as its first argument")
     the_plan = _plan(src, tgt, rules=rules, options=options)
     man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale)
-    carried = ((t.target, arr) for t, arr in produce(the_plan, src, tgt) if t.status != "new")
+    carried = ((t.target, arr) for t, arr in produce(the_plan, src, tgt, skip_new=True))
     _loader(tgt)(tgt, carried)
     return report_mod.make(the_plan, man)
+
+
+def _progress(the_plan: Plan, show: bool | None):
+    from . import progress as progress_mod
+    if show is False:
+        return None
+    tensors, nbytes = len(the_plan.tensors), sum(tensor_nbytes(t) for t in the_plan.tensors)
+    if show:
+        return progress_mod.Progress(tensors, nbytes)
+    return progress_mod.start(tensors, nbytes)
 
 
 def _loader(target: ParamGraph):

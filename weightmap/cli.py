@@ -33,9 +33,20 @@ def _parser() -> argparse.ArgumentParser:
     po.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     po.add_argument("--save-plan", metavar="F", help="write the plan as editable JSON")
     po.add_argument("--plan", metavar="F", help="apply a saved (possibly edited) plan")
+    po.add_argument("--fail-on-nonfinite", action="store_true",
+                    help="refuse the port (no output) if a written tensor holds NaN or Inf")
     po.add_argument("--force", action="store_true", help="replace an existing output file")
     po.add_argument("--json", action="store_true", help="print the report as JSON")
     po.add_argument("--verbose", "-v", action="store_true", help="list every layer in the report")
+    po.add_argument("--quiet", "-q", action="store_true",
+                    help="no progress line and no report (errors still go to stderr)")
+    po.add_argument("--new-values", choices=("construct", "reset"), default="construct",
+                    help="tensors that stay new: values of a normal construction of the target "
+                         "file (default), or each module reset alone (never builds the whole "
+                         "target)")
+    po.add_argument("--shard-size", metavar="SIZE",
+                    help="safetensors output larger than SIZE (e.g. 2GB, 500MB, 4GiB) is written "
+                         "as shards plus a .safetensors.index.json, like the model hubs")
     return p
 
 
@@ -47,7 +58,9 @@ def _port(args: argparse.Namespace) -> int:
     from .report import render
     rep = port(args.source, args.target, args.out, manifest=args.manifest, rules=args.rules,
                freeze=args.freeze, lr_scale=args.lr_scale, plan=args.plan,
-               dry_run=args.dry_run, force=args.force)
+               dry_run=args.dry_run, force=args.force,
+               fail_on_nonfinite=args.fail_on_nonfinite, shard_size=args.shard_size,
+               progress=False if args.quiet else None, new_values=args.new_values)
     if args.save_plan:
         path = Path(args.save_plan)
         check_output(path, force=args.force)
@@ -55,10 +68,9 @@ def _port(args: argparse.Namespace) -> int:
             tmp.write_text(rep.plan.to_json(), encoding="utf-8")
     if args.json:
         print(json.dumps(rep.to_dict(), indent=1))
-    elif args.dry_run:
-        print(_render_plan(rep.plan))
-        print(render(rep, verbose=args.verbose))
-    else:
+    elif not args.quiet:
+        if args.dry_run:
+            print(_render_plan(rep.plan))
         print(render(rep, verbose=args.verbose))
     return 0
 
@@ -121,5 +133,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 70
 
 
+def run() -> None:
+    """The command's entry point: ``main()``, then a fast exit. Everything is written, fsynced
+    and renamed into place by then; tearing the interpreter down module by module (half a second
+    once torch is loaded) serves nobody. stdout and stderr are flushed first."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

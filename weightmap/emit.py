@@ -7,14 +7,15 @@ import inspect
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
 from .atomic import atomic_path, check_output
-from .errors import UsageError
+from .verify import check_written
+from .errors import PlanError, UsageError
 from .graph import ParamGraph
-from .plan import Plan, TensorPlan
+from .plans import Plan, TensorPlan
 
 # output kind -> (file suffix, writer "module:function")
 KINDS: dict[str, tuple[str, str]] = {
@@ -25,6 +26,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "onnx": (".onnx", "weightmap_onnx.emit:write_output"),
 }
 _SUFFIX_KIND = [(".weights.h5", "keras-weights"), (".safetensors", "safetensors"),
+                (".safetensors.index.json", "safetensors"),
                 (".pt", "pt"), (".pth", "pt"), (".bin", "pt"), (".ckpt", "pt"),
                 (".h5", "keras-h5"), (".hdf5", "keras-h5"), (".onnx", "onnx")]
 _FORMAT_KIND = {"torch-live": "safetensors", "arrays": "safetensors", "safetensors": "safetensors",
@@ -76,12 +78,38 @@ def _writer(kind: str) -> Callable[..., None]:
     return getattr(importlib.import_module(module), fn)
 
 
-def side_outputs(kind: str, out: Path, target: ParamGraph) -> list[Path]:
-    """Files the writer of ``kind`` puts beside ``out`` (an ONNX model's external data file),
-    from the writer module's optional ``side_outputs(out, target)``."""
+def side_outputs(kind: str, out: Path, target: ParamGraph, plan: Plan | None = None,
+                 options: Mapping[str, Any] | None = None) -> list[Path]:
+    """Files the writer of ``kind`` puts beside ``out`` (an ONNX model's external data file,
+    safetensors shards), from the writer module's optional ``side_outputs(out, target)`` (given
+    ``plan=`` and the writer options too when it takes them)."""
     module = importlib.import_module(KINDS[kind][1].partition(":")[0])
     find = getattr(module, "side_outputs", None)
-    return [Path(p) for p in find(out, target)] if find is not None else []
+    if find is None:
+        return []
+    extra = {"plan": plan, **dict(options or {})} if _takes(find, "plan") else {}
+    return [Path(p) for p in find(out, target, **extra)]
+
+
+def writer_options(kind: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The output options that are set (e.g. ``shard_size``), checked against what the writer
+    of ``kind`` takes: an option it does not know is a usage error, not silently dropped."""
+    given = {k: v for k, v in dict(options or {}).items() if v is not None}
+    writer = _writer(kind)
+    for key in given:
+        if not _takes(writer, key):
+            raise UsageError(f"the {kind} output takes no option {key!r}",
+                             hint="sharding (shard_size) is for safetensors output")
+    return given
+
+
+def output_path(kind: str, out: Path, plan: Plan, options: Mapping[str, Any] | None) -> Path:
+    """The path the output is known by: ``out``, or what the writer module's optional
+    ``output_path(out, plan, **options)`` makes of it (a sharded safetensors output is known by
+    its index file)."""
+    module = importlib.import_module(KINDS[kind][1].partition(":")[0])
+    find = getattr(module, "output_path", None)
+    return Path(find(out, plan, **dict(options or {}))) if find is not None and options else out
 
 
 def _takes(fn: Callable[..., Any], keyword: str) -> bool:
@@ -91,25 +119,34 @@ def _takes(fn: Callable[..., Any], keyword: str) -> bool:
 def write(kind: str, out: Path, plan: Plan, target: ParamGraph,
           tensors: Callable[[], Iterator[tuple[TensorPlan, np.ndarray]]], *,
           force: bool = False, inputs=(), manifest: dict[str, Any] | None = None,
-          manifest_path: Path | None = None) -> None:
+          manifest_path: Path | None = None, options: Mapping[str, Any] | None = None,
+          verify: bool = True, fail_on_nonfinite: bool = False) -> None:
     """Write the output (and manifest) atomically: on any failure neither file remains.
 
     A writer that takes ``final_path`` is told the output's final name (an ONNX model names its
     external data file after it). A writer may return side files it has already renamed into
-    place; they are removed if anything after that fails."""
+    place; they are removed if anything after that fails. ``options`` (``writer_options``) go
+    to the writer as keywords. With ``verify`` the written file is read back and checked
+    against the plan before it is renamed into place (a sharded output is not re-read yet)."""
+    options = writer_options(kind, options)
+    verify = verify and not options.get("shard_size")
     check_output(out, force=force, inputs=inputs)
-    for side in side_outputs(kind, out, target):
+    for side in side_outputs(kind, out, target, plan, options):
         check_output(side, force=force, inputs=inputs)
     if manifest_path is not None:
         check_output(manifest_path, force=force, inputs=inputs)
     suffix = KINDS[kind][0] if kind in ("keras-weights", "keras-h5", "onnx") else ""
     writer = _writer(kind)
     extra = {"final_path": out} if _takes(writer, "final_path") else {}
+    extra.update(options)
     committed: list[Path] = []
     try:
         with atomic_path(out, suffix=suffix) as tmp:
             committed = list(writer(tmp, kind=kind, plan=plan, target=target, tensors=tensors,
                                     **extra) or ())
+            if verify and manifest is not None:
+                _record_check(manifest, check_written(tmp, plan, where=str(out)),
+                              fail_on_nonfinite)
             if manifest_path is not None and manifest is not None:
                 with atomic_path(manifest_path) as mtmp:
                     mtmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
@@ -118,3 +155,19 @@ def write(kind: str, out: Path, plan: Plan, target: ParamGraph,
             with contextlib.suppress(OSError):
                 side.unlink()
         raise
+
+
+def _record_check(manifest: dict[str, Any], checked: dict[str, dict[str, Any]],
+                  fail_on_nonfinite: bool) -> None:
+    """Put each tensor's SHA-256 and non-finite count into the manifest; refuse non-finite
+    values when asked to (the output is then not kept)."""
+    bad = {name: e["nonfinite"] for name, e in checked.items() if e.get("nonfinite")}
+    if bad and fail_on_nonfinite:
+        name, count = next(iter(bad.items()))
+        raise PlanError(f"{count} non-finite value(s) (NaN/Inf) in the output, and "
+                        f"{len(bad)} tensor(s) in all", tensor=name,
+                        hint="the source holds them; drop --fail-on-nonfinite to keep them")
+    params = manifest.get("params", {})
+    for name, entry in checked.items():
+        params.setdefault(name, {}).update(entry)
+    manifest.setdefault("summary", {}).update(nonfinite_tensors=len(bad), verified=True)

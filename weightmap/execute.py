@@ -5,22 +5,30 @@ tensor, whatever the checkpoint size.
 """
 from __future__ import annotations
 
-from typing import Iterator
+import math
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .dtypes import from_numpy, to_numpy
+from .dtypes import from_numpy, itemsize, to_numpy
 from .errors import PlanError
-from .graph import Param, ParamGraph
-from .plan import Plan, TensorPlan
+from .graph import MappedData, Param, ParamGraph
+from .plans import Plan, TensorPlan
 from .transforms import apply_steps
 
 
-def produce(plan: Plan, source: ParamGraph, target: ParamGraph
+def produce(plan: Plan, source: ParamGraph, target: ParamGraph, *, skip_new: bool = False
             ) -> Iterator[tuple[TensorPlan, np.ndarray]]:
+    """``(TensorPlan, array)`` in plan order; ``skip_new`` leaves out the tensors that keep the
+    target's value (loading in place has nothing to do for them, and reading them is waste)."""
     src = {p.name: p for p in source.params()}
     tgt = {p.name: p for p in target.params()}
     for t in plan.tensors:
+        if skip_new and t.status == "new":
+            continue
         yield t, tensor_value(t, src, tgt[t.target])
 
 
@@ -34,6 +42,22 @@ def tensor_value(t: TensorPlan, src: dict[str, Param], tparam: Param) -> np.ndar
         arr = np.broadcast_to(np.asarray(t.value, dtype=to_numpy(t.dtype)), t.shape).copy()
     else:
         arr = apply_steps(t.steps, [np.asarray(src[s].read()) for s in t.sources])
+    return _checked(t, arr)
+
+
+def tensor_view(t: TensorPlan, src: dict[str, Param], tparam: Param) -> np.ndarray:
+    """``tensor_value``, except that a chain of transposes gives a strided view of the (mapped)
+    source: a writer copies it into place once instead of materialising it first."""
+    if t.status in ("new", "synthetic") or len(t.sources) != 1 or not t.steps \
+            or any(step.op != "transpose" for step in t.steps):
+        return tensor_value(t, src, tparam)
+    arr = np.asarray(src[t.sources[0]].read())
+    for step in t.steps:
+        arr = np.transpose(arr, step.args["perm"])
+    return _checked(t, arr)
+
+
+def _checked(t: TensorPlan, arr: np.ndarray) -> np.ndarray:
     if tuple(arr.shape) != tuple(t.shape):
         raise PlanError(f"computed shape {tuple(arr.shape)}, the target needs {t.shape}",
                         tensor=t.target)
@@ -41,3 +65,87 @@ def tensor_value(t: TensorPlan, src: dict[str, Param], tparam: Param) -> np.ndar
         raise PlanError(f"computed dtype {from_numpy(arr.dtype)}, the target needs {t.dtype}",
                         tensor=t.target, hint="add a cast step to the plan")
     return arr
+
+
+# ---- streaming for writers: raw file spans, independent jobs, progress -----------------------
+
+@dataclass(frozen=True)
+class FileSpan:
+    """A target tensor that is exactly a source tensor's stored bytes (C order, little-endian):
+    a writer may copy them file to file (``os.copy_file_range``) without reading them into
+    Python at all."""
+
+    path: str
+    offset: int
+    nbytes: int
+
+
+def raw_span(t: TensorPlan, src: dict[str, Param]) -> FileSpan | None:
+    """The source bytes of ``t`` when it is an untransformed copy of a memory-mappable tensor."""
+    if t.status != "transferred" or t.steps or len(t.sources) != 1 or sys.byteorder != "little":
+        return None
+    data = src[t.sources[0]].data
+    if not isinstance(data, MappedData) or data.fortran_order or data.dtype != t.dtype \
+            or tuple(data.shape) != tuple(t.shape):
+        return None
+    need = data.nbytes()
+    if need == 0 or (data.span is not None and need > data.span):
+        return None                      # nothing to copy, or let read() say what is wrong
+    try:
+        if data.offset < 0 or data.offset + need > os.path.getsize(data.path):
+            return None                  # truncated: read() raises the FormatError
+    except OSError:
+        return None
+    return FileSpan(data.path, data.offset, need)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One target tensor to write: ``compute()`` gives its array or its :class:`FileSpan`
+    (known beforehand as ``span``, so a writer can lay out its file for it). Jobs are
+    independent of each other, so a writer may run them on several threads."""
+
+    tensor: TensorPlan
+    compute: Callable[[], "np.ndarray | FileSpan"]
+    span: FileSpan | None = None
+
+
+class TensorStream:
+    """The executed plan as writers receive it.
+
+    Calling it yields ``(TensorPlan, array)`` in plan order, one tensor in memory at a time (the
+    protocol every writer understands). Writers that can do better use :meth:`jobs` (independent
+    per-tensor jobs; untransformed memory-mapped tensors as :class:`FileSpan`, transposed ones as
+    strided views of the mapped source) and report each written tensor with :meth:`advance`.
+    ``progress`` (``weightmap.progress``) sees tensors and bytes done.
+    """
+
+    def __init__(self, plan: Plan, source: ParamGraph, target: ParamGraph,
+                 progress: Any = None) -> None:
+        self.plan, self.source, self.target = plan, source, target
+        self.progress = progress
+
+    def __call__(self) -> Iterator[tuple[TensorPlan, np.ndarray]]:
+        for t, arr in produce(self.plan, self.source, self.target):
+            yield t, arr
+            self.advance(t)
+
+    def jobs(self) -> list[Job]:
+        src = {p.name: p for p in self.source.params()}
+        tgt = {p.name: p for p in self.target.params()}
+        out = []
+        for t in self.plan.tensors:
+            span = raw_span(t, src)
+            if span is not None:
+                out.append(Job(t, lambda span=span: span, span))
+            else:
+                out.append(Job(t, lambda t=t: tensor_view(t, src, tgt[t.target])))
+        return out
+
+    def advance(self, t: TensorPlan) -> None:
+        if self.progress is not None:
+            self.progress.advance(tensor_nbytes(t))
+
+
+def tensor_nbytes(t: TensorPlan) -> int:
+    return math.prod(t.shape) * itemsize(t.dtype)

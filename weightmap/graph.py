@@ -68,6 +68,37 @@ class CallableData:
         return self.fn()
 
 
+# numpy's own limit on dimensions, and the largest byte count a signed 64-bit size can hold:
+# a declared shape beyond either is forged (its product would overflow downstream).
+MAX_RANK = 64
+MAX_NBYTES = 2**63 - 1
+
+
+def checked_nbytes(shape: Any, dtype: str, *, path: object = None,
+                   tensor: str | None = None) -> int:
+    """``numel * itemsize`` of a declared shape, refusing a rank above ``MAX_RANK``, a
+    dimension that is not a non-negative int, and a product above ``MAX_NBYTES`` (computed with
+    an early exit, so a forged shape of many huge dimensions costs nothing)."""
+    dims = tuple(shape)
+    if len(dims) > MAX_RANK:
+        raise FormatError(f"shape has {len(dims)} dimensions, more than {MAX_RANK}",
+                          path=path, tensor=tensor, hint="the header is corrupt or forged")
+    total = dtypes.itemsize(dtype)
+    for d in dims:
+        if type(d) is not int or d < 0:
+            raise FormatError(f"shape {list(dims)[:8]} has a dimension that is not a "
+                              "non-negative integer", path=path, tensor=tensor)
+    if 0 in dims:
+        return 0
+    for d in dims:
+        total *= d
+        if total > MAX_NBYTES:
+            raise FormatError(f"shape {list(dims)[:8]} of {dtype} overflows: more than "
+                              f"{MAX_NBYTES} bytes", path=path, tensor=tensor,
+                              hint="the header is corrupt or forged")
+    return total
+
+
 @dataclass(frozen=True)
 class MappedData:
     """A C-contiguous tensor stored raw at ``offset`` in a file: memory-mapped, read-only.
@@ -215,16 +246,27 @@ class ParamGraph:
             yield from layer.params
 
     def param(self, name: str) -> Param:
-        for p in self.params():
-            if p.name == name:
-                return p
-        raise KeyError(name)
+        try:
+            return self._index("_params_by_name", self.params)[name]
+        except KeyError:
+            raise KeyError(name) from None
 
     def layer(self, name: str) -> Layer:
-        for layer in self.layers:
-            if layer.name == name:
-                return layer
-        raise KeyError(name)
+        try:
+            return self._index("_layers_by_name", lambda: iter(self.layers))[name]
+        except KeyError:
+            raise KeyError(name) from None
+
+    def _index(self, attr: str, items: Callable[[], Iterator[Any]]) -> dict[str, Any]:
+        """Name -> first item of that name, built on first use (the graph is frozen, so it
+        never goes stale): lookups in planning passes stay linear over a 10,000-tensor model."""
+        index = self.__dict__.get(attr)
+        if index is None:
+            index = {}
+            for item in items():
+                index.setdefault(item.name, item)
+            object.__setattr__(self, attr, index)
+        return index
 
     def totals(self) -> dict[str, Any]:
         params = list(self.params())

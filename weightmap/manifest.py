@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from .errors import UsageError
-from .plan import Plan
+from .plans import Plan
 
 MANIFEST_VERSION = 1
 CARRIED = ("transferred", "transformed", "synthetic", "partial")

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 from .conversions import PASSES, LayerPair, PlanContext, convert
 from .errors import ConversionError
 from .graph import ParamGraph
-from .plan import Plan, TensorPlan
+from .plans import Plan, TensorPlan
 
 
 def describe_graph(graph: ParamGraph) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .plan import Plan
+from .plans import Plan
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,10 @@ def render(report: PortReport, *, verbose: bool = False) -> str:
                  f"of elements)  [transferred {s['transferred']}, transformed {s['transformed']}, "
                  f"synthetic {s['synthetic']}]  new: {s['new']}  frozen: {s['frozen']}")
     lines.append(f"source tensors unused: {s['unused_source']}")
+    if s.get("verified"):
+        lines.append(f"output re-read and checked: {s['params']} tensors (SHA-256 in the "
+                     f"manifest)" + (f"; {s['nonfinite_tensors']} hold NaN/Inf values"
+                                     if s.get("nonfinite_tensors") else ""))
     by_layer: dict[str, list] = {}
     for t in report.plan.tensors:
         by_layer.setdefault(t.layer, []).append(t)

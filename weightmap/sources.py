@@ -21,14 +21,22 @@ HEAD_BYTES = 64
 
 
 def read(source: Any, **options: Any) -> ParamGraph:
-    """A ParamGraph for a path, ``model.py[:NAME]``, or a live model / dict of arrays."""
+    """A ParamGraph for a path, ``model.py[:NAME]``, or a live model / dict of arrays.
+
+    ``lazy=True``: a model file is built without weights where its framework allows
+    (``load_python_lazily``; torch: the meta device), as a port target is."""
     if isinstance(source, ParamGraph):
         return source
+    lazy = options.pop("lazy", False)
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         pyfile, name = split_pyref(text)
         if pyfile is not None:
-            obj, example = load_python_object(pyfile, name)
+            if lazy:
+                obj, example, extra = load_python_lazily(pyfile, name)
+                options.update(extra)
+            else:
+                obj, example = load_python_object(pyfile, name)
             if example is not None:
                 options.setdefault("example_input", example)
             return read_live(obj, origin=text, **options)
@@ -143,6 +151,30 @@ def load_python_object(path: Path, name: str = "model") -> tuple[Any, Any]:
             raise UsageError(f"example_input() failed: {type(exc).__name__}: {exc}",
                              path=path) from exc
     return obj, example
+
+
+def load_python_lazily(path: Path, name: str = "model") -> tuple[Any, Any, dict[str, Any]]:
+    """``load_python_object`` inside the first adapter's ``lazy_construction(path)`` context, if
+    one offers it (torch: the model is built on the meta device, no weights allocated). Returns
+    (object, example_input, options for ``read_live``: ``construction=`` what the context
+    recorded and ``rebuild=`` a function building the model normally, for the adapter to use
+    when it needs real values). Without such an adapter, or when the file fails to run lazily,
+    the model is built normally."""
+    for adapter in registry.adapters().values():
+        hook = getattr(adapter, "lazy_construction", None)
+        context = hook(path) if hook is not None else None
+        if context is None:
+            continue
+        try:
+            with context as record:
+                obj, example = load_python_object(path, name)
+        except WeightmapError as exc:   # cannot run lazily: build it normally, and say why
+            obj, example = load_python_object(path, name)
+            return obj, example, {"construction_failed": exc.message}
+        return obj, example, {"construction": record,
+                              "rebuild": lambda: load_python_object(path, name)}
+    obj, example = load_python_object(path, name)
+    return obj, example, {}
 
 
 def _is_factory(obj: Any) -> bool:

@@ -1,50 +1,197 @@
-"""Streaming safetensors writer: the header is known from the plan, tensors are written one at a
-time, so peak memory is one tensor. No framework needed."""
+"""Streaming safetensors writer: the header is known from the plan, so every tensor's place in the
+file is known before the first byte is written. No framework needed.
+
+``write`` takes an iterator of arrays in header order (one tensor in memory at a time).
+``write_jobs`` takes independent per-tensor jobs (``weightmap.execute.Job``) and runs a few at a
+time on threads, each writing at its own offset: untransformed tensors are copied file to file
+(``fastio.copy_span``), strided views (transposes of the mapped source) are copied tile by tile
+into a buffer each thread reuses, other arrays are written as they are. Memory stays at a few
+tensors (``workers`` in flight), and the output is the same bytes whatever the thread timing.
+(Asking the kernel to start writing each range back early, ``sync_file_range``, was measured:
+the writes then block on the disk queue, and the final fsync is no shorter.)
+"""
 from __future__ import annotations
 
 import json
+import os
 import struct
+import sys
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from weightmap.dtypes import TO_SAFETENSORS, from_numpy, itemsize
 from weightmap.errors import UsageError
+from weightmap.execute import FileSpan
+from weightmap.transforms.core import contiguous
+
+from .fastio import byte_view, contiguous_le, copy_span, pwrite_all
+
+Spec = tuple[str, tuple[int, ...], str]     # (name, shape, dtype)
 
 
-def header_bytes(specs: Iterable[tuple[str, tuple[int, ...], str]],
-                 metadata: Mapping[str, str] | None = None) -> bytes:
+def tensor_size(shape: Sequence[int], dtype: str) -> int:
+    return int(np.prod(shape, dtype=np.int64)) * itemsize(dtype)
+
+
+def layout(specs: Iterable[Spec], metadata: Mapping[str, str] | None = None,
+           data_start: int | None = None) -> tuple[bytes, list[int]]:
+    """The header (length prefix included) and each tensor's absolute offset in the file.
+
+    ``data_start`` (a multiple of 8 below ``PAGE``): the header is padded so that the data
+    begins at that offset modulo ``PAGE`` (see ``page_residue``)."""
     header: dict = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     offset = 0
+    starts = []
     for name, shape, dtype in specs:
         if dtype not in TO_SAFETENSORS:
             raise UsageError(f"safetensors cannot store dtype {dtype}", tensor=name)
-        size = int(np.prod(shape, dtype=np.int64)) * itemsize(dtype)
+        size = tensor_size(shape, dtype)
         header[name] = {"dtype": TO_SAFETENSORS[dtype], "shape": list(shape),
                         "data_offsets": [offset, offset + size]}
+        starts.append(offset)
         offset += size
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)          # keep tensor data 8-byte aligned
-    return struct.pack("<Q", len(raw)) + raw
+    if data_start is not None:
+        raw += b" " * ((data_start - 8 - len(raw)) % PAGE)
+    prefix = struct.pack("<Q", len(raw)) + raw
+    return prefix, [len(prefix) + s for s in starts]
 
 
-def write(path: Path, specs: list[tuple[str, tuple[int, ...], str]],
-          tensors: Iterable[tuple[str, np.ndarray]],
+def header_bytes(specs: Iterable[Spec], metadata: Mapping[str, str] | None = None) -> bytes:
+    return layout(specs, metadata)[0]
+
+
+PAGE = 4096
+
+
+def page_residue(specs: Sequence[Spec], jobs: Sequence[Any]) -> int | None:
+    """Where, modulo a page, the data section should start so that most of the bytes copied
+    file to file keep their page offset: the kernel copies whole page-cache pages then, about
+    40% faster than shifted ones. None when nothing is copied that way."""
+    votes: dict[int, int] = {}
+    offset = 0
+    for (_, shape, dtype), job in zip(specs, jobs):
+        span = getattr(job, "span", None)
+        if span is not None:
+            residue = (span.offset - offset) % PAGE
+            if residue % 8 == 0:
+                votes[residue] = votes.get(residue, 0) + span.nbytes
+        offset += tensor_size(shape, dtype)
+    return max(votes, key=lambda r: (votes[r], -r)) if votes else None
+
+
+def _checked(name: str, arr: np.ndarray, shape: tuple[int, ...], dtype: str,
+             scratch: "Scratch | None" = None) -> memoryview:
+    """The bytes to write for ``arr``; a strided view is copied into ``scratch`` (a buffer
+    the thread reuses, so big tensors do not each cost a fresh allocation and its page
+    faults)."""
+    if tuple(arr.shape) != tuple(shape) or from_numpy(arr.dtype) != dtype:
+        raise UsageError(f"tensor has {tuple(arr.shape)} {from_numpy(arr.dtype)}, header says "
+                         f"{tuple(shape)} {dtype}", tensor=name)
+    if scratch is not None and not arr.flags.c_contiguous and arr.dtype.byteorder in "=|<" \
+            and sys.byteorder == "little":
+        return byte_view(contiguous(arr, out=scratch.view(arr.shape, arr.dtype)))
+    return byte_view(contiguous_le(arr))
+
+
+class Scratch(threading.local):
+    """One reusable buffer per thread, grown to the largest strided tensor it copies."""
+
+    def __init__(self) -> None:
+        self.buffer = np.empty(0, dtype=np.uint8)
+
+    def view(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if self.buffer.size < need:
+            self.buffer = np.empty(need, dtype=np.uint8)
+        return self.buffer[:need].view(dtype).reshape(shape)
+
+
+def write(path: Path, specs: list[Spec], tensors: Iterable[tuple[str, np.ndarray]],
           metadata: Mapping[str, str] | None = None) -> None:
     """Write ``tensors`` (in the order of ``specs``) to ``path``."""
-    expected = {name: (tuple(shape), dtype) for name, shape, dtype in specs}
-    order = [name for name, _, _ in specs]
-    with open(path, "wb") as fh:
-        fh.write(header_bytes(specs, metadata))
+    prefix, offsets = layout(specs, metadata)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        pwrite_all(fd, memoryview(prefix), 0)
+        count = 0
         for i, (name, arr) in enumerate(tensors):
-            if i >= len(order) or name != order[i]:
+            if i >= len(specs) or name != specs[i][0]:
                 raise UsageError(f"tensor {name!r} arrives out of the header's order")
-            shape, dtype = expected[name]
-            if tuple(arr.shape) != shape or from_numpy(arr.dtype) != dtype:
-                raise UsageError(f"tensor has {arr.shape} {from_numpy(arr.dtype)}, header says "
-                                 f"{shape} {dtype}", tensor=name)
-            fh.write(np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"),
-                                                      copy=False).tobytes())
+            pwrite_all(fd, _checked(name, arr, specs[i][1], specs[i][2]), offsets[i])
+            count += 1
+        if count != len(specs):
+            raise UsageError(f"{len(specs) - count} tensor(s) of the header never arrived")
+        os.ftruncate(fd, offsets[-1] + tensor_size(*specs[-1][1:]) if specs else len(prefix))
+    finally:
+        os.close(fd)
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def write_jobs(path: Path, specs: list[Spec], jobs: Sequence[Any],
+               metadata: Mapping[str, str] | None = None, *, workers: int | None = None,
+               written: Callable[[Any], None] | None = None) -> None:
+    """Run ``jobs`` (one per spec, same order; ``job.compute()`` gives an array or a FileSpan)
+    on up to ``workers`` threads, each tensor written at its offset. ``written(job.tensor)`` is
+    called as each tensor lands."""
+    if len(jobs) != len(specs):
+        raise UsageError(f"{len(jobs)} tensors for a header of {len(specs)}")
+    prefix, offsets = layout(specs, metadata, page_residue(specs, jobs))
+    workers = workers or default_workers()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        pwrite_all(fd, memoryview(prefix), 0)
+        scratch = Scratch()
+
+        def run(i: int) -> None:
+            name, shape, dtype = specs[i]
+            value = jobs[i].compute()
+            if isinstance(value, FileSpan):
+                if value.nbytes != tensor_size(shape, dtype):
+                    raise UsageError(f"source span holds {value.nbytes} bytes, the header "
+                                     f"needs {tensor_size(shape, dtype)}", tensor=name)
+                copy_span(value.path, value.offset, value.nbytes, fd, offsets[i])
+            else:
+                pwrite_all(fd, _checked(name, value, shape, dtype, scratch), offsets[i])
+            if written is not None:
+                written(jobs[i].tensor)
+
+        _run_bounded(run, len(specs), workers)
+        end = offsets[-1] + tensor_size(*specs[-1][1:]) if specs else len(prefix)
+        os.ftruncate(fd, end)
+    finally:
+        os.close(fd)
+
+
+def _run_bounded(run: Callable[[int], None], count: int, workers: int) -> None:
+    """``run(0..count-1)`` on ``workers`` threads, at most ``workers`` started at a time (so at
+    most that many tensors are in memory); the first error stops the rest and is raised."""
+    if workers <= 1:
+        for i in range(count):
+            run(i)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="weightmap-write") as pool:
+        pending: set[Future] = set()
+        try:
+            for i in range(count):
+                if len(pending) >= workers:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        f.result()
+                pending.add(pool.submit(run, i))
+            for f in pending:
+                f.result()
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise

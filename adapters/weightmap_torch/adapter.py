@@ -13,6 +13,7 @@ from weightmap.graph import ParamGraph
 from . import legacy_format, reader, zip_format
 
 _ZIP_MAGIC = b"PK\x03\x04"
+_TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 
 def _type_names(obj: Any) -> set[tuple[str, str]]:
@@ -47,8 +48,13 @@ class TorchAdapter:
             return None
         if head.startswith(_ZIP_MAGIC) and zip_format.is_torch_zip(path):
             return zip_format.FORMAT
+        if head.startswith(_ZIP_MAGIC) and path.suffix.lower() in _TORCH_SUFFIXES \
+                and not zip_format.is_readable_zip(path):
+            return zip_format.FORMAT       # a damaged torch zip: let the reader say what broke
         if legacy_format.looks_legacy(head):
             return legacy_format.FORMAT
+        if legacy_format.looks_tar(path):
+            return legacy_format.TAR_FORMAT
         return None
 
     def read(self, path: Path, fmt: str | None = None, **options: Any) -> ParamGraph:
@@ -65,8 +71,17 @@ class TorchAdapter:
         return is_module(obj) or is_state_dict(obj)
 
     def read_live(self, obj: Any, *, origin: str | None = None, **options: Any) -> ParamGraph:
+        if "construction" in options or "construction_failed" in options:  # lazily built
+            from .meta import read_meta
+            return read_meta(obj, origin=origin, **options)
         from .live import read_live
         return read_live(obj, origin=origin, **options)
+
+    def lazy_construction(self, path: Path) -> Any:
+        """A context in which a torch model file builds its model on the meta device (no
+        weights allocated or initialised; see ``meta.py``), or None for a file without torch."""
+        from . import meta
+        return meta.construction() if meta.wants_meta(path) else None
 
 
 ADAPTER = TorchAdapter()

@@ -61,14 +61,17 @@ def to_numpy(tensor: Any, dtype: str) -> np.ndarray:
 
 
 def read_live(obj: Any, *, origin: str | None = None, example_input: Any = None,
-              **_options: Any) -> ParamGraph:
+              trace: live_trace.Trace | None = None, **_options: Any) -> ParamGraph:
+    """``trace``: a forward already traced by the caller (``meta.py`` traces a meta-built model
+    on stand-in tensors); otherwise ``example_input`` is traced here."""
     torch = _torch()
     if isinstance(obj, dict):
         return _read_state_dict(obj, origin or "live dict of torch tensors", torch)
     if not isinstance(obj, torch.nn.Module):
         raise UsageError(f"expected a torch nn.Module or dict of tensors, got "
                          f"{type(obj).__module__}.{type(obj).__qualname__}")
-    return _read_module(obj, origin or f"live {type(obj).__qualname__}", example_input, torch)
+    return _read_module(obj, origin or f"live {type(obj).__qualname__}", example_input, torch,
+                        trace)
 
 
 class _Ties:
@@ -105,7 +108,8 @@ def _owned(module: Any) -> list[str]:
     return names
 
 
-def _read_module(module: Any, origin: str, example_input: Any, torch: Any) -> ParamGraph:
+def _read_module(module: Any, origin: str, example_input: Any, torch: Any,
+                 trace: live_trace.Trace | None = None) -> ParamGraph:
     state = module.state_dict(keep_vars=True)
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     for name, t in tensors.items():
@@ -118,7 +122,8 @@ def _read_module(module: Any, origin: str, example_input: Any, torch: Any) -> Pa
         own = [n for n in own if n in tensors]
         if own:
             owners.append((path, mod, own))
-    trace = live_trace.run(module, example_input, torch) if example_input is not None else None
+    if trace is None and example_input is not None:
+        trace = live_trace.run(module, example_input, torch)
     if trace is not None:
         owners = _execution_order(owners, trace)
     ties, table = _Ties(), live_ops.handlers(torch.nn)
@@ -171,6 +176,8 @@ def _layer(path: str, mod: Any, names: list[str], tensors: dict, tie_of: dict, t
         role = live_ops.role_for(op, name.rpartition(".")[2])
         dtype = canonical_dtype(t, name)
         axes = None if op == "opaque" else axes_for("torch", op, role, t.dim())
+        if role == "kernel" and attrs.get("kernel_axes"):    # HF Conv1D stores (in, out)
+            axes = tuple(attrs["kernel_axes"])
         params.append(Param(name=name, role=role, shape=tuple(t.shape), dtype=dtype, axes=axes,
                             data=CallableData(partial(to_numpy, t, dtype)),
                             tied_to=tie_of[name]))

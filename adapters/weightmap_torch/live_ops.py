@@ -3,8 +3,9 @@
 ``describe(module, nn)`` walks a table of (module classes, handler); the first class that matches
 wins, so subclasses (``NonDynamicallyQuantizableLinear``, ``SyncBatchNorm`` ...) are covered.
 A module type that is not in the table is ``opaque``: its tensors are kept with neutral roles and
-no axis labels, because nothing says how a custom module lays them out (Hugging Face's GPT-2
-``Conv1D`` stores its weight as (in, out), the reverse of ``nn.Linear``).
+no axis labels, because nothing says how a custom module lays them out. One custom type is known
+by name: Hugging Face's ``Conv1D`` (GPT-2) is a dense layer whose weight is stored (in, out), the
+reverse of ``nn.Linear``; its kernel carries the labels ``attrs["kernel_axes"]``.
 """
 from __future__ import annotations
 
@@ -144,9 +145,27 @@ def handlers(nn: Any) -> list[tuple[tuple[type, ...], Callable[[Any], tuple[str,
     ]
 
 
+def is_hf_conv1d(module: Any) -> bool:
+    """Hugging Face's ``Conv1D`` (GPT-2, GPT, ImageGPT ...), told by its class name, its ``nf``
+    (output features) and a 2-D weight whose last axis is ``nf``: transformers is not imported."""
+    weight = getattr(module, "weight", None)
+    shape = tuple(getattr(weight, "shape", ()))
+    return (type(module).__name__ == "Conv1D" and isinstance(getattr(module, "nf", None), int)
+            and len(shape) == 2 and shape[1] == module.nf)
+
+
+def _hf_conv1d(m: Any) -> tuple[str, dict]:
+    """A dense layer whose weight is stored (in, out), the reverse of ``nn.Linear``."""
+    return "dense", {"in_features": m.weight.shape[0], "out_features": m.nf,
+                     "use_bias": getattr(m, "bias", None) is not None,
+                     "kernel_axes": ("in", "out"), "layout_from": "module type Conv1D"}
+
+
 def describe(module: Any, table: list) -> tuple[str, dict]:
     """(op kind, attributes) of one module; ``opaque`` when its type is not in the table."""
     for classes, handler in table:
         if classes and isinstance(module, classes):
             return handler(module)
+    if is_hf_conv1d(module):
+        return _hf_conv1d(module)
     return "opaque", {}

@@ -20,13 +20,12 @@ def _torch():
 
 def to_tensor(arr: np.ndarray):
     torch = _torch()
+    # np.array(order="C") keeps a 0-d array 0-d (np.ascontiguousarray would make it 1-d)
     if arr.dtype.name == "bfloat16":           # numpy has no bf16 tensor interop: go via bits
-        return torch.from_numpy(np.ascontiguousarray(arr).view(np.int16).copy()).view(
-            torch.bfloat16)
-    if arr.dtype.name.startswith("float8"):
-        name = {"float8_e4m3fn": "float8_e4m3fn", "float8_e5m2": "float8_e5m2"}[arr.dtype.name]
-        return torch.from_numpy(np.ascontiguousarray(arr).view(np.uint8).copy()).view(
-            getattr(torch, name))
+        return torch.from_numpy(np.array(arr, order="C").view(np.int16)).view(torch.bfloat16)
+    if arr.dtype.name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz"):
+        return torch.from_numpy(np.array(arr, order="C").view(np.uint8)).view(
+            getattr(torch, arr.dtype.name))
     return torch.from_numpy(np.array(arr, copy=True))
 
 

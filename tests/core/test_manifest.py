@@ -2,7 +2,7 @@ import pytest
 
 from weightmap.errors import UsageError
 from weightmap.manifest import build, parse_freeze, parse_lr_scales
-from weightmap.plan import Plan, TensorPlan
+from weightmap.plans import Plan, TensorPlan
 
 
 def _plan():

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from weightmap import emit
 from weightmap.dtypes import to_numpy
 from weightmap.errors import FormatError, PlanError, UsageError
-from weightmap.plan import Plan, TensorPlan
+from weightmap.plans import Plan, TensorPlan
 from weightmap_onnx import ADAPTER
 from weightmap_onnx import emit as onnx_emit
 

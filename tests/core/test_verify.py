@@ -1,0 +1,39 @@
+import hashlib
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+import weightmap
+from weightmap.errors import PlanError
+
+
+def _template(tmp_path):
+    path = tmp_path / "template.safetensors"
+    save_file({"fc.weight": np.zeros((3, 2), np.float32), "fc.bias": np.zeros(3, np.float32)},
+              str(path))
+    return path
+
+
+def test_manifest_records_the_sha256_of_each_written_tensor(tmp_path):
+    src = {"fc.weight": np.arange(6, dtype=np.float32).reshape(3, 2),
+           "fc.bias": np.ones(3, np.float32)}
+    out = tmp_path / "o.safetensors"
+    report = weightmap.port(src, _template(tmp_path), out)
+    written = load_file(str(out))
+    for name, entry in report.manifest["params"].items():
+        assert entry["sha256"] == hashlib.sha256(written[name].tobytes()).hexdigest()
+    assert report.manifest["summary"]["verified"] is True
+
+
+def test_nonfinite_values_are_counted_and_can_be_refused(tmp_path):
+    weight = np.arange(6, dtype=np.float32).reshape(3, 2)
+    weight[0, 0], weight[1, 1] = np.nan, np.inf
+    src = {"fc.weight": weight, "fc.bias": np.ones(3, np.float32)}
+    report = weightmap.port(src, _template(tmp_path), tmp_path / "o.safetensors")
+    assert report.manifest["params"]["fc.weight"]["nonfinite"] == 2
+    assert report.manifest["summary"]["nonfinite_tensors"] == 1
+    out = tmp_path / "refused.safetensors"
+    with pytest.raises(PlanError, match="2 non-finite"):
+        weightmap.port(src, _template(tmp_path), out, fail_on_nonfinite=True)
+    assert not out.exists() and not (tmp_path / "refused.manifest.json").exists()

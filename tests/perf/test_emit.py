@@ -1,0 +1,131 @@
+"""Sharded safetensors output (adapters/weightmap_safetensors/emit.py and the core hooks in
+weightmap/emit.py): split rule, hub names, index file, atomicity, options."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+import weightmap
+from weightmap.errors import UsageError
+from weightmap.sources import read
+from weightmap_safetensors.emit import parse_size, shard_names, split
+
+
+def checkpoint(tmp_path, sizes=(300, 100, 500, 50, 200)):
+    """Tensors of ``sizes`` float32 elements (x4 bytes), names in model order."""
+    rng = np.random.default_rng(0)
+    values = {f"l{i}.weight": rng.standard_normal(n).astype(np.float32)
+              for i, n in enumerate(sizes)}
+    path = tmp_path / "src.safetensors"
+    save_file(values, path)
+    return path, values
+
+
+def test_parse_size():
+    assert parse_size("2GB") == 2 * 10 ** 9 and parse_size("4GiB") == 4 * 2 ** 30
+    assert parse_size("1.5mb") == 1_500_000 and parse_size(1234) == 1234
+    assert parse_size("500 KB") == 500_000 and parse_size("77") == 77
+    for bad in ("0", "-1GB", "two GB", "5XB", True):
+        with pytest.raises(UsageError):
+            parse_size(bad)
+
+
+def test_split_keeps_order_and_gives_big_tensors_their_own_shard():
+    specs = [(f"t{i}", (n,), "float32") for i, n in enumerate((300, 100, 500, 50, 200))]
+    assert split(specs, 1600) == [[0, 1], [2], [3, 4]]      # 1200+400 | 2000 alone | 200+800
+    assert split(specs, 10 ** 9) == [[0, 1, 2, 3, 4]]
+    assert split([], 10) == [[]]
+
+
+def test_shard_names_follow_the_hubs():
+    from pathlib import Path
+    assert shard_names(Path("out/model.safetensors"), 3) == [
+        "model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
+        "model-00003-of-00003.safetensors"]
+    assert shard_names(Path("m.safetensors.index.json"), 1) == ["m-00001-of-00001.safetensors"]
+
+
+def test_port_writes_shards_and_an_index_the_readers_understand(tmp_path):
+    src, values = checkpoint(tmp_path)
+    out = tmp_path / "out" / "model.safetensors"
+    out.parent.mkdir()
+    report = weightmap.port(src, src, out, shard_size=1600)
+    index_path = tmp_path / "out" / "model.safetensors.index.json"
+    assert report.output == str(index_path) and not out.exists()
+    index = json.loads(index_path.read_text())
+    assert index["metadata"] == {"total_size": 4 * sum(v.size for v in values.values())}
+    assert index["weight_map"] == {
+        "l0.weight": "model-00001-of-00003.safetensors",
+        "l1.weight": "model-00001-of-00003.safetensors",
+        "l2.weight": "model-00002-of-00003.safetensors",
+        "l3.weight": "model-00003-of-00003.safetensors",
+        "l4.weight": "model-00003-of-00003.safetensors"}
+    merged = {}
+    for shard in sorted(set(index["weight_map"].values())):
+        merged.update(load_file(tmp_path / "out" / shard))
+    assert sorted(merged) == sorted(values)
+    for k, v in values.items():
+        assert merged[k].tobytes() == v.tobytes()
+    graph = read(index_path)                                  # weightmap's own sharded reader
+    assert graph.format == "safetensors-sharded"
+    np.testing.assert_array_equal(graph.param("l2.weight").read(), values["l2.weight"])
+    assert (tmp_path / "out" / "model.manifest.json").exists()
+    leftovers = [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_an_output_that_fits_one_shard_is_one_plain_file(tmp_path):
+    src, values = checkpoint(tmp_path)
+    out = tmp_path / "model.safetensors"
+    report = weightmap.port(src, src, out, shard_size="1GB")
+    assert report.output == str(out)
+    assert sorted(load_file(out)) == sorted(values)
+    assert not (tmp_path / "model.safetensors.index.json").exists()
+
+
+def test_naming_the_index_always_shards(tmp_path):
+    src, values = checkpoint(tmp_path)
+    index = tmp_path / "m.safetensors.index.json"
+    weightmap.port(src, src, index, shard_size="1GB")
+    data = json.loads(index.read_text())
+    assert set(data["weight_map"].values()) == {"m-00001-of-00001.safetensors"}
+
+
+def test_existing_shards_are_kept_without_force(tmp_path):
+    src, _ = checkpoint(tmp_path)
+    shard = tmp_path / "model-00002-of-00003.safetensors"
+    shard.write_bytes(b"keep me")
+    with pytest.raises(UsageError, match="exists"):
+        weightmap.port(src, src, tmp_path / "model.safetensors", shard_size=1600)
+    assert shard.read_bytes() == b"keep me"
+    assert not (tmp_path / "model.safetensors.index.json").exists()
+    weightmap.port(src, src, tmp_path / "model.safetensors", shard_size=1600, force=True)
+    assert shard.read_bytes() != b"keep me"
+
+
+def test_a_failure_leaves_no_shard_behind(tmp_path, monkeypatch):
+    src, _ = checkpoint(tmp_path)
+    import weightmap_safetensors.emit as st_emit
+    real = st_emit.write_jobs
+    calls = []
+
+    def fail_on_second(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(st_emit, "write_jobs", fail_on_second)
+    with pytest.raises(OSError, match="disk full"):
+        weightmap.port(src, src, tmp_path / "model.safetensors", shard_size=1600)
+    assert sorted(os.listdir(tmp_path)) == ["src.safetensors"]
+
+
+def test_sharding_is_refused_for_other_formats(tmp_path):
+    src, _ = checkpoint(tmp_path)
+    with pytest.raises(UsageError, match="takes no option 'shard_size'"):
+        weightmap.port(src, src, tmp_path / "out.pt", shard_size="1GB")

@@ -1,0 +1,123 @@
+"""The streaming safetensors writer: jobs on threads, file-to-file copies, positioned writes
+(adapters/weightmap_safetensors/writer.py and fastio.py)."""
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from weightmap.errors import FormatError, UsageError
+from weightmap.execute import FileSpan, Job
+from weightmap.sources import read
+from weightmap_safetensors.writer import layout, page_residue, write, write_jobs
+
+
+def arrays(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"a.weight": rng.standard_normal((64, 300)).astype(np.float32),
+            "a.bias": rng.standard_normal(64).astype(np.float32),
+            "b.weight": rng.standard_normal((300, 64)).astype(np.float16),
+            "b.scale": np.array(2.5, dtype=np.float32),
+            "b.empty": np.zeros((0, 4), np.float32),
+            "c.bf16": rng.standard_normal((5, 7)).astype(ml_dtypes.bfloat16)}
+
+
+def specs_of(values: dict) -> list:
+    from weightmap.dtypes import from_numpy
+    return [(k, tuple(v.shape), from_numpy(v.dtype)) for k, v in values.items()]
+
+
+class Done:
+    def __init__(self, name):
+        self.target = name
+
+
+def jobs_of(values: dict) -> list[Job]:
+    return [Job(Done(k), lambda v=v: v) for k, v in values.items()]
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_jobs_write_what_the_iterator_writes(tmp_path, workers):
+    values = arrays()
+    write(tmp_path / "seq.safetensors", specs_of(values), iter(values.items()), {"k": "v"})
+    seen = []
+    write_jobs(tmp_path / "par.safetensors", specs_of(values), jobs_of(values), {"k": "v"},
+               workers=workers, written=lambda t: seen.append(t.target))
+    seq, par = tmp_path / "seq.safetensors", tmp_path / "par.safetensors"
+    assert seq.read_bytes() == par.read_bytes()
+    assert sorted(seen) == sorted(values)
+    back = load_file(tmp_path / "par.safetensors")
+    for k, v in values.items():
+        assert back[k].tobytes() == np.ascontiguousarray(v).tobytes() and back[k].shape == v.shape
+
+
+def test_strided_and_big_endian_arrays_are_written_in_c_order_little_endian(tmp_path):
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((300, 200)).astype(np.float32)
+    values = {"t": base.T, "be": base[:3, :4].astype(">f4"), "step": base[:, ::2]}
+    write_jobs(tmp_path / "o.safetensors", specs_of(values), jobs_of(values), workers=2)
+    back = load_file(tmp_path / "o.safetensors")
+    for k, v in values.items():
+        np.testing.assert_array_equal(back[k], v)
+
+
+def test_file_spans_are_copied_byte_for_byte(tmp_path):
+    values = {k: v for k, v in arrays(2).items() if k != "c.bf16"}   # numpy writer: no bf16
+    save_file(values, tmp_path / "src.safetensors")
+    graph = read(tmp_path / "src.safetensors")
+    spans = {p.name: FileSpan(p.data.path, p.data.offset, p.data.nbytes()) for p in
+             graph.params() if p.nbytes}
+    jobs = [Job(Done(k), (lambda s=spans[k]: s) if k in spans else (lambda v=v: v))
+            for k, v in values.items()]
+    write_jobs(tmp_path / "out.safetensors", specs_of(values), jobs, workers=2)
+    back = load_file(tmp_path / "out.safetensors")
+    for k, v in values.items():
+        assert back[k].tobytes() == v.tobytes()
+
+
+def test_copied_tensors_keep_their_page_offset(tmp_path):
+    """The header is padded so that file-to-file copies move whole pages."""
+    values = {"a": np.ones(1000, np.float32), "b": np.arange(4096, dtype=np.float32)}
+    save_file(values, tmp_path / "src.safetensors", metadata={"pad": "x" * 333})
+    graph = read(tmp_path / "src.safetensors")
+    src = {p.name: p.data for p in graph.params()}
+    spans = {k: FileSpan(d.path, d.offset, d.nbytes()) for k, d in src.items()}
+    jobs = [Job(Done(k), lambda s=spans[k]: s, spans[k]) for k in ("b", "a")]
+    specs = [("b", (4096,), "float32"), ("a", (1000,), "float32")]
+    write_jobs(tmp_path / "out.safetensors", specs, jobs)
+    out = {p.name: p.data for p in read(tmp_path / "out.safetensors").params()}
+    assert out["b"].offset % 4096 == src["b"].offset % 4096      # the bigger copy wins
+    back = load_file(tmp_path / "out.safetensors")
+    for k, v in values.items():
+        assert back[k].tobytes() == v.tobytes()
+    assert page_residue(specs, [Job(Done(k), lambda: None) for k in ("b", "a")]) is None
+
+
+def test_a_span_of_the_wrong_size_is_refused(tmp_path):
+    values = {"x": np.ones(4, np.float32)}
+    save_file(values, tmp_path / "src.safetensors")
+    p = next(read(tmp_path / "src.safetensors").params())
+    jobs = [Job(Done("x"), lambda: FileSpan(p.data.path, p.data.offset, 8))]
+    with pytest.raises(UsageError, match="span holds 8 bytes"):
+        write_jobs(tmp_path / "out.safetensors", specs_of(values), jobs)
+
+
+def test_the_first_failing_job_stops_the_write(tmp_path):
+    values = arrays()
+
+    def boom():
+        raise FormatError("bad tensor", tensor="b.weight")
+
+    jobs = [Job(Done(k), boom if k == "b.weight" else (lambda v=v: v))
+            for k, v in values.items()]
+    with pytest.raises(FormatError, match="bad tensor"):
+        write_jobs(tmp_path / "o.safetensors", specs_of(values), jobs, workers=2)
+
+
+def test_header_offsets_follow_the_specs():
+    values = arrays()
+    prefix, offsets = layout(specs_of(values))
+    assert offsets[0] == len(prefix) and len(prefix) % 8 == 0
+    sizes = [np.asarray(v).nbytes for v in values.values()]
+    assert [b - a for a, b in zip(offsets, offsets[1:])] == sizes[:-1]
