@@ -91,7 +91,8 @@ def _param_sig(role: str, shape: tuple[int, ...], axes: tuple[str, ...] | None,
         # A dense kernel compares as (out, in) by element count: the flatten layout before it
         # may differ (NHWC vs NCHW); the planner handles that permutation.
         canon = (canon[0], math.prod(canon[1:]))
-    return ParamSig(ROLE_ALIASES.get(role, role), canon, tuple(sorted(shape)))
+    # size-1 axes say nothing about a layout: Keras PReLU alpha (1, 1, C) is torch's (C,)
+    return ParamSig(ROLE_ALIASES.get(role, role), canon, tuple(sorted(d for d in shape if d != 1)))
 
 
 def layer_signature(layer: Layer, skip: AbstractSet[str] = frozenset()) -> LayerSig:
