@@ -1,0 +1,98 @@
+"""Separable convolutions: one Keras ``SeparableConv{1,2}D`` (depthwise kernel, pointwise kernel,
+bias) against two torch/ONNX layers (a depthwise conv without bias, then a 1x1 conv).
+
+The matcher pairs layers one to one, so these stay unmatched; this pass pairs them after the
+layer conversions, in order: a still-unused source separable layer with the first still-new
+depthwise + pointwise pair of the target whose shapes fit (and the reverse direction).
+"""
+from __future__ import annotations
+
+from ..graph import Layer, Param
+from ..plans import TensorPlan
+from ..transforms import Step
+from .base import PlanContext, register_pass
+from .generic import cast_steps, layout_steps
+
+_MATCH = {"strategy": "separable", "score": 0.7}
+
+
+def _plan(tgt_layer: Layer, tparam: Param, status: str, sources=(), steps=(), notes=(),
+          source_layer: str = "", value=None) -> TensorPlan:
+    return TensorPlan(target=tparam.name, layer=tgt_layer.name, shape=tparam.shape,
+                      dtype=tparam.dtype, status=status, sources=tuple(p.name for p in sources),
+                      steps=tuple(steps), notes=tuple(notes), value=value,
+                      match={**_MATCH, "source_layer": source_layer})
+
+
+def _kernel(layer: Layer) -> Param | None:
+    return layer.param("kernel")
+
+
+def _is_pointwise(layer: Layer) -> bool:
+    k = _kernel(layer)
+    return layer.op in ("conv1d", "conv2d") and k is not None and k.axes is not None and \
+        all(k.shape[k.axes.index(a)] == 1 for a in k.axes if a not in ("out", "in"))
+
+
+def _split(sep: Layer, dw: Layer, pw: Layer) -> list[TensorPlan] | None:
+    """Plans for a target (depthwise, pointwise) pair from a Keras separable layer, or None."""
+    dk, pk, bias = sep.param("depthwise_kernel"), sep.param("pointwise_kernel"), sep.param("bias")
+    tdk, tpk = _kernel(dw), _kernel(pw)
+    if dk is None or pk is None or tdk is None or tpk is None or len(dk.shape) != 4:
+        return None
+    kh, kw, c, m = dk.shape
+    if tdk.shape != (c * m, 1, kh, kw):
+        return None
+    try:
+        pk_steps, pk_notes = layout_steps(pk, tpk)
+    except Exception:
+        return None
+    out = [_plan(dw, tdk, "transformed", (dk,),
+                 [Step("transpose", {"perm": [2, 3, 0, 1]}),
+                  Step("reshape", {"shape": [c * m, 1, kh, kw]})] + cast_steps(dk, tdk),
+                 (f"separable {sep.name}: depthwise kh,kw,c,m -> (c*m),1,kh,kw",), sep.name),
+           _plan(pw, tpk, "transformed", (pk,), pk_steps,
+                 (f"separable {sep.name}: pointwise",) + tuple(pk_notes), sep.name)]
+    for layer in (dw, pw):
+        tb = layer.param("bias")
+        if tb is None:
+            continue
+        if layer is pw and bias is not None and bias.shape == tb.shape:
+            out.append(_plan(pw, tb, "transferred" if bias.dtype == tb.dtype else "transformed",
+                             (bias,), cast_steps(bias, tb), (), sep.name))
+        else:
+            out.append(_plan(layer, tb, "synthetic", value=0.0, source_layer=sep.name,
+                             notes=("separable layers have no bias here: zeros (exact)",)))
+    return out
+
+
+def _all_new(ctx: PlanContext, layer: Layer, index: dict[str, int]) -> bool:
+    return bool(layer.params) and all(ctx.tensors[index[p.name]].status == "new"
+                                      for p in layer.params if p.name in index)
+
+
+@register_pass("separable_split")
+def pair_separable(ctx: PlanContext) -> None:
+    used = {s for t in ctx.tensors for s in t.sources}
+    seps = [l for l in ctx.source_graph.layers if l.op.startswith("separable_conv")
+            and not any(p.name in used for p in l.params)]
+    if not seps:
+        return
+    index = ctx.index()
+    layers = ctx.target_graph.layers
+    taken: set[str] = set()
+    for sep in seps:
+        for dw, pw in zip(layers, layers[1:]):
+            if dw.name in taken or not dw.op.startswith("depthwise_conv") or \
+                    not _is_pointwise(pw) or not _all_new(ctx, dw, index) or \
+                    not _all_new(ctx, pw, index):
+                continue
+            plans = _split(sep, dw, pw)
+            if plans is None:
+                continue
+            for t in plans:
+                ctx.tensors[index[t.target]] = t
+            taken.update((dw.name, pw.name))
+            ctx.decisions.append(f"{sep.name} (separable) split into {dw.name} (depthwise) + "
+                                 f"{pw.name} (pointwise)")
+            break
