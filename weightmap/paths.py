@@ -4,7 +4,8 @@ safetensors index, an ONNX external data ``location``.
 The rule: such a name comes from the file, so it is untrusted. It must be a plain relative path
 (a non-empty string; no absolute path, no drive letter, no ``..`` part, no NUL) and, once every
 symlink is resolved, it must land on a regular file (not a folder, device or pipe) inside the
-folder of the file that names it. A name that breaks the rule is an ``UnsafeInputError``; a name
+folder of the file that names it, and have a single hard link (a second link may be the inode of
+a file elsewhere). A name that breaks the rule is an ``UnsafeInputError``; a name
 that follows it but whose file is missing (or a dangling symlink) is a ``FormatError``: the
 checkpoint is incomplete, not hostile.
 
@@ -76,11 +77,17 @@ def resolve_inside(folder: Path, name: object, *, what: str, referrer: Path,
                                f"{folder}", path=referrer,
                                hint="symlinks may not lead out of the checkpoint's folder")
     try:
-        mode = os.stat(target).st_mode
+        info = os.stat(target)
     except OSError as exc:
         raise FormatError(f"{what} {plain!r} cannot be opened: {exc.strerror}", path=referrer,
                           hint="a symlink points at a file that does not exist") from exc
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(info.st_mode):
         raise UnsafeInputError(f"{what} {plain!r} is not a regular file", path=referrer,
                                hint="devices, pipes and folders are never read as data")
+    if info.st_nlink > 1:
+        # a hard link inside the folder can be the very inode of a file outside it (unpacking
+        # an archive creates them); nothing in the folder tells the two apart
+        raise UnsafeInputError(f"{what} {plain!r} has {info.st_nlink} hard links", path=referrer,
+                               hint="a hard link may be a file outside the folder; copy the "
+                                    "file so that it has one link")
     return Path(target)

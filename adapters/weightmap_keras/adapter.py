@@ -42,11 +42,13 @@ def sniff(path: Path, head: bytes) -> str | None:
     name = path.name.lower()
     if head.startswith(HDF5_MAGIC):
         try:
-            with open_h5(Location(str(path))) as f:
+            with open_h5(Location(str(path)), heaps=False) as f:   # reads attribute names only
                 return sniff_hdf5(f)
         except READ_ERRORS:
             # damaged: claim it only when the name says Keras, so the reader can say what broke
-            return keras3.FORMAT_WEIGHTS if name.endswith(".weights.h5") else None
+            if name.endswith(".weights.h5"):
+                return keras3.FORMAT_WEIGHTS
+            return legacy.FORMAT_FULL if name.endswith((".h5", ".hdf5")) else None
     if head.startswith(ZIP_MAGIC):
         try:
             with zipfile.ZipFile(path) as zf:
@@ -114,9 +116,12 @@ class KerasAdapter:
             if fmt in (legacy.FORMAT_FULL, legacy.FORMAT_WEIGHTS):
                 return legacy.read(path, fmt, config=model_cfg)
             return keras3.read(path, fmt, config=model_cfg)
-        except WeightmapError:
-            raise
-        except READ_ERRORS as exc:
+        except WeightmapError as exc:
+            if exc.path is not None:
+                raise
+            raise type(exc)(exc.message, path=path, tensor=exc.tensor, hint=exc.hint) from exc
+        except READ_ERRORS + (AttributeError, RecursionError) as exc:
+            # AttributeError: config JSON of another structure met past the walk (layer configs)
             raise FormatError(f"cannot read {fmt} file: {type(exc).__name__}: {exc}",
                               path=path, hint="the file is truncated, corrupt or not what its "
                                               "name says") from exc

@@ -24,6 +24,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from weightmap.errors import FormatError
 from weightmap.graph import Layer, ParamGraph, TensorData
+from weightmap.zipcheck import check_archive
 
 from .build import Weight, make_layer, rnn_class
 from .classes import class_from_name, k3_roles, owner_sort_key
@@ -76,7 +77,8 @@ def read(path: Path, fmt: str, *, config: Any = None) -> ParamGraph:
 
 
 def _zip_json(path: Path) -> tuple[dict, dict]:
-    with zipfile.ZipFile(path) as zf:
+    with open(path, "rb") as fh, zipfile.ZipFile(fh) as zf:
+        check_archive(zf, fh, path)                # names, sizes, overlaps, ratios
         names = set(zf.namelist())
         if "config.json" not in names or WEIGHTS_MEMBER not in names:
             raise FormatError("a .keras file holds config.json and model.weights.h5; this zip "

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from weightmap.errors import FormatError
+
 from .classes import MODEL_CLASSES, to_snake_case
 from .shapes import PASS_THROUGH, Shape, output_shape
 
@@ -54,9 +56,15 @@ def walk(model: Mapping[str, Any] | None,
     if not isinstance(model, Mapping) or not is_model(model):
         return None
     walker = _Walker(dict(known_inputs or {}))
-    walker.model(model, prefix="", k3_prefix="", outer=None, upstream=[])
-    info = ModelInfo(specs=walker.specs)
-    _find_flattens(walker, info)
+    try:
+        walker.model(model, prefix="", k3_prefix="", outer=None, upstream=[])
+        info = ModelInfo(specs=walker.specs)
+        _find_flattens(walker, info)
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError) as exc:
+        # a config is untrusted JSON: a list where a dict belongs is a malformed file
+        raise FormatError(f"the model config is malformed: {type(exc).__name__}: {exc}",
+                          hint="the config JSON does not have the structure Keras writes") \
+            from exc
     return info
 
 

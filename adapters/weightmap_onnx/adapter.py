@@ -22,7 +22,34 @@ def load_model(path: Path) -> Any:
         raise FormatError(f"not a valid ONNX model: {type(exc).__name__}: {exc}", path=path,
                           hint="the file is corrupt or truncated") from exc
     check_model_shape(model, path)
+    check_strings(model, path)
     return model
+
+
+def check_strings(message: Any, where: object) -> None:
+    """Every ``string`` field is text. protobuf does not check UTF-8 in proto2 files and hands
+    an invalid one out as bytes, which no reader code expects; refuse the file instead."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    todo = [message]
+    while todo:
+        msg = todo.pop()
+        for field, value in msg.ListFields():
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                todo.extend(value if _repeated(field) else [value])
+            elif field.type == FieldDescriptor.TYPE_STRING:
+                for text in (value if _repeated(field) else [value]):
+                    if not isinstance(text, str):
+                        raise FormatError(f"field {field.full_name} holds {text[:40]!r}, which "
+                                          "is not UTF-8 text", path=where,
+                                          hint="the file is corrupt")
+
+
+def _repeated(field: Any) -> bool:
+    repeated = getattr(field, "is_repeated", None)          # protobuf >= 5.28 ...
+    if repeated is None:
+        return field.label == field.LABEL_REPEATED           # ... and before
+    return bool(repeated)
 
 
 def check_model_shape(model: Any, where: object) -> None:

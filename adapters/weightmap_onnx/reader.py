@@ -136,7 +136,9 @@ class _Builder:
 def _activation(node: Any, draft: Draft) -> str:
     """The non-weight input of a dense node (the activations it multiplies)."""
     kernel_pos = next(s.pos for s in draft.slots if s.role == "kernel")
-    return node.input[1 - kernel_pos] if kernel_pos in (0, 1) else ""
+    other = 1 - kernel_pos
+    # a malformed node may have the kernel as its only input
+    return node.input[other] if kernel_pos in (0, 1) and other < len(node.input) else ""
 
 
 def flatten_attrs(info: GraphInfo, value: str) -> dict[str, Any]:

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from weightmap import dtypes
 from weightmap.errors import FormatError, UsageError
-from weightmap.graph import CallableData, MappedData, TensorData
+from weightmap.graph import CallableData, MappedData, TensorData, checked_nbytes
 from weightmap.paths import resolve_inside
 
 # TensorProto.DataType codes -> canonical dtype names (weightmap.dtypes). Sub-byte and string
@@ -49,6 +48,25 @@ def dtype_name(code: int, *, name: str, path: Path) -> str:
                           hint=f"handled: {', '.join(sorted(set(ONNX_DTYPES.values())))}") from None
 
 
+# Which typed field holds an inline tensor without raw_data, and how many values per element.
+_TYPED_FIELD = {
+    "float32": ("float_data", 1), "complex64": ("float_data", 2),
+    "float64": ("double_data", 1), "complex128": ("double_data", 2),
+    "int64": ("int64_data", 1), "uint32": ("uint64_data", 1), "uint64": ("uint64_data", 1),
+}
+
+
+def _check_typed_count(tensor: Any, dtype: str, shape: tuple[int, ...], *, path: Path) -> None:
+    """An inline tensor in a typed field holds exactly one value per element (two for complex);
+    every other dtype lives in int32_data."""
+    field, per = _TYPED_FIELD.get(dtype, ("int32_data", 1))
+    have, want = len(getattr(tensor, field)), math.prod(shape) * per
+    if have != want:
+        raise FormatError(f"{field} holds {have} values, {dtype}{list(shape)} needs {want}",
+                          path=path, tensor=tensor.name,
+                          hint="the file is corrupt or forged")
+
+
 def _inline_reader(tensor: Any, *, path: Path) -> CallableData:
     def read() -> Any:
         from onnx import numpy_helper
@@ -68,11 +86,14 @@ def read_initializer(tensor: Any, *, model_path: Path, folder: Path | None) -> I
                           tensor=name)
     shape = tuple(int(d) for d in tensor.dims)
     dtype = dtype_name(tensor.data_type, name=name, path=model_path)
+    need = checked_nbytes(shape, dtype, path=model_path, tensor=name)
     if tensor.data_location != EXTERNAL:
-        need = math.prod(shape) * dtypes.itemsize(dtype)
-        if tensor.HasField("raw_data") and len(tensor.raw_data) != need:
-            raise FormatError(f"raw_data holds {len(tensor.raw_data)} bytes, {dtype}"
-                              f"{list(shape)} needs {need}", path=model_path, tensor=name)
+        if tensor.HasField("raw_data"):
+            if len(tensor.raw_data) != need:
+                raise FormatError(f"raw_data holds {len(tensor.raw_data)} bytes, {dtype}"
+                                  f"{list(shape)} needs {need}", path=model_path, tensor=name)
+        else:
+            _check_typed_count(tensor, dtype, shape, path=model_path)
         return Initializer(name, dtype, shape, _inline_reader(tensor, path=model_path))
     return _external(tensor, name, dtype, shape, model_path=model_path, folder=folder)
 
@@ -92,7 +113,7 @@ def _external(tensor: Any, name: str, dtype: str, shape: tuple[int, ...], *,
     except FormatError as exc:
         raise type(exc)(exc.message, path=exc.path, tensor=name, hint=exc.hint) from None
     offset = _int_field(info, "offset", 0, name=name, path=model_path)
-    need = math.prod(shape) * dtypes.itemsize(dtype)
+    need = checked_nbytes(shape, dtype, path=model_path, tensor=name)
     length = _int_field(info, "length", need, name=name, path=model_path)
     if length != need:
         raise FormatError(f"external data length {length} does not match {need} bytes needed "

@@ -38,6 +38,8 @@ class SafetensorsAdapter:
             except (UsageError, OSError):
                 has_shards = True   # several indices: let read() say which to name
             return FORMAT_SHARDED if has_shards else None
+        if not path.is_file():          # a FIFO or device is never opened (it could block)
+            return None
         if is_index_name(path):
             return FORMAT_SHARDED
         # A .safetensors name claims the format even with a broken header, so the reader can

@@ -8,7 +8,6 @@ relies on is checked here, so a graph built from a header never points outside i
 from __future__ import annotations
 
 import json
-import math
 import os
 import struct
 from dataclasses import dataclass
@@ -17,8 +16,12 @@ from typing import Any, Mapping
 
 from weightmap import dtypes
 from weightmap.errors import FormatError
+from weightmap.graph import checked_nbytes
 
-MAX_HEADER_BYTES = 100 * 1024 * 1024   # the reference implementation's own cap
+# The reference implementation allows 100 MB, where an 80 MB header of a million entries costs
+# seconds and gigabytes to parse. 16 MiB holds about 130 000 entries (real files: a few hundred
+# to a few thousand per file); raise ``max_header_bytes`` for a genuine bigger one.
+MAX_HEADER_BYTES = 16 * 1024 * 1024
 METADATA_KEY = "__metadata__"
 
 
@@ -103,6 +106,7 @@ def read_header(path: Path, *, max_header_bytes: int = MAX_HEADER_BYTES) -> Head
     records = [_record(name, info, path, data_start) for name, info in obj.items()]
     records.sort(key=lambda r: (r.begin, r.end))
     _check_spans(records, path, file_size=size)
+    _check_coverage(records, path, data_start=data_start, file_size=size)
     return Header(path=path, records=tuple(records), metadata=metadata, data_start=data_start)
 
 
@@ -119,7 +123,7 @@ def _record(name: str, info: Any, path: Path, data_start: int) -> Record:
     if not isinstance(info, dict):
         raise FormatError(f"entry must be an object, found {info!r:.80}", path=path, tensor=name)
     code = info.get("dtype")
-    if code not in dtypes.SAFETENSORS:
+    if not isinstance(code, str) or code not in dtypes.SAFETENSORS:
         raise FormatError(f"unknown dtype {code!r}", path=path, tensor=name,
                           hint=f"known: {', '.join(sorted(dtypes.SAFETENSORS))}")
     shape = info.get("shape")
@@ -132,7 +136,7 @@ def _record(name: str, info: Any, path: Path, data_start: int) -> Record:
         raise FormatError(f"data_offsets must be [begin, end] with 0 <= begin <= end, found "
                           f"{offsets!r:.80}", path=path, tensor=name)
     dtype = dtypes.SAFETENSORS[code]
-    need = math.prod(shape) * dtypes.itemsize(dtype)
+    need = checked_nbytes(shape, dtype, path=path, tensor=name)
     if offsets[1] - offsets[0] != need:
         raise FormatError(f"data_offsets {offsets} span {offsets[1] - offsets[0]} bytes but "
                           f"{code}{shape} needs {need}", path=path, tensor=name)
@@ -160,3 +164,25 @@ def _check_spans(records: list[Record], path: Path, *, file_size: int) -> None:
                               f"{prev.name!r} ({prev.begin}..{prev.end})", path=path,
                               tensor=rec.name, hint="the header is corrupt or forged")
         prev = rec
+
+
+def _check_coverage(records: list[Record], path: Path, *, data_start: int,
+                    file_size: int) -> None:
+    """The data area is exactly the tensors, back to back: no gap before, between or after
+    them (as the reference implementation requires; hidden bytes make polyglot files).
+
+    ``records`` must be sorted by (begin, end) and free of overlaps."""
+    at = data_start
+    for rec in records:
+        if rec.end == rec.begin:
+            continue
+        if rec.begin != at:
+            raise FormatError(f"{rec.begin - at} bytes at {at}..{rec.begin} belong to no tensor",
+                              path=path, tensor=rec.name,
+                              hint="the header is corrupt or forged; tensors must be stored "
+                                   "back to back")
+        at = rec.end
+    if at != file_size:
+        raise FormatError(f"{file_size - at} bytes after the last tensor (at {at}..{file_size}) "
+                          "belong to no tensor", path=path,
+                          hint="the file has trailing data or its header is forged")

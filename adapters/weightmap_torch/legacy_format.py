@@ -26,8 +26,32 @@ PROTOCOL_VERSION = 1001
 MAGIC_PICKLED = b"\x8a\x0a" + MAGIC_NUMBER.to_bytes(10, "little")
 
 
+TAR_FORMAT = "torch-legacy-tar"
+# The pre-0.4 format: a tar of "sys_info", "pickle", "storages", "tensors" (maybe after a PAX
+# header). Recognised only to be refused by name: torch >= 2.6 refuses weights_only loads of it
+# too, after CVE-2025-32434.
+_TAR_MEMBERS = (b"sys_info", b"pickle", b"storages", b"tensors", b"././@PaxHeader", b"PaxHeader")
+
+
 def looks_legacy(head: bytes) -> bool:
     return MAGIC_PICKLED in head[:32]
+
+
+def looks_tar(path: Path) -> bool:
+    """A POSIX tar whose first member is one of the legacy torch members (reads 512 bytes)."""
+    with open(path, "rb") as fh:
+        block = fh.read(512)
+    if len(block) < 512 or block[257:262] != b"ustar":
+        return False
+    name = block[:100].split(b"\0", 1)[0]
+    return any(name == m or name.endswith(b"/" + m) or m in name for m in _TAR_MEMBERS)
+
+
+def refuse_tar(path: Path) -> None:
+    raise FormatError("this is a tar-format torch checkpoint (PyTorch < 0.4), which weightmap "
+                      "does not read", path=path,
+                      hint="load it with a trusted old torch and save model.state_dict() again "
+                           "with torch.save")
 
 
 class _Storages:

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from weightmap import dtypes
 from weightmap.errors import FormatError, UnsafeInputError, WeightmapError
+from weightmap.graph import checked_nbytes
 
 from .torch_names import STORAGE_DTYPES, TORCH_DTYPES, UNSUPPORTED_GLOBALS
 
@@ -33,8 +34,10 @@ class Limits:
     """Caps applied before a pickle is run through the unpickler."""
 
     max_bytes: int = 256 * 2**20      # size of one pickle stream
-    max_opcodes: int = 10_000_000     # each opcode builds at most one object
+    max_opcodes: int = 1_000_000      # each opcode builds at most one object; a plain state
+                                      # dict takes ~32 per tensor, and scanning runs ~1-2 M/s
     max_memo: int = 2_000_000         # memo indices (the C unpickler sizes its memo by index)
+    max_depth: int = 200              # object nesting (hashing a deeper tuple crashes CPython)
 
 
 class _Inert:
@@ -128,7 +131,9 @@ def _tensor(storage: Any, offset: Any, size: Any, stride: Any, dtype: str,
                           f"found {short(offset)}")
     shape, strides = _ints(size, "size"), _ints(stride, "stride")
     if len(shape) != len(strides):
-        raise FormatError(f"tensor size {shape} and stride {strides} differ in rank")
+        raise FormatError(f"tensor size {short(shape)} and stride {short(strides)} differ in "
+                          "rank")
+    checked_nbytes(shape, dtype)           # rank and size product within bounds
     flags = metadata if isinstance(metadata, dict) else {}
     return TensorRef(storage, offset, shape, strides, dtype,
                      negative=bool(flags.get("neg")), conjugate=bool(flags.get("conj")))
@@ -326,34 +331,186 @@ class _CappedReader:
         return self._take(self.fh.readline(self.limit - self.used + 1))
 
 
-_MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
-_OUT_OF_BAND = {"NEXT_BUFFER", "READONLY_BUFFER"}
+# How each opcode moves the unpickler's stack, for the shadow stack in ``scan``.
+(_PUSH, _POPN, _FROM_MARK, _INTO, _INTO_MARK, _MARK, _DROP, _DROP_MARK, _DUP, _GET, _PUT,
+ _MEMOIZE, _NOOP, _STOP, _OUT_OF_BAND) = range(15)
+
+
+def _effects() -> dict[Any, tuple[int, int]]:
+    table: dict[str, tuple[int, int]] = {}
+    for name in ("INT BININT BININT1 BININT2 LONG LONG1 LONG4 STRING BINSTRING SHORT_BINSTRING "
+                 "BINBYTES SHORT_BINBYTES BINBYTES8 BYTEARRAY8 NONE NEWTRUE NEWFALSE UNICODE "
+                 "SHORT_BINUNICODE BINUNICODE BINUNICODE8 FLOAT BINFLOAT GLOBAL PERSID EXT1 EXT2 "
+                 "EXT4").split():
+        table[name] = (_PUSH, 0)                       # a leaf: shares the _LEAF cell
+    for name in "EMPTY_LIST EMPTY_TUPLE EMPTY_DICT EMPTY_SET".split():
+        table[name] = (_PUSH, 1)                       # a container: a cell of its own
+    for name in "LIST TUPLE DICT FROZENSET INST OBJ".split():
+        table[name] = (_FROM_MARK, 0)
+    for name, n in (("TUPLE1", 1), ("TUPLE2", 2), ("TUPLE3", 3), ("REDUCE", 2), ("NEWOBJ", 2),
+                    ("NEWOBJ_EX", 3), ("STACK_GLOBAL", 2), ("BINPERSID", 1)):
+        table[name] = (_POPN, n)
+    for name in "APPENDS SETITEMS ADDITEMS".split():
+        table[name] = (_INTO_MARK, 0)
+    table.update(APPEND=(_INTO, 1), SETITEM=(_INTO, 2), BUILD=(_INTO, 1), MARK=(_MARK, 0),
+                 POP=(_DROP, 0), POP_MARK=(_DROP_MARK, 0), DUP=(_DUP, 0), GET=(_GET, 0),
+                 BINGET=(_GET, 0), LONG_BINGET=(_GET, 0), PUT=(_PUT, 0), BINPUT=(_PUT, 0),
+                 LONG_BINPUT=(_PUT, 0), MEMOIZE=(_MEMOIZE, 0), PROTO=(_NOOP, 0),
+                 FRAME=(_NOOP, 0), STOP=(_STOP, 0), NEXT_BUFFER=(_OUT_OF_BAND, 0),
+                 READONLY_BUFFER=(_OUT_OF_BAND, 0))
+    return {op: table[op.name] for op in pickletools.opcodes}
+
+
+_EFFECTS = _effects()
+
+
+class _Corrupt(Exception):
+    pass
+
+
+_LEAF = [0]        # the one depth cell of every leaf object (ints, strings, globals ...)
+
+
+def _depth(cells: list[list[int]]) -> int:
+    return 1 + max([c[0] for c in cells], default=0)
+
+
+class _Shadow:
+    """The unpickler's stack and memo with each object replaced by a cell holding an upper
+    bound of its nesting depth; nothing is built. Checks memo indices and nesting depth."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self.stack: list[list[int]] = []
+        self.marks: list[int] = []
+        # a list, not a dict: at most 8 bytes per memo index (the cap bounds it)
+        self.memo: list[list[int] | None] = []
+        self.stored = 0
+
+    def _above_mark(self, n: int) -> list[list[int]]:
+        fence = self.marks[-1] if self.marks else 0
+        if n < 0 or len(self.stack) - fence < n:
+            raise _Corrupt("stack underflow")
+        items = self.stack[len(self.stack) - n:]
+        del self.stack[len(self.stack) - n:]
+        return items
+
+    def _to_mark(self) -> list[list[int]]:
+        if not self.marks:
+            raise _Corrupt("no mark on the stack")
+        fence = self.marks.pop()
+        items = self.stack[fence:]
+        del self.stack[fence:]
+        return items
+
+    def _top(self) -> list[int]:
+        if len(self.stack) <= (self.marks[-1] if self.marks else 0):
+            raise _Corrupt("stack underflow")
+        return self.stack[-1]
+
+    def _put(self, index: int) -> None:
+        if index > self.limits.max_memo or self.stored >= self.limits.max_memo:
+            raise FormatError(f"the pickle uses memo index {index}, above the cap "
+                              f"{self.limits.max_memo}")
+        if index >= len(self.memo):
+            self.memo.extend([None] * (index + 1 - len(self.memo)))
+        if self.memo[index] is None:
+            self.stored += 1               # MEMOIZE uses the count of filled slots, as C does
+        self.memo[index] = self._top()
+
+    def step(self, kind: int, n: int, arg: Any) -> bool:
+        """Apply one opcode; True at STOP."""
+        stack = self.stack
+        if kind == _PUSH:
+            stack.append([n] if n else _LEAF)
+            return False
+        if kind == _POPN:
+            depth = _depth(self._above_mark(n))
+            stack.append([depth])
+        elif kind == _FROM_MARK:
+            depth = _depth(self._to_mark())
+            stack.append([depth])
+        elif kind in (_INTO, _INTO_MARK):
+            items = self._above_mark(n) if kind == _INTO else self._to_mark()
+            cell, depth = self._top(), _depth(items)
+            if cell is _LEAF:
+                raise _Corrupt("items added to an object that is not a container")
+            cell[0] = max(cell[0], depth)
+        elif kind == _GET:
+            cell = self.memo[arg] if 0 <= arg < len(self.memo) else None
+            if cell is None:
+                raise _Corrupt(f"memo index {arg} was never stored")
+            stack.append(cell)
+            return False
+        elif kind == _PUT:
+            self._put(int(arg))
+            return False
+        elif kind == _MEMOIZE:
+            self._put(self.stored)
+            return False
+        elif kind == _MARK:
+            self.marks.append(len(stack))
+            return False
+        elif kind == _DROP:
+            if self.marks and self.marks[-1] == len(stack):
+                self.marks.pop()
+            else:
+                self._above_mark(1)
+            return False
+        elif kind == _DROP_MARK:
+            self._to_mark()
+            return False
+        elif kind == _DUP:
+            stack.append(self._top())
+            return False
+        elif kind == _STOP:
+            self._above_mark(1)
+            return True
+        elif kind == _OUT_OF_BAND:
+            raise FormatError("the pickle refers to out-of-band buffers")
+        else:                                      # PROTO, FRAME
+            return False
+        if depth > self.limits.max_depth:
+            raise FormatError(f"the pickle nests objects deeper than {self.limits.max_depth} "
+                              "levels", hint="a checkpoint never does; the file is forged")
+        return False
 
 
 def scan(fh: Any, limits: Limits) -> bytes:
     """Check the pickle starting at ``fh``'s position against ``limits``; return its bytes.
 
-    pickletools.genops only parses opcodes and arguments, it builds and calls nothing."""
+    pickletools.genops only parses opcodes and arguments, it builds and calls nothing. A shadow
+    of the unpickler's stack and memo follows along, so that memo indices (the C unpickler sizes
+    its memo by the largest one) and object nesting (CPython hashes nested tuples recursively,
+    without a depth check: a dict keyed by a 100 000-deep tuple crashes the interpreter) are
+    bounded before the real unpickler sees the stream."""
     start = fh.tell()
-    capped = _CappedReader(fh, limits.max_bytes)
-    ops = memo = 0
+    # bytes in memory can be parsed directly (a short read cannot allocate more than is there);
+    # a file goes through a reader that refuses to hand out more than the byte cap
+    source = fh if isinstance(fh, io.BytesIO) else _CappedReader(fh, limits.max_bytes)
+    last = start + limits.max_bytes
+    shadow = _Shadow(limits)
+    ops = 0
     try:
-        for opcode, arg, _pos in pickletools.genops(capped):
+        for opcode, arg, pos in pickletools.genops(source):
             ops += 1
+            if pos is not None and pos > last:
+                raise FormatError(f"a pickle stream is larger than the {limits.max_bytes}-byte "
+                                  "cap", hint="raise the max_pickle_bytes option if the file "
+                                              "is trusted")
             if ops > limits.max_opcodes:
                 raise FormatError(f"the pickle has more than {limits.max_opcodes} opcodes",
                                   hint="raise the max_pickle_opcodes option if it is trusted")
-            if opcode.name in _MEMO_PUTS or opcode.name == "MEMOIZE":
-                memo += 1
-                index = memo if opcode.name == "MEMOIZE" else int(arg)
-                if index > limits.max_memo or memo > limits.max_memo:
-                    raise FormatError(f"the pickle uses memo index {index}, above the cap "
-                                      f"{limits.max_memo}")
-            if opcode.name in _OUT_OF_BAND:
-                raise FormatError("the pickle refers to out-of-band buffers")
+            kind, n = _EFFECTS[opcode]
+            if kind == _PUSH:                      # the commonest opcodes, inline for speed
+                shadow.stack.append([n] if n else _LEAF)
+            elif kind == _MARK:
+                shadow.marks.append(len(shadow.stack))
+            elif shadow.step(kind, n, arg):
+                break
     except WeightmapError:
         raise
-    except (ValueError, EOFError, struct.error, UnicodeDecodeError) as exc:
+    except (_Corrupt, ValueError, EOFError, struct.error, UnicodeDecodeError) as exc:
         raise FormatError(f"the pickle stream is corrupt or truncated: {exc}") from exc
     length = fh.tell() - start
     fh.seek(start)

@@ -46,6 +46,8 @@ def _read(path: Path, fmt: str, container: str | None, opaque_globals: bool,
         meta["archive_folder"] = archive.top
     elif fmt == legacy_format.FORMAT:
         root, records, byteorder = legacy_format.read_legacy(path, limits, opaque_globals)
+    elif fmt == legacy_format.TAR_FORMAT:
+        legacy_format.refuse_tar(path)
     else:
         raise UsageError(f"the torch adapter reads {', '.join(FORMATS)}, not {fmt!r}", path=path)
     found = find_weights(root, container)

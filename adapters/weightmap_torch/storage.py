@@ -56,14 +56,28 @@ def extent_bytes(ref: TensorRef) -> int:
     return (last + 1) * dtypes.itemsize(ref.dtype)
 
 
+# A view whose strides repeat bytes (stride 0: a broadcast) is materialised as a copy larger
+# than what the file stores; beyond this size that copy is refused (a 4-byte storage declared as
+# a 2**40-element view would allocate terabytes).
+MAX_EXPANDED_BYTES = 64 << 20
+
+
 def tensor_data(ref: TensorRef, record: Record, byteorder: str, name: str) -> TensorData:
-    """The lazy handle for ``ref``, after checking that the view lies inside its storage."""
-    end = ref.byte_offset + extent_bytes(ref)
+    """The lazy handle for ``ref``, after checking that the view lies inside its storage and
+    does not expand a few stored bytes into a huge copy."""
+    extent = extent_bytes(ref)
+    end = ref.byte_offset + extent
     limit = ref.storage.base_bytes + ref.storage.nbytes
     if end > limit or limit > record.nbytes:
         raise FormatError(f"the tensor reaches byte {end} of storage {ref.storage.key!r}, "
                           f"which holds {min(limit, record.nbytes)}", path=record.path,
                           tensor=name)
+    nbytes = math.prod(ref.shape) * dtypes.itemsize(ref.dtype)
+    if nbytes > extent and nbytes > MAX_EXPANDED_BYTES:
+        raise FormatError(f"the tensor's strides {ref.stride} expand {extent} stored bytes into "
+                          f"{nbytes}, more than the {MAX_EXPANDED_BYTES}-byte limit for a "
+                          "repeating view", path=record.path, tensor=name,
+                          hint="save the tensor with .contiguous() if it is genuine")
     plain = (byteorder == "little" and not ref.negative and not ref.conjugate
              and record.offset is not None and is_c_contiguous(ref.shape, ref.stride))
     if plain:

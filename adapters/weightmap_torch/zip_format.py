@@ -9,7 +9,6 @@ but hold a program (``code/``, ``constants.pkl``) and are refused.
 from __future__ import annotations
 
 import io
-import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +16,12 @@ from typing import Any
 
 from weightmap import dtypes
 from weightmap.errors import FormatError
+from weightmap.zipcheck import check_archive
 
 from .pickle_reader import Limits, StorageRef, StorageType, load, short
 from .storage import ZIP_ERRORS, Record
 
 FORMAT = "torch-zip"
-_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
-_LOCAL_MAGIC = b"PK\x03\x04"
 
 
 @dataclass(frozen=True)
@@ -57,6 +55,14 @@ def is_torch_zip(path: Path) -> bool:
     return any(n.endswith("/data.pkl") and n.count("/") == 1 for n in names)
 
 
+def is_readable_zip(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path):
+            return True
+    except ZIP_ERRORS:
+        return False
+
+
 def open_archive(path: Path) -> TorchZip:
     try:
         with zipfile.ZipFile(path) as zf, open(path, "rb") as raw:
@@ -72,6 +78,9 @@ def _describe(path: Path, zf: zipfile.ZipFile, raw: Any) -> TorchZip:
     if top is None:
         raise FormatError("the zip has no <folder>/data.pkl, so it is not a torch checkpoint",
                           path=path)
+    # names, sizes and spans checked against the local headers before any member is read;
+    # storages are mapped from the spans found here
+    spans = check_archive(zf, raw, path)
     if f"{top}/constants.pkl" in names or any(n.startswith(f"{top}/code/") for n in names):
         raise FormatError("this is a TorchScript archive (torch.jit.save), a program rather "
                           "than a state dict", path=path,
@@ -85,28 +94,18 @@ def _describe(path: Path, zf: zipfile.ZipFile, raw: Any) -> TorchZip:
         if byteorder not in ("little", "big"):
             raise FormatError(f"byteorder record says {byteorder!r}", path=path)
     prefix = f"{top}/data/"
-    records = {info.filename[len(prefix):]: _record(path, raw, info)
+    records = {info.filename[len(prefix):]: _record(path, info, spans[info.filename])
                for info in zf.infolist() if info.filename.startswith(prefix)}
     pickle_size = zf.getinfo(f"{top}/data.pkl").file_size
     return TorchZip(path, top, byteorder, records, pickle_size)
 
 
-def _record(path: Path, raw: Any, info: zipfile.ZipInfo) -> Record:
+def _record(path: Path, info: zipfile.ZipInfo, span: tuple[int, int]) -> Record:
     if info.flag_bits & 0x1:
         raise FormatError("the zip member is encrypted", path=path, tensor=info.filename)
     if info.compress_type != zipfile.ZIP_STORED:
         return Record(path=str(path), offset=None, nbytes=info.file_size, member=info.filename)
-    raw.seek(info.header_offset)
-    header = raw.read(_LOCAL_HEADER.size)
-    if len(header) != _LOCAL_HEADER.size:
-        raise FormatError("the zip is truncated inside a local file header", path=path,
-                          tensor=info.filename)
-    fields = _LOCAL_HEADER.unpack(header)
-    if fields[0] != _LOCAL_MAGIC:
-        raise FormatError("a zip local file header is corrupt", path=path, tensor=info.filename)
-    name_len, extra_len = fields[9], fields[10]
-    offset = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
-    return Record(path=str(path), offset=offset, nbytes=info.file_size, member=info.filename)
+    return Record(path=str(path), offset=span[0], nbytes=info.file_size, member=info.filename)
 
 
 def read_pickle(archive: TorchZip, limits: Limits, opaque_globals: bool) -> Any:
