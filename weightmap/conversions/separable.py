@@ -3,7 +3,9 @@ bias) against two torch/ONNX layers (a depthwise conv without bias, then a 1x1 c
 
 The matcher pairs layers one to one, so these stay unmatched; this pass pairs them after the
 layer conversions, in order: a still-unused source separable layer with the first still-new
-depthwise + pointwise pair of the target whose shapes fit (and the reverse direction).
+depthwise + pointwise pair of the target whose shapes fit, and a still-new target separable layer
+with the first unused source pair (a source depthwise conv with a bias is not merged: its bias
+would have to be folded through the pointwise kernel; it is left to a decision).
 """
 from __future__ import annotations
 
@@ -95,4 +97,64 @@ def pair_separable(ctx: PlanContext) -> None:
             taken.update((dw.name, pw.name))
             ctx.decisions.append(f"{sep.name} (separable) split into {dw.name} (depthwise) + "
                                  f"{pw.name} (pointwise)")
+            break
+
+
+def _merge(dw: Layer, pw: Layer, sep: Layer) -> list[TensorPlan] | None:
+    """Plans for a target separable layer from a source (depthwise, pointwise) pair, or None."""
+    dk, pk, bias = _kernel(dw), _kernel(pw), pw.param("bias")
+    tdk, tpk, tb = sep.param("depthwise_kernel"), sep.param("pointwise_kernel"), sep.param("bias")
+    if dk is None or pk is None or tdk is None or tpk is None or len(tdk.shape) != 4 \
+            or dw.param("bias") is not None:
+        return None
+    kh, kw, c, m = tdk.shape
+    if dk.shape != (c * m, 1, kh, kw):
+        return None
+    try:
+        pk_steps, pk_notes = layout_steps(pk, tpk)
+    except Exception:
+        return None
+    source = f"{dw.name}+{pw.name}"
+    out = [_plan(sep, tdk, "transformed", (dk,),
+                 [Step("reshape", {"shape": [c, m, kh, kw]}),
+                  Step("transpose", {"perm": [2, 3, 0, 1]})] + cast_steps(dk, tdk),
+                 (f"depthwise {dw.name}: (c*m),1,kh,kw -> kh,kw,c,m",), source),
+           _plan(sep, tpk, "transformed", (pk,), pk_steps,
+                 (f"pointwise {pw.name}",) + tuple(pk_notes), source)]
+    if tb is not None:
+        if bias is None:
+            out.append(_plan(sep, tb, "synthetic", value=0.0, source_layer=source,
+                             notes=("the pointwise conv has no bias: zeros (exact)",)))
+        elif bias.shape == tb.shape:
+            out.append(_plan(sep, tb, "transferred" if bias.dtype == tb.dtype else "transformed",
+                             (bias,), cast_steps(bias, tb), (), source))
+        else:
+            return None
+    return out
+
+
+@register_pass("separable_merge")
+def merge_separable(ctx: PlanContext) -> None:
+    index = ctx.index()
+    targets = [l for l in ctx.target_graph.layers if l.op.startswith("separable_conv")
+               and _all_new(ctx, l, index)]
+    if not targets:
+        return
+    used = {s for t in ctx.tensors for s in t.sources}
+    layers = ctx.source_graph.layers
+    taken: set[str] = set()
+    for sep in targets:
+        for dw, pw in zip(layers, layers[1:]):
+            if dw.name in taken or not dw.op.startswith("depthwise_conv") or \
+                    not _is_pointwise(pw) or \
+                    any(p.name in used for p in dw.params + pw.params):
+                continue
+            plans = _merge(dw, pw, sep)
+            if plans is None:
+                continue
+            for t in plans:
+                ctx.tensors[index[t.target]] = t
+            taken.update((dw.name, pw.name))
+            ctx.decisions.append(f"{dw.name} (depthwise) + {pw.name} (pointwise) merged into "
+                                 f"{sep.name} (separable)")
             break
