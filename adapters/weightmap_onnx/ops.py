@@ -8,7 +8,7 @@ need to know them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Iterator, Callable
 
 from weightmap.layouts import GATE_ORDER
 
@@ -254,3 +254,19 @@ def draft_for(info: GraphInfo, index: int, node: Any) -> Draft | None:
     draft.slots += [Slot(name, "other", None, pos=pos) for pos, name in enumerate(node.input)
                     if pos not in covered and pos not in skip and info.weight(name) is not None]
     return draft
+
+
+def layer_drafts(info: GraphInfo) -> Iterator[tuple[int, Any, Draft]]:
+    """``(node index, node, draft)`` of every node that makes a layer, in graph order: the walk
+    the reader builds layers from and the writer replays to find each parameter's node input.
+    Identity alias nodes and nodes merged into an earlier layer (a MatMul's bias Add) are
+    skipped."""
+    skip = set(info.alias_nodes)
+    for index, node in enumerate(info.nodes):
+        if index in skip:
+            continue
+        draft = draft_for(info, index, node)
+        if draft is None or not draft.slots:
+            continue
+        skip.update(draft.merged)
+        yield index, node, draft

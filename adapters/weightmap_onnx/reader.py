@@ -20,7 +20,7 @@ from weightmap.graph import Layer, Param, ParamGraph
 from weightmap.layouts import axes_for
 
 from .graphinfo import DEFAULT_DOMAINS, GraphInfo, infer_shapes, module_hint, rewrite_rule
-from .ops import DEFAULT_AXES, Draft, Slot, draft_for
+from .ops import DEFAULT_AXES, Draft, Slot, layer_drafts
 from .tensors import Initializer, read_initializer
 
 FORMAT = "onnx"
@@ -39,14 +39,7 @@ def build_graph(model: Any, *, source: str, model_path: Path, folder: Path | Non
     shapes, shape_note = infer_shapes(model) if shape_inference else ({}, "off")
     info = GraphInfo.build(graph, inits, shapes)
     builder = _Builder(info)
-    skip = set(info.alias_nodes)
-    for index, node in enumerate(info.nodes):
-        if index in skip:
-            continue
-        draft = draft_for(info, index, node)
-        if draft is None or not draft.slots:
-            continue
-        skip.update(draft.merged)
+    for index, node, draft in layer_drafts(info):
         builder.add(index, node, draft)
     builder.add_unconsumed()
     meta = _model_meta(model, info, builder, shape_note)

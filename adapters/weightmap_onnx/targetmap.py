@@ -18,7 +18,7 @@ from weightmap.errors import FormatError
 from weightmap.graph import Layer, ParamGraph
 
 from .graphinfo import GraphInfo
-from .ops import draft_for
+from .ops import layer_drafts
 from .tensors import Initializer, dtype_name
 
 
@@ -66,14 +66,7 @@ def map_target(model: Any, target: ParamGraph, *, where: object) -> TargetMap:
     info = GraphInfo.build(graph, inits, {})
     node_layers = iter([l for l in target.layers if "node_index" in l.attrs])
     uses: dict[str, Use] = {}
-    skip = set(info.alias_nodes)
-    for index, node in enumerate(info.nodes):
-        if index in skip:
-            continue
-        draft = draft_for(info, index, node)
-        if draft is None or not draft.slots:
-            continue
-        skip.update(draft.merged)
+    for index, node, draft in layer_drafts(info):
         layer = _next_layer(node_layers, index, len(draft.slots), where)
         for slot, param in zip(draft.slots, layer.params):
             if param.name != slot.name and not param.name.startswith(slot.name + "@"):

@@ -9,6 +9,7 @@ would have to be folded through the pointwise kernel; it is left to a decision).
 """
 from __future__ import annotations
 
+from ..errors import ConversionError
 from ..graph import Layer, Param
 from ..plans import TensorPlan
 from ..transforms import Step
@@ -47,7 +48,7 @@ def _split(sep: Layer, dw: Layer, pw: Layer) -> list[TensorPlan] | None:
         return None
     try:
         pk_steps, pk_notes = layout_steps(pk, tpk)
-    except Exception:
+    except ConversionError:
         return None
     out = [_plan(dw, tdk, "transformed", (dk,),
                  [Step("transpose", {"perm": [2, 3, 0, 1]}),
@@ -81,22 +82,29 @@ def pair_separable(ctx: PlanContext) -> None:
     if not seps:
         return
     index = ctx.index()
-    layers = ctx.target_graph.layers
+    _pair_each(ctx, seps, ctx.target_graph.layers,
+               lambda dw, pw: _all_new(ctx, dw, index) and _all_new(ctx, pw, index), _split,
+               lambda sep, dw, pw: f"{sep.name} (separable) split into {dw.name} (depthwise) "
+                                   f"+ {pw.name} (pointwise)")
+
+
+def _pair_each(ctx: PlanContext, singles, layers, free, build, say) -> None:
+    """For each single layer in order, the first free (depthwise, pointwise) pair of ``layers``
+    that ``build(single, dw, pw)`` can plan: its plans replace the new ones; a decision says so."""
+    index = ctx.index()
     taken: set[str] = set()
-    for sep in seps:
+    for single in singles:
         for dw, pw in zip(layers, layers[1:]):
             if dw.name in taken or not dw.op.startswith("depthwise_conv") or \
-                    not _is_pointwise(pw) or not _all_new(ctx, dw, index) or \
-                    not _all_new(ctx, pw, index):
+                    not _is_pointwise(pw) or not free(dw, pw):
                 continue
-            plans = _split(sep, dw, pw)
+            plans = build(single, dw, pw)
             if plans is None:
                 continue
             for t in plans:
                 ctx.tensors[index[t.target]] = t
             taken.update((dw.name, pw.name))
-            ctx.decisions.append(f"{sep.name} (separable) split into {dw.name} (depthwise) + "
-                                 f"{pw.name} (pointwise)")
+            ctx.decisions.append(say(single, dw, pw))
             break
 
 
@@ -112,7 +120,7 @@ def _merge(dw: Layer, pw: Layer, sep: Layer) -> list[TensorPlan] | None:
         return None
     try:
         pk_steps, pk_notes = layout_steps(pk, tpk)
-    except Exception:
+    except ConversionError:
         return None
     source = f"{dw.name}+{pw.name}"
     out = [_plan(sep, tdk, "transformed", (dk,),
@@ -141,20 +149,8 @@ def merge_separable(ctx: PlanContext) -> None:
     if not targets:
         return
     used = {s for t in ctx.tensors for s in t.sources}
-    layers = ctx.source_graph.layers
-    taken: set[str] = set()
-    for sep in targets:
-        for dw, pw in zip(layers, layers[1:]):
-            if dw.name in taken or not dw.op.startswith("depthwise_conv") or \
-                    not _is_pointwise(pw) or \
-                    any(p.name in used for p in dw.params + pw.params):
-                continue
-            plans = _merge(dw, pw, sep)
-            if plans is None:
-                continue
-            for t in plans:
-                ctx.tensors[index[t.target]] = t
-            taken.update((dw.name, pw.name))
-            ctx.decisions.append(f"{dw.name} (depthwise) + {pw.name} (pointwise) merged into "
-                                 f"{sep.name} (separable)")
-            break
+    _pair_each(ctx, targets, ctx.source_graph.layers,
+               lambda dw, pw: not any(p.name in used for p in dw.params + pw.params),
+               lambda sep, dw, pw: _merge(dw, pw, sep),
+               lambda sep, dw, pw: f"{dw.name} (depthwise) + {pw.name} (pointwise) merged into "
+                                   f"{sep.name} (separable)")
