@@ -33,12 +33,24 @@ def check_written(path: Path, plan: Plan, *, where: str | None = None) -> dict[s
         if tuple(p.shape) != tuple(t.shape) or p.dtype != t.dtype:
             raise FormatError(f"written as {p.shape} {p.dtype}, the plan says {t.shape} "
                               f"{t.dtype}", path=shown, tensor=t.target)
-        arr = np.ascontiguousarray(p.read())
-        entry: dict[str, Any] = {"sha256": hashlib.sha256(arr.view(np.uint8).reshape(-1)
-                                                          if arr.size else b"").hexdigest()}
-        if t.dtype in FLOAT_DTYPES and arr.size:
-            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
-            if bad:
-                entry["nonfinite"] = bad
+        entry = _digest(np.ascontiguousarray(p.read()), t.dtype in FLOAT_DTYPES)
         out[t.target] = entry
     return out
+
+
+CHUNK = 1 << 22     # elements per pass: hashing and counting never hold a full-size temporary
+
+
+def _digest(arr: np.ndarray, floating: bool) -> dict[str, Any]:
+    h = hashlib.sha256()
+    flat = arr.reshape(-1)
+    bad = 0
+    for start in range(0, flat.size, CHUNK):
+        part = flat[start:start + CHUNK]
+        h.update(part.view(np.uint8))
+        if floating:
+            bad += int(part.size - np.count_nonzero(np.isfinite(part)))
+    entry: dict[str, Any] = {"sha256": h.hexdigest()}
+    if bad:
+        entry["nonfinite"] = bad
+    return entry
