@@ -73,6 +73,16 @@ def trained():
     return model, x, expected
 
 
+def port_into_fresh_model(fused, x, tmp_path):
+    """Port ``fused`` into a freshly built target, load it strictly, run it on ``x``."""
+    out = tmp_path / "unfused.safetensors"
+    report = weightmap.port(fused, f"{MODEL}:model", out)
+    target = fresh_model()
+    target.load_state_dict(load_file(out), strict=True)
+    with torch.no_grad():
+        return report, target(x).numpy()
+
+
 def test_fused_onnx_export_unfuses_into_torch_conv_bn(trained, tmp_path):
     model, x, expected = trained
     fused = export(model, tmp_path / "fused.onnx", x)
@@ -81,12 +91,7 @@ def test_fused_onnx_export_unfuses_into_torch_conv_bn(trained, tmp_path):
     convs = [l for l in graph.layers if l.op == "conv2d"]
     assert len(convs) == 10 and all(p.name.startswith("onnx::Conv_")     # ... and names lost
                                     for l in convs for p in l.params)
-    out = tmp_path / "unfused.safetensors"
-    report = weightmap.port(fused, f"{MODEL}:model", out)
-    target = fresh_model()
-    target.load_state_dict(load_file(out), strict=True)
-    with torch.no_grad():
-        got = target(x).numpy()
+    report, got = port_into_fresh_model(fused, x, tmp_path)
     assert rel_error(got, expected) <= 1e-5, rel_error(got, expected)
     assert rel_error(got, run_onnx(fused, x)) <= 1e-5
 
@@ -109,12 +114,7 @@ def test_dynamo_export_keeps_names_and_unfuses_the_same(trained, tmp_path):
     convs = [l for l in weightmap.read(fused).layers if l.op == "conv2d"]
     assert all("FuseBatchNormIntoConv" in l.attrs.get("rewrite_rule", "") for l in convs)
     assert convs[0].params[0].name == "conv1.weight"
-    out = tmp_path / "unfused.safetensors"
-    report = weightmap.port(fused, f"{MODEL}:model", out)
-    target = fresh_model()
-    target.load_state_dict(load_file(out), strict=True)
-    with torch.no_grad():
-        got = target(x).numpy()
+    report, got = port_into_fresh_model(fused, x, tmp_path)
     assert rel_error(got, expected) <= 1e-5, rel_error(got, expected)
     assert report.manifest["params"]["bn1.running_var"]["status"] == "synthetic"
 

@@ -37,19 +37,32 @@ def _is_pointwise(layer: Layer) -> bool:
         all(k.shape[k.axes.index(a)] == 1 for a in k.axes if a not in ("out", "in"))
 
 
-def _split(sep: Layer, dw: Layer, pw: Layer) -> list[TensorPlan] | None:
-    """Plans for a target (depthwise, pointwise) pair from a Keras separable layer, or None."""
-    dk, pk, bias = sep.param("depthwise_kernel"), sep.param("pointwise_kernel"), sep.param("bias")
-    tdk, tpk = _kernel(dw), _kernel(pw)
-    if dk is None or pk is None or tdk is None or tpk is None or len(dk.shape) != 4:
+def _fit(dk: Param | None, tdk: Param | None, pk: Param | None, tpk: Param | None,
+         keras_dk: Param | None):
+    """``((kh, kw, c, m), pointwise steps, notes)`` when the Keras depthwise kernel
+    ``(kh, kw, c, m)`` (``keras_dk``, one of ``dk``/``tdk``) and the torch one ``(c*m, 1, kh, kw)``
+    fit each other and the pointwise kernels convert by their labels; else None."""
+    if None in (dk, pk, tdk, tpk) or len(keras_dk.shape) != 4:
         return None
-    kh, kw, c, m = dk.shape
-    if tdk.shape != (c * m, 1, kh, kw):
+    kh, kw, c, m = keras_dk.shape
+    torch_dk = tdk if keras_dk is dk else dk
+    if torch_dk.shape != (c * m, 1, kh, kw):
         return None
     try:
         pk_steps, pk_notes = layout_steps(pk, tpk)
     except ConversionError:
         return None
+    return (kh, kw, c, m), pk_steps, pk_notes
+
+
+def _split(sep: Layer, dw: Layer, pw: Layer) -> list[TensorPlan] | None:
+    """Plans for a target (depthwise, pointwise) pair from a Keras separable layer, or None."""
+    dk, pk, bias = sep.param("depthwise_kernel"), sep.param("pointwise_kernel"), sep.param("bias")
+    tdk, tpk = _kernel(dw), _kernel(pw)
+    fit = _fit(dk, tdk, pk, tpk, dk)
+    if fit is None:
+        return None
+    (kh, kw, c, m), pk_steps, pk_notes = fit
     out = [_plan(dw, tdk, "transformed", (dk,),
                  [Step("transpose", {"perm": [2, 3, 0, 1]}),
                   Step("reshape", {"shape": [c * m, 1, kh, kw]})] + cast_steps(dk, tdk),
@@ -112,16 +125,10 @@ def _merge(dw: Layer, pw: Layer, sep: Layer) -> list[TensorPlan] | None:
     """Plans for a target separable layer from a source (depthwise, pointwise) pair, or None."""
     dk, pk, bias = _kernel(dw), _kernel(pw), pw.param("bias")
     tdk, tpk, tb = sep.param("depthwise_kernel"), sep.param("pointwise_kernel"), sep.param("bias")
-    if dk is None or pk is None or tdk is None or tpk is None or len(tdk.shape) != 4 \
-            or dw.param("bias") is not None:
+    fit = _fit(dk, tdk, pk, tpk, tdk) if dw.param("bias") is None else None
+    if fit is None:
         return None
-    kh, kw, c, m = tdk.shape
-    if dk.shape != (c * m, 1, kh, kw):
-        return None
-    try:
-        pk_steps, pk_notes = layout_steps(pk, tpk)
-    except ConversionError:
-        return None
+    (kh, kw, c, m), pk_steps, pk_notes = fit
     source = f"{dw.name}+{pw.name}"
     out = [_plan(sep, tdk, "transformed", (dk,),
                  [Step("reshape", {"shape": [c, m, kh, kw]}),
