@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -50,3 +51,33 @@ def atomic_path(out: Path, suffix: str = "") -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+@contextlib.contextmanager
+def background_fsync(path: Path) -> Iterator[None]:
+    """fsync ``path`` on a thread while the block runs (the disk works while the CPU checks the
+    file); an fsync error is raised when the block ends. ``atomic_path`` fsyncs again before
+    renaming, which then costs next to nothing."""
+    errors: list[OSError] = []
+
+    def sync() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            errors.append(exc)
+
+    worker = None
+    if Path(path).is_file():
+        worker = threading.Thread(target=sync, name="weightmap-fsync", daemon=True)
+        worker.start()
+    try:
+        yield
+    finally:
+        if worker is not None:
+            worker.join()
+    if errors:
+        raise errors[0]

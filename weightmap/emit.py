@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from .atomic import atomic_path, check_output
+from .atomic import atomic_path, background_fsync, check_output
 from .verify import check_written
 from .errors import PlanError, UsageError
 from .graph import ParamGraph
@@ -127,15 +127,16 @@ def write(kind: str, out: Path, plan: Plan, target: ParamGraph,
     external data file after it). A writer may return side files it has already renamed into
     place; they are removed if anything after that fails. ``options`` (``writer_options``) go
     to the writer as keywords. With ``verify`` the written file is read back and checked
-    against the plan before it is renamed into place (a sharded output is not re-read yet)."""
+    against the plan before it is renamed into place (a sharded output through its index)."""
     options = writer_options(kind, options)
-    verify = verify and not options.get("shard_size")
     check_output(out, force=force, inputs=inputs)
     for side in side_outputs(kind, out, target, plan, options):
         check_output(side, force=force, inputs=inputs)
     if manifest_path is not None:
         check_output(manifest_path, force=force, inputs=inputs)
-    suffix = KINDS[kind][0] if kind in ("keras-weights", "keras-h5", "onnx") else ""
+    # the temporary file keeps the output's suffix, so the read-back check recognises it (a
+    # sharded safetensors output is known by its ``.safetensors.index.json``)
+    suffix = next((s for s, _ in _SUFFIX_KIND if out.name.lower().endswith(s)), "")
     writer = _writer(kind)
     extra = {"final_path": out} if _takes(writer, "final_path") else {}
     extra.update(options)
@@ -144,9 +145,11 @@ def write(kind: str, out: Path, plan: Plan, target: ParamGraph,
         with atomic_path(out, suffix=suffix) as tmp:
             committed = list(writer(tmp, kind=kind, plan=plan, target=target, tensors=tensors,
                                     **extra) or ())
-            if verify and manifest is not None:
-                _record_check(manifest, check_written(tmp, plan, where=str(out)),
-                              fail_on_nonfinite)
+            # the disk writes the file back while the CPU re-reads it from the page cache
+            with background_fsync(tmp):
+                if verify and manifest is not None:
+                    _record_check(manifest, check_written(tmp, plan, where=str(out)),
+                                  fail_on_nonfinite)
             if manifest_path is not None and manifest is not None:
                 with atomic_path(manifest_path) as mtmp:
                     mtmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")

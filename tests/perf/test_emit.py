@@ -129,3 +129,30 @@ def test_sharding_is_refused_for_other_formats(tmp_path):
     src, _ = checkpoint(tmp_path)
     with pytest.raises(UsageError, match="takes no option 'shard_size'"):
         weightmap.port(src, src, tmp_path / "out.pt", shard_size="1GB")
+
+
+def test_a_sharded_output_is_read_back_through_its_index(tmp_path):
+    import hashlib
+    src, values = checkpoint(tmp_path)
+    report = weightmap.port(src, src, tmp_path / "model.safetensors", shard_size=1600)
+    params = report.manifest["params"]
+    assert report.manifest["summary"]["verified"] is True
+    for name, value in values.items():
+        assert params[name]["sha256"] == hashlib.sha256(value.tobytes()).hexdigest()
+
+
+def test_a_shard_that_loses_a_tensor_fails_the_port_and_leaves_nothing(tmp_path, monkeypatch):
+    src, _ = checkpoint(tmp_path)
+    import weightmap_safetensors.emit as st_emit
+    real = st_emit.write_jobs
+
+    def drop_last(path, specs, jobs, *args, **kwargs):   # a writer that forgets a tensor
+        return real(path, specs[:-1], jobs[:-1], *args, **kwargs)
+
+    monkeypatch.setattr(st_emit, "write_jobs", drop_last)
+    index = tmp_path / "model.safetensors.index.json"
+    with pytest.raises(weightmap.WeightmapError, match="does not read back.*does not hold it") \
+            as caught:
+        weightmap.port(src, src, tmp_path / "model.safetensors", shard_size=1600)
+    assert caught.value.path == str(index)
+    assert sorted(os.listdir(tmp_path)) == ["src.safetensors"]
