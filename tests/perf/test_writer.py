@@ -52,6 +52,21 @@ def test_jobs_write_what_the_iterator_writes(tmp_path, workers):
         assert back[k].tobytes() == np.ascontiguousarray(v).tobytes() and back[k].shape == v.shape
 
 
+def test_writing_over_a_longer_file_leaves_no_stale_bytes(tmp_path):
+    """The writers open without O_TRUNC (see writer._open_output): what was there before is
+    overwritten or cut."""
+    values = arrays()
+    fresh, reused = tmp_path / "fresh.safetensors", tmp_path / "reused.safetensors"
+    write(fresh, specs_of(values), iter(values.items()))
+    for writer in ("iterator", "jobs"):
+        reused.write_bytes(b"\xff" * (fresh.stat().st_size * 3))
+        if writer == "iterator":
+            write(reused, specs_of(values), iter(values.items()))
+        else:
+            write_jobs(reused, specs_of(values), jobs_of(values), workers=2)
+        assert reused.read_bytes() == fresh.read_bytes()
+
+
 def test_strided_and_big_endian_arrays_are_written_in_c_order_little_endian(tmp_path):
     rng = np.random.default_rng(1)
     base = rng.standard_normal((300, 200)).astype(np.float32)
