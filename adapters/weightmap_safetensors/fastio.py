@@ -5,19 +5,12 @@
   source window, chunk by chunk.
 * ``pwrite_all``: positioned writes (threads writing one file at different offsets never share a
   file position), looping on short writes.
-* ``contiguous_le``: the C-order, little-endian array to write (a strided view is copied tile by
-  tile, ``weightmap.transforms.core.contiguous``).
 """
 from __future__ import annotations
 
 import errno
 import mmap
 import os
-import sys
-
-import numpy as np
-
-from weightmap.transforms.core import contiguous
 
 CHUNK = 64 << 20           # bytes per copy_file_range / pwrite call, and per mapped window
 _NO_COPY_FILE_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP,
@@ -76,16 +69,3 @@ def _copy_mapped(src_fd: int, src_offset: int, nbytes: int, dst_fd: int,
             with memoryview(window) as view:
                 pwrite_all(dst_fd, view[start - base:start - base + length], dst_offset + done)
         done += length
-
-
-def contiguous_le(arr: np.ndarray) -> np.ndarray:
-    """``arr`` as a C-contiguous little-endian array (itself when it already is one)."""
-    if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and sys.byteorder == "big"):
-        arr = arr.astype(arr.dtype.newbyteorder("<"))
-    return contiguous(arr)
-
-
-def byte_view(arr: np.ndarray) -> memoryview:
-    """The bytes of a C-contiguous array (any dtype, bfloat16 and float8 included)."""
-    return memoryview(arr.reshape(-1).view(np.uint8))
-

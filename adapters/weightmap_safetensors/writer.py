@@ -28,7 +28,9 @@ from weightmap.errors import UsageError
 from weightmap.execute import FileSpan
 from weightmap.transforms.core import contiguous
 
-from .fastio import byte_view, contiguous_le, copy_span, pwrite_all
+from weightmap.transforms.core import byte_view, contiguous_le
+
+from .fastio import copy_span, pwrite_all
 
 Spec = tuple[str, tuple[int, ...], str]     # (name, shape, dtype)
 

@@ -1,7 +1,6 @@
-"""torch outputs: a ``.pt`` state dict (torch.save) and in-place loading into a live module."""
+"""Loading into a live torch module in place (the ``.pt`` file output is ``zip_writer``)."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -13,8 +12,8 @@ def _torch():
     try:
         import torch
     except ImportError:
-        raise MissingDependencyError("writing a .pt file or loading into a torch model needs "
-                                     "torch", hint="pip install torch==2.13.0") from None
+        raise MissingDependencyError("loading into a torch model needs torch",
+                                     hint="pip install torch==2.13.0") from None
     return torch
 
 
@@ -27,12 +26,6 @@ def to_tensor(arr: np.ndarray):
         return torch.from_numpy(np.array(arr, order="C").view(np.uint8)).view(
             getattr(torch, arr.dtype.name))
     return torch.from_numpy(np.array(arr, copy=True))
-
-
-def write_pt(path: Path, tensors: Iterable[tuple[str, np.ndarray]]) -> None:
-    torch = _torch()
-    state = {name: to_tensor(arr) for name, arr in tensors}
-    torch.save(state, str(path))
 
 
 def load_into(graph: Any, tensors: Iterable[tuple[str, np.ndarray]]) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import errno
 import os
 
-import numpy as np
 import pytest
 
 from weightmap_safetensors import fastio
@@ -47,14 +46,3 @@ def test_pwrite_all_writes_at_the_offset_in_chunks(tmp_path, monkeypatch):
     finally:
         os.close(fd)
     assert (tmp_path / "o.bin").read_bytes() == b"\0" * 10 + data
-
-
-def test_contiguous_le_gives_c_order_little_endian_bytes():
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((700, 300)).astype(">f4")
-    out = fastio.contiguous_le(a.T)
-    assert out.flags.c_contiguous and out.dtype.byteorder in ("<", "=")
-    np.testing.assert_array_equal(out, a.T)
-    b = np.ascontiguousarray(rng.standard_normal((3, 4)).astype(np.float32))
-    assert fastio.contiguous_le(b) is b
-    assert bytes(fastio.byte_view(out)) == np.ascontiguousarray(a.T).astype("<f4").tobytes()

@@ -147,6 +147,12 @@ def arrays(dtype: str, shape: tuple[int, ...]):
         lambda b: np.frombuffer(b, dtype=npdt).reshape(shape).copy())
 
 
+def write_pt(path: Path, tensors: list[tuple[str, np.ndarray]]) -> None:
+    """weightmap's own .pt writer (what a port to .pt uses)."""
+    from weightmap_torch.zip_writer import write
+    write(path, [(n, a.shape, dtypes.from_numpy(a.dtype)) for n, a in tensors], iter(tensors))
+
+
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and \
         np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
@@ -196,9 +202,6 @@ def test_safetensors_stores_every_dtype_it_names():
 @ROUND
 @given(tensors=tensor_sets())
 def test_torch_pt_round_trip_is_bit_exact(tmp_path_factory, tensors):
-    pytest.importorskip("torch")
-    from weightmap_torch.writer import write_pt
-
     path = tmp_path_factory.mktemp("pt") / "t.pt"
     write_pt(path, tensors)
     graph = read(str(path))
@@ -211,9 +214,6 @@ def test_torch_pt_round_trip_is_bit_exact(tmp_path_factory, tensors):
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
 def test_torch_pt_round_trip_every_dtype(tmp_path, dtype):
     """Each dtype once, deterministically (hypothesis may not draw every one)."""
-    pytest.importorskip("torch")
-    from weightmap_torch.writer import write_pt
-
     arr = np.frombuffer(bytes(range(256)) * 2, dtype=np.uint8)[
         : 6 * dtypes.itemsize(dtype)].view(dtypes.to_numpy(dtype)).reshape(2, 3)
     if dtype == "bool":

@@ -3,6 +3,7 @@ import pytest
 
 from weightmap.errors import PlanError
 from weightmap.transforms import Step, apply_steps, check_steps
+from weightmap.transforms.core import byte_view, contiguous_le
 
 rng = np.random.default_rng(0)
 
@@ -85,3 +86,14 @@ def test_steps_round_trip_through_dicts():
     d = s.to_dict()
     assert d == {"op": "flatten_permute", "axis": 0, "shape": [2, 2, 3], "perm": [2, 0, 1]}
     assert Step.from_dict(d).to_dict() == d
+
+
+def test_contiguous_le_gives_c_order_little_endian_bytes():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((700, 300)).astype(">f4")
+    out = contiguous_le(a.T)
+    assert out.flags.c_contiguous and out.dtype.byteorder in ("<", "=")
+    np.testing.assert_array_equal(out, a.T)
+    b = np.ascontiguousarray(rng.standard_normal((3, 4)).astype(np.float32))
+    assert contiguous_le(b) is b
+    assert bytes(byte_view(out)) == np.ascontiguousarray(a.T).astype("<f4").tobytes()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Sequence
@@ -128,6 +129,19 @@ def contiguous(arr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         for i in range(0, arr.shape[-1], TILE_COLUMNS):
             out[j:j + rows, ..., i:i + TILE_COLUMNS] = arr[j:j + rows, ..., i:i + TILE_COLUMNS]
     return out
+
+
+def contiguous_le(arr: np.ndarray) -> np.ndarray:
+    """``arr`` as a C-contiguous little-endian array (itself when it already is one): the bytes
+    every writer stores."""
+    if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and sys.byteorder == "big"):
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return contiguous(arr)
+
+
+def byte_view(arr: np.ndarray) -> memoryview:
+    """The bytes of a C-contiguous array (any dtype, bfloat16 and float8 included)."""
+    return memoryview(arr.reshape(-1).view(np.uint8))
 
 
 # ---- generic steps ---------------------------------------------------------------------------
