@@ -18,6 +18,7 @@ def _parser() -> argparse.ArgumentParser:
     ins = sub.add_parser("inspect", help="list a checkpoint's layers and tensors (reads no data)")
     ins.add_argument("source", help="checkpoint file/folder, or model.py[:NAME]")
     ins.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _limit_option(ins)
     po = sub.add_parser("port", help="port a checkpoint's weights into a different target model")
     po.add_argument("source", help="source checkpoint, or model.py[:NAME]")
     po.add_argument("--to", required=True, dest="target",
@@ -47,7 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     po.add_argument("--shard-size", metavar="SIZE",
                     help="safetensors output larger than SIZE (e.g. 2GB, 500MB, 4GiB) is written "
                          "as shards plus a .safetensors.index.json, like the model hubs")
+    _limit_option(po)
     return p
+
+
+def _limit_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+                        help="change a reader's cap for a trusted file (repeatable), e.g. "
+                             "max_header_bytes=67108864; an unknown NAME lists the valid ones")
 
 
 def _port(args: argparse.Namespace) -> int:
@@ -56,7 +64,10 @@ def _port(args: argparse.Namespace) -> int:
     from .api import port
     from .atomic import atomic_path, check_output
     from .report import render
-    rep = port(args.source, args.target, args.out, manifest=args.manifest, rules=args.rules,
+    from .sources import parse_limits, read_checkpoint
+    limits = parse_limits(args.limit)
+    source, target = (read_checkpoint(text, limits) for text in (args.source, args.target))
+    rep = port(source, target, args.out, manifest=args.manifest, rules=args.rules,
                freeze=args.freeze, lr_scale=args.lr_scale, plan=args.plan,
                dry_run=args.dry_run, force=args.force,
                fail_on_nonfinite=args.fail_on_nonfinite, shard_size=args.shard_size,
@@ -88,8 +99,8 @@ def _render_plan(plan) -> str:
 
 def _inspect(args: argparse.Namespace) -> int:
     from .report_inspect import render
-    from .sources import read
-    desc = read(args.source).describe()
+    from .sources import parse_limits, read
+    desc = read(args.source, **parse_limits(args.limit)).describe()
     if args.json:
         print(json.dumps(desc, indent=2))
     else:

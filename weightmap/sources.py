@@ -13,7 +13,8 @@ import numpy as np
 
 from . import registry
 from .dtypes import from_numpy
-from .errors import FormatError, UnknownFormatError, UsageError, WeightmapError
+from .errors import (AdapterRegistryError, FormatError, UnknownFormatError, UsageError,
+                     WeightmapError)
 from .graph import ArrayData, ParamGraph
 from .statedict import Entry, group
 
@@ -85,6 +86,56 @@ def read_path(path: Path, **options: Any) -> ParamGraph:
         raise FormatError(f"cannot read {fmt} file: {type(exc).__name__}: {exc}",
                           path=path, hint="the file is corrupt, truncated or not what its "
                                           "name says") from exc
+
+
+def reader_limits() -> dict[str, tuple[int, str]]:
+    """The caps readers take as read options (``read(path, max_header_bytes=...)``), gathered
+    from the adapters' ``limits``: name -> (default, what it caps). A name two adapters
+    declare is an error, like a name two adapters register."""
+    table: dict[str, tuple[int, str]] = {}
+    owner: dict[str, str] = {}
+    for adapter in registry.adapters().values():
+        for name, spec in getattr(adapter, "limits", {}).items():
+            if name in table:
+                raise AdapterRegistryError(f"reader limit {name!r} is declared by the "
+                                           f"{owner[name]} and {adapter.name} adapters")
+            table[name], owner[name] = spec, adapter.name
+    return table
+
+
+def parse_limits(items: Any) -> dict[str, int]:
+    """``["max_header_bytes=1000000", ...]`` (the CLI's ``--limit NAME=VALUE``) -> read options.
+    A name no reader declares, or a value that is not a positive integer, is a UsageError
+    listing the valid names."""
+    known = reader_limits()
+    valid = ", ".join(f"{name} (default {default})" for name, (default, _) in
+                      sorted(known.items()))
+    out: dict[str, int] = {}
+    for item in items or ():
+        name, sep, value = str(item).partition("=")
+        name = name.strip()
+        if name not in known:
+            raise UsageError(f"unknown reader limit {name!r}" if sep else
+                             f"a limit is written NAME=VALUE, found {str(item)!r}",
+                             hint=f"valid names: {valid}")
+        try:
+            number = int(value.strip())
+        except ValueError:
+            number = 0
+        if number <= 0:
+            raise UsageError(f"reader limit {name} must be a positive integer, found "
+                             f"{value.strip()!r}", hint=f"valid names: {valid}")
+        out[name] = number
+    return out
+
+
+def read_checkpoint(source: str, limits: dict[str, int]) -> Any:
+    """``source`` read with the reader ``limits`` when it is a checkpoint (a graph, which
+    ``read`` and ``api.port`` take as it is); a model file or no limits: ``source`` unchanged
+    (a model built by its own code has no file to cap)."""
+    if not limits or split_pyref(source)[0] is not None:
+        return source
+    return read(source, **limits)
 
 
 def read_live(obj: Any, *, origin: str | None = None, **options: Any) -> ParamGraph:

@@ -29,6 +29,8 @@ def looks_like_safetensors(path: Path, head: bytes) -> bool:
 class SafetensorsAdapter:
     name = "safetensors"
     formats = (FORMAT_FILE, FORMAT_SHARDED)
+    # read options that cap what a file may make the reader do: name -> (default, meaning)
+    limits = {"max_header_bytes": (MAX_HEADER_BYTES, "bytes of a safetensors JSON header")}
 
     def sniff(self, path: Path, head: bytes) -> str | None:
         path = Path(path)

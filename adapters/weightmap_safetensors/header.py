@@ -95,7 +95,9 @@ def read_header(path: Path, *, max_header_bytes: int = MAX_HEADER_BYTES) -> Head
         (length,) = struct.unpack("<Q", prefix)
         if length > max_header_bytes:
             raise FormatError(f"header length {length} exceeds the cap of {max_header_bytes} bytes",
-                              path=path, hint="raise max_header_bytes if the file is genuine")
+                              path=path, hint="if the file is genuine, raise the cap: --limit "
+                                              "max_header_bytes=N, or the max_header_bytes "
+                                              "read option")
         if length > size - 8:
             raise FormatError(f"header length {length} reaches beyond the end of the file "
                               f"({size} bytes)", path=path, hint="the file is truncated or corrupt")

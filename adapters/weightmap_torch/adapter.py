@@ -39,6 +39,8 @@ def is_state_dict(obj: Any) -> bool:
 class TorchAdapter:
     name = "torch"
     formats = reader.FORMATS
+    # read options that cap what a file may make the reader do: name -> (default, meaning)
+    limits = reader.LIMITS
 
     def sniff(self, path: Path, head: bytes) -> str | None:
         """A zip with ``<folder>/data.pkl``, or the legacy magic number; never the extension
@@ -60,7 +62,7 @@ class TorchAdapter:
     def read(self, path: Path, fmt: str | None = None, **options: Any) -> ParamGraph:
         """Options: ``container=`` (key holding the weights), ``opaque_globals=`` (read tensors of
         files that pickle other objects, replacing those with inert placeholders), and the
-        caps ``max_pickle_bytes`` / ``max_pickle_opcodes`` / ``max_pickle_memo``."""
+        caps of ``LIMITS`` (``max_pickle_bytes`` / ``_opcodes`` / ``_memo`` / ``_depth``)."""
         path = Path(path)
         if fmt is None:
             with open(path, "rb") as fh:

@@ -40,6 +40,10 @@ class Limits:
     max_depth: int = 200              # object nesting (hashing a deeper tuple crashes CPython)
 
 
+# The hint of an error from a cap: how a user who trusts the file raises it.
+RAISE_HINT = "if the file is trusted, raise the cap: --limit {0}=N, or the {0} read option"
+
+
 class _Inert:
     """Base of every object the unpickler builds itself: BUILD must not be able to change it."""
 
@@ -319,7 +323,7 @@ class _CappedReader:
         self.used += len(data)
         if self.used > self.limit:
             raise FormatError(f"a pickle stream is larger than the {self.limit}-byte cap",
-                              hint="raise the max_pickle_bytes option if the file is trusted")
+                              hint=RAISE_HINT.format("max_pickle_bytes"))
         return data
 
     def read(self, n: int = -1) -> bytes:
@@ -496,11 +500,10 @@ def scan(fh: Any, limits: Limits) -> bytes:
             ops += 1
             if pos is not None and pos > last:
                 raise FormatError(f"a pickle stream is larger than the {limits.max_bytes}-byte "
-                                  "cap", hint="raise the max_pickle_bytes option if the file "
-                                              "is trusted")
+                                  "cap", hint=RAISE_HINT.format("max_pickle_bytes"))
             if ops > limits.max_opcodes:
                 raise FormatError(f"the pickle has more than {limits.max_opcodes} opcodes",
-                                  hint="raise the max_pickle_opcodes option if it is trusted")
+                                  hint=RAISE_HINT.format("max_pickle_opcodes"))
             kind, n = _EFFECTS[opcode]
             if kind == _PUSH:                      # the commonest opcodes, inline for speed
                 shadow.stack.append([n] if n else _LEAF)

@@ -15,19 +15,29 @@ from weightmap.graph import ParamGraph
 from weightmap.statedict import Entry, group
 
 from . import legacy_format, zip_format
-from .containers import Found, find_weights
+from .containers import MAX_ENTRIES, Found, find_weights
 from .pickle_reader import Limits, TensorRef
 from .storage import Record, tensor_data
 
 FORMATS = (zip_format.FORMAT, legacy_format.FORMAT)
+_DEFAULT = Limits()
+# read option -> (default, what it caps); each is a field of ``Limits``
+LIMITS = {"max_pickle_bytes": (_DEFAULT.max_bytes, "bytes of one pickle stream"),
+          "max_pickle_opcodes": (_DEFAULT.max_opcodes, "opcodes of one pickle stream"),
+          "max_pickle_memo": (_DEFAULT.max_memo, "memo entries of one pickle stream"),
+          "max_pickle_depth": (_DEFAULT.max_depth, "nesting depth of a pickle's objects")}
 
 
 def read(path: Path, fmt: str, *, container: str | None = None, opaque_globals: bool = False,
          max_pickle_bytes: int | None = None, max_pickle_opcodes: int | None = None,
-         max_pickle_memo: int | None = None, **_options: Any) -> ParamGraph:
+         max_pickle_memo: int | None = None, max_pickle_depth: int | None = None,
+         **_options: Any) -> ParamGraph:
     """Specs of the checkpoint's weights; tensor bytes stay on disk until read."""
     path = Path(path)
-    limits = _limits(max_pickle_bytes, max_pickle_opcodes, max_pickle_memo)
+    limits = Limits(max_bytes=max_pickle_bytes or _DEFAULT.max_bytes,
+                    max_opcodes=max_pickle_opcodes or _DEFAULT.max_opcodes,
+                    max_memo=max_pickle_memo or _DEFAULT.max_memo,
+                    max_depth=max_pickle_depth or _DEFAULT.max_depth)
     try:
         return _read(path, fmt, container, opaque_globals, limits)
     except WeightmapError as exc:
@@ -50,19 +60,14 @@ def _read(path: Path, fmt: str, container: str | None, opaque_globals: bool,
         legacy_format.refuse_tar(path)
     else:
         raise UsageError(f"the torch adapter reads {', '.join(FORMATS)}, not {fmt!r}", path=path)
-    found = find_weights(root, container)
+    # a walk of shared containers may visit at most twice what the pickle could build
+    found = find_weights(root, container, max_entries=max(MAX_ENTRIES, 2 * limits.max_opcodes))
     entries = entries_of(found.tensors, records, byteorder)
     meta.update(container_meta(found), byteorder=byteorder)
     if opaque_globals:
         meta["opaque_globals"] = True
     return ParamGraph(format=fmt, framework="torch", source=str(path),
                       layers=tuple(group(entries, "torch")), order="stored", meta=meta)
-
-
-def _limits(max_bytes: int | None, max_ops: int | None, max_memo: int | None) -> Limits:
-    base = Limits()
-    return Limits(max_bytes=max_bytes or base.max_bytes, max_opcodes=max_ops or base.max_opcodes,
-                  max_memo=max_memo or base.max_memo)
 
 
 def entries_of(tensors: tuple[tuple[str, TensorRef], ...], records: dict[str, Record],
