@@ -37,8 +37,8 @@ def pickles(files):
             with zipfile.ZipFile(path) as zf:
                 name = next(n for n in zf.namelist() if n.endswith("/data.pkl"))
                 out.append((f"{path.stem}.pkl", zf.read(name)))
-        except (zipfile.BadZipFile, StopIteration, OSError, ValueError):
-            pass
+        except (zipfile.BadZipFile, StopIteration, OSError, ValueError, RuntimeError):
+            pass                            # RuntimeError: an encrypted member
     return out
 
 

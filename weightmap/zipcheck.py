@@ -103,9 +103,10 @@ def check_archive(zf: zipfile.ZipFile, fh: Any, path: object, *,
                   max_ratio: int = MAX_RATIO) -> dict[str, tuple[int, int]]:
     """Every member's name, sizes and span checked; returns name -> (data start, data end).
 
-    Refuses: unsafe or duplicate names, a local header that disagrees with the directory,
-    members overlapping each other or the directory, data past the end of the file, and a
-    compressed member whose declared size is out of proportion (see ``check_ratio``)."""
+    Refuses: unsafe or duplicate names, encrypted members, a local header that disagrees with
+    the directory, members overlapping each other or the directory, data past the end of the
+    file, and a compressed member whose declared size is out of proportion (see
+    ``check_ratio``)."""
     size = os.fstat(fh.fileno()).st_size
     directory = getattr(zf, "start_dir", size)
     seen: set[str] = set()
@@ -118,6 +119,10 @@ def check_archive(zf: zipfile.ZipFile, fh: Any, path: object, *,
                                    hint="which copy is meant cannot be told; the archive is "
                                         "forged or corrupt")
         seen.add(info.filename)
+        if info.flag_bits & 0x1:       # zipfile would ask for a password (RuntimeError)
+            raise FormatError(f"zip member {info.filename!r} is encrypted", path=path,
+                              hint="checkpoints are never encrypted; decrypt the archive "
+                                   "with the tool that made it")
         check_ratio(info, path, max_ratio=max_ratio)
         start, end = data_span(fh, info, path)
         if end > min(directory, size):

@@ -21,6 +21,11 @@ from .pickle_reader import Opaque, TensorRef
 PREFERRED_KEYS = ("state_dict", "model")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
 MAX_DEPTH = 64
+# Entries a walk of the containers may visit, counting a shared container once per path to it.
+# A pickle can reference one container many times (memo), so 60 lists each holding the
+# previous one twice describe 2**60 paths in a few hundred bytes; a walk would never end.
+# Without sharing the count is the number of objects, which the opcode cap already bounds.
+MAX_ENTRIES = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,40 @@ def flatten(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
             stack.append((child_name, child, depth + 1, inner))
 
 
+def check_expansion(root: Any, limit: int = MAX_ENTRIES) -> int:
+    """The number of entries a walk from ``root`` visits (each container counted once per path
+    to it), computed over the distinct objects only; FormatError above ``limit``. A cycle
+    counts nothing here (``flatten`` refuses it by name)."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    keep: list[Any] = []                   # ids stay valid while the objects are alive
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        value, done = stack.pop()
+        key = id(value)
+        children = _children(value)
+        if children is None or (key in sizes and not done):
+            continue
+        if done:
+            active.discard(key)
+            total = 1 + sum(1 if _children(c) is None else sizes.get(id(c), 0)
+                            for _, c in children)
+            if total > limit:
+                raise FormatError(f"the checkpoint's containers share objects so that reading "
+                                  f"them means visiting more than {limit} entries",
+                                  hint="a checkpoint never does; the file is forged")
+            sizes[key] = total
+            continue
+        if key in active:
+            continue                       # a cycle
+        active.add(key)
+        keep.append(value)
+        stack.append((value, True))
+        stack.extend((c, False) for _, c in children if _children(c) is not None
+                     and id(c) not in sizes)
+    return sizes.get(id(root), 1)
+
+
 def _children(value: Any) -> list[tuple[Any, Any]] | None:
     if isinstance(value, TensorRef):
         return None
@@ -114,11 +153,13 @@ def wrapper_prefixes(names: list[str]) -> tuple[str, ...]:
     return tuple(found)
 
 
-def find_weights(root: Any, container: str | None = None) -> Found:
+def find_weights(root: Any, container: str | None = None, *,
+                 max_entries: int = MAX_ENTRIES) -> Found:
     """Choose the container (see module doc) and flatten its tensors."""
     if isinstance(root, TensorRef):
         raise FormatError(f"the file holds one bare tensor of shape {root.shape}, not a state "
                           "dict", hint="save a dict: torch.save({'name': tensor}, path)")
+    check_expansion(root, max_entries)
     mapping = as_mapping(root)
     if mapping is None:
         return _found(None, root, (), ())

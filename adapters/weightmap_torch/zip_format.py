@@ -18,7 +18,7 @@ from weightmap import dtypes
 from weightmap.errors import FormatError
 from weightmap.zipcheck import check_archive
 
-from .pickle_reader import Limits, StorageRef, StorageType, load, short
+from .pickle_reader import RAISE_HINT, Limits, StorageRef, StorageType, load, short
 from .storage import ZIP_ERRORS, Record
 
 FORMAT = "torch-zip"
@@ -101,8 +101,6 @@ def _describe(path: Path, zf: zipfile.ZipFile, raw: Any) -> TorchZip:
 
 
 def _record(path: Path, info: zipfile.ZipInfo, span: tuple[int, int]) -> Record:
-    if info.flag_bits & 0x1:
-        raise FormatError("the zip member is encrypted", path=path, tensor=info.filename)
     if info.compress_type != zipfile.ZIP_STORED:
         return Record(path=str(path), offset=None, nbytes=info.file_size, member=info.filename)
     return Record(path=str(path), offset=span[0], nbytes=info.file_size, member=info.filename)
@@ -113,7 +111,7 @@ def read_pickle(archive: TorchZip, limits: Limits, opaque_globals: bool) -> Any:
     if archive.pickle_size > limits.max_bytes:
         raise FormatError(f"data.pkl is {archive.pickle_size} bytes, above the "
                           f"{limits.max_bytes}-byte cap", path=archive.path,
-                          hint="raise the max_pickle_bytes option if the file is trusted")
+                          hint=RAISE_HINT.format("max_pickle_bytes"))
 
     def persistent(pid: Any) -> StorageRef:
         return storage_ref(pid, archive.records, archive.path)

@@ -154,7 +154,8 @@ def test_the_watch_sees_a_read(hostile, watch, tmp_path):
 
 
 LIVE_PAYLOADS = ["os_system.pt", "posix_system.pt", "builtins_exec.pt", "builtins_eval.pt",
-                 "getattr_chain.pt", "subprocess_popen.pt", "stack_global_memo.pt"]
+                 "getattr_chain.pt", "subprocess_popen.pt", "stack_global_memo.pt",
+                 "inst_os_system.pt", "obj_os_system.pt"]
 # pickle's own unpickler; it stops at the first torch global (the payload comes first, and
 # importing torch would only cost time)
 PLAIN_UNPICKLE = ("import io, pickle, sys, zipfile\n"

@@ -80,3 +80,13 @@ def test_a_descriptor_that_disagrees_is_refused(tmp_path):
     with open(path, "rb") as fh, zipfile.ZipFile(fh) as zf:
         with pytest.raises(FormatError, match="data descriptor"):
             check_archive(zf, fh, path)
+
+
+def test_an_encrypted_member_is_refused_before_zipfile_asks_for_a_password():
+    path = FIXTURES / "hostile" / "zip" / "encrypted_pickle.pt"
+    with zipfile.ZipFile(path) as zf:                   # the control: a RuntimeError
+        with pytest.raises(RuntimeError, match="password required"):
+            zf.read("archive/data.pkl")
+    with open(path, "rb") as fh, zipfile.ZipFile(fh) as zf:
+        with pytest.raises(FormatError, match="'archive/data.pkl' is encrypted"):
+            check_archive(zf, fh, path)

@@ -8,7 +8,7 @@ import pytest
 
 from weightmap.errors import FormatError, UsageError
 from weightmap_torch import pickle_reader as pr
-from weightmap_torch.containers import (find_weights, flatten, is_tensor_tree,
+from weightmap_torch.containers import (check_expansion, find_weights, flatten, is_tensor_tree,
                                         wrapper_prefixes)
 from weightmap_torch.pickle_reader import StorageRef, TensorRef
 
@@ -130,3 +130,25 @@ def test_opaque_module_placeholders_are_walked_like_state_dicts():
     odd.state = "junk"
     with pytest.raises(FormatError, match="holds no tensors"):
         find_weights({"x": odd, "w": 3})
+
+
+def test_shared_containers_are_walked_once_per_path_up_to_a_cap():
+    shared = {"weight": t(), "bias": t()}
+    found = find_weights({"a": shared, "b": shared})       # sharing is legal: both names
+    assert names(found) == ["a.weight", "a.bias", "b.weight", "b.bias"]
+    assert check_expansion([shared, shared]) == 1 + 2 * 3
+    chain: list = []
+    for _ in range(60):                  # list i+1 holds list i twice: 2**60 paths
+        chain = [chain, chain]
+    with pytest.raises(FormatError, match="share objects .* more than 2000000 entries"):
+        find_weights({"w": t(), "junk": chain})
+    with pytest.raises(FormatError, match="more than 10 entries"):
+        check_expansion([shared] * 4, limit=10)
+
+
+def test_expansion_count_ignores_cycles_which_flatten_refuses():
+    d = {"w": t()}
+    d["self"] = d
+    assert check_expansion(d) == 2
+    with pytest.raises(FormatError, match="cycle"):
+        find_weights(d)
