@@ -130,6 +130,8 @@ t.append(time.perf_counter())
 from weightmap import api
 from weightmap.execute import TensorStream
 from weightmap.sources import read
+from weightmap.atomic import background_fsync
+from weightmap.verify import check_written
 from weightmap_safetensors.emit import write_output
 t.append(time.perf_counter())
 src, tgt = read(sys.argv[1]), read(sys.argv[2], lazy=True)
@@ -139,13 +141,16 @@ t.append(time.perf_counter())
 out = Path(sys.argv[3])
 write_output(out, kind="safetensors", plan=plan, target=tgt, tensors=TensorStream(plan, src, tgt))
 t.append(time.perf_counter())
-fd = os.open(out, os.O_RDONLY); os.fsync(fd); os.close(fd)
+with background_fsync(out):                       # as weightmap.emit.write does
+    check_written(out, plan)
+    t.append(time.perf_counter())
 t.append(time.perf_counter())
 print(" ".join(f"{b - a:.3f}" for a, b in zip(t, t[1:])), flush=True)
 os._exit(0)                       # as the CLI does (weightmap.cli.run)
 """
 STAGE_NAMES = ("import torch", "import weightmap", "read source + build target on meta",
-               "match + plan + check", "write", "fsync")
+               "match + plan + check", "write", "read-back check (fsync beside it)",
+               "rest of the fsync")
 
 
 def stages(files: dict[str, Path], out: Path, reps: int) -> str:
