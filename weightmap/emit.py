@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from .atomic import atomic_path, background_fsync, check_output
-from .verify import check_written
+from .verify import ReadBack, check_written
 from .errors import PlanError, UsageError
 from .graph import ParamGraph
 from .plans import Plan, TensorPlan
@@ -140,15 +140,20 @@ def write(kind: str, out: Path, plan: Plan, target: ParamGraph,
     writer = _writer(kind)
     extra = {"final_path": out} if _takes(writer, "final_path") else {}
     extra.update(options)
+    read_back = None
+    if verify and manifest is not None and _takes(writer, "read_back"):
+        read_back = extra["read_back"] = ReadBack()
     committed: list[Path] = []
     try:
         with atomic_path(out, suffix=suffix) as tmp:
             committed = list(writer(tmp, kind=kind, plan=plan, target=target, tensors=tensors,
                                     **extra) or ())
-            # the disk writes the file back while the CPU re-reads it from the page cache
+            # the disk writes the file back while the CPU finishes the read-back check (what
+            # the writer did not already read back as it wrote, and the re-parsed header)
             with background_fsync(tmp):
                 if verify and manifest is not None:
-                    _record_check(manifest, check_written(tmp, plan, where=str(out)),
+                    _record_check(manifest, check_written(tmp, plan, where=str(out),
+                                                          read_back=read_back),
                                   fail_on_nonfinite)
             if manifest_path is not None and manifest is not None:
                 with atomic_path(manifest_path) as mtmp:

@@ -101,25 +101,31 @@ def side_outputs(out: Path, target, *, plan=None, shard_size: Any = None,
 
 
 def write_output(path: Path, *, kind, plan, target, tensors, final_path: Path | None = None,
-                 shard_size: Any = None, workers: int | None = None) -> list[Path]:
+                 shard_size: Any = None, workers: int | None = None,
+                 read_back=None) -> list[Path]:
+    """``read_back`` (``weightmap.verify.ReadBack``): each tensor of a one-file output is read
+    back as soon as it is written, beside the tensors still being written."""
     specs = specs_of(plan)
     meta = {"format": "pt", "weightmap_source": str(plan.source.get("path", ""))}
     final = Path(final_path) if final_path is not None else Path(path)
     shards = _shards(final, plan, shard_size)
     jobs = tensors.jobs() if hasattr(tensors, "jobs") else None
     if shards is None:
-        _write_one(path, specs, jobs, tensors, meta, workers)
+        landed = None if read_back is None or jobs is None else \
+            (lambda i, offset, nbytes: read_back.take(path, plan.tensors[i], offset, nbytes))
+        _write_one(path, specs, jobs, tensors, meta, workers, landed)
         return []
     if jobs is None:       # arrays only come in order: one thread
         jobs, workers = _array_jobs(plan, tensors), 1
     return _write_sharded(path, final, specs, shards, jobs, tensors, meta, workers)
 
 
-def _write_one(path: Path, specs: list[Spec], jobs, tensors, meta, workers) -> None:
+def _write_one(path: Path, specs: list[Spec], jobs, tensors, meta, workers, landed) -> None:
     if jobs is None:       # a plain iterator of arrays: the protocol every writer accepts
         write(path, specs, ((t.target, arr) for t, arr in tensors()), metadata=meta)
     else:
-        write_jobs(path, specs, jobs, metadata=meta, workers=workers, written=tensors.advance)
+        write_jobs(path, specs, jobs, metadata=meta, workers=workers, written=tensors.advance,
+                   landed=landed)
 
 
 def _write_sharded(index_tmp: Path, final: Path, specs: list[Spec], shards: list[list[int]],

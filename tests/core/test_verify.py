@@ -59,3 +59,43 @@ def test_digests_match_the_bytes_whatever_the_chunking(tmp_path, monkeypatch, wo
         assert checked[name]["sha256"] == hashlib.sha256(value.tobytes()).hexdigest()
     assert checked["a"]["nonfinite"] == 1 and checked["b"]["nonfinite"] == 1
     assert "nonfinite" not in checked["c"] and "nonfinite" not in checked["d"]
+
+
+def test_digests_taken_while_writing_are_the_digests_of_the_file(tmp_path, monkeypatch):
+    """The safetensors writer reads each tensor back as it lands (verify.ReadBack); the manifest
+    must be what a read-back of the finished file gives."""
+    from weightmap import verify
+    rng = np.random.default_rng(3)
+    src = {"fc.weight": rng.standard_normal((3, 2)).astype(np.float32),
+           "fc.bias": np.array([1.0, np.nan, 3.0], np.float32)}
+    taken = []
+    real = verify.ReadBack.take
+
+    def spy(self, path, t, offset, nbytes):
+        taken.append(t.target)
+        return real(self, path, t, offset, nbytes)
+
+    monkeypatch.setattr(verify.ReadBack, "take", spy)
+    out = tmp_path / "o.safetensors"
+    report = weightmap.port(src, _template(tmp_path), out)
+    assert sorted(taken) == ["fc.bias", "fc.weight"]
+    plan = weightmap.plan(src, _template(tmp_path))
+    again = verify.check_written(out, plan)
+    for name, entry in again.items():
+        assert {k: report.manifest["params"][name].get(k) for k in entry} == entry
+    assert report.manifest["params"]["fc.bias"]["nonfinite"] == 1
+
+
+def test_a_digest_taken_at_another_span_is_not_trusted(tmp_path):
+    from weightmap import verify
+    arrays = {"a": np.arange(8, dtype=np.float32), "b": np.ones(8, np.float32)}
+    path = tmp_path / "x.safetensors"
+    save_file(arrays, str(path))
+    plan = weightmap.plan(path, path)
+    t_a = next(t for t in plan.tensors if t.target == "a")
+    param_b = weightmap.read(path).param("b")
+    read_back = verify.ReadBack()
+    read_back.take(path, t_a, param_b.data.offset, 32)     # "a" digested at b's bytes
+    assert read_back.lookup("a", weightmap.read(path).param("a")) is None
+    checked = verify.check_written(path, plan, read_back=read_back)
+    assert checked["a"]["sha256"] == hashlib.sha256(arrays["a"].tobytes()).hexdigest()
