@@ -27,7 +27,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from weightmap.dtypes import from_numpy, itemsize
-from weightmap.errors import UsageError
+from weightmap.errors import UsageError, WeightmapError
 from weightmap.transforms.core import byte_view, contiguous_le
 
 from .torch_names import STORAGE_DTYPES
@@ -83,6 +83,9 @@ def _storage(zf: zipfile.ZipFile, name: str, data: memoryview) -> None:
     pad = (-(start + 4)) % ALIGN
     info.extra = b"FB" + struct.pack("<H", pad) + b"Z" * pad
     with zf.open(info, "w") as member:
+        if zf.fp.tell() % ALIGN:       # zipfile's own ZIP64 choice differed from ours
+            raise WeightmapError(f"internal: member {name!r} would start at byte "
+                                 f"{zf.fp.tell()}, not a multiple of {ALIGN}")
         for done in range(0, len(data), CHUNK):
             member.write(data[done:done + CHUNK])
 
