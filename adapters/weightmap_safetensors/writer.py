@@ -28,7 +28,7 @@ from weightmap.errors import UsageError
 from weightmap.execute import FileSpan
 from weightmap.transforms.core import contiguous
 
-from weightmap.transforms.core import byte_view, contiguous_le
+from weightmap.transforms.core import Buffer, byte_view, contiguous_le
 
 from .fastio import copy_span, pwrite_all
 
@@ -103,17 +103,8 @@ def _checked(name: str, arr: np.ndarray, shape: tuple[int, ...], dtype: str,
     return byte_view(contiguous_le(arr))
 
 
-class Scratch(threading.local):
+class Scratch(Buffer, threading.local):
     """One reusable buffer per thread, grown to the largest strided tensor it copies."""
-
-    def __init__(self) -> None:
-        self.buffer = np.empty(0, dtype=np.uint8)
-
-    def view(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if self.buffer.size < need:
-            self.buffer = np.empty(need, dtype=np.uint8)
-        return self.buffer[:need].view(dtype).reshape(shape)
 
 
 def write(path: Path, specs: list[Spec], tensors: Iterable[tuple[str, np.ndarray]],

@@ -131,6 +131,21 @@ def contiguous(arr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
+class Buffer:
+    """A reusable byte buffer, grown to the largest array it has held: copying many tensors
+    through one buffer costs one allocation (and its page faults), not one per tensor."""
+
+    def __init__(self) -> None:
+        self.buffer = np.empty(0, dtype=np.uint8)
+
+    def view(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A C-ordered array of ``shape`` and ``dtype`` over the buffer (old contents)."""
+        need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if self.buffer.size < need:
+            self.buffer = np.empty(need, dtype=np.uint8)
+        return self.buffer[:need].view(dtype).reshape(shape)
+
+
 def contiguous_le(arr: np.ndarray) -> np.ndarray:
     """``arr`` as a C-contiguous little-endian array (itself when it already is one): the bytes
     every writer stores."""
