@@ -1,14 +1,80 @@
 """weightmap's ``.pt`` output: the complete state dict in torch's zip format, streamed tensor by
-tensor without torch (``zip_writer``)."""
+tensor without torch (``zip_writer``).
+
+Zip members are written one after another, so the writing is sequential; the next tensor is
+computed (a transpose copied into one of two reusable buffers, a raw source span mapped) on a
+second thread while the current one is written.
+"""
 from __future__ import annotations
 
+import mmap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from weightmap.dtypes import to_numpy
+from weightmap.execute import FileSpan
+from weightmap.transforms.core import Buffer, contiguous
 
 from . import zip_writer
 
 
-def write_output(path: Path, *, kind, plan, target, tensors, final_path: Path | None = None
-                 ) -> None:
+def write_output(path: Path, *, kind, plan, target, tensors, final_path: Path | None = None,
+                 read_back=None) -> None:
+    """``read_back`` (``weightmap.verify.ReadBack``): each tensor is read back on a third
+    thread as soon as its member is written."""
     specs = [(t.target, tuple(t.shape), t.dtype) for t in plan.tensors]
     stem = Path(final_path or path).name.split(".")[0]     # torch names the top folder after it
-    zip_writer.write(path, specs, ((t.target, arr) for t, arr in tensors()), top=stem)
+    stream = prefetched(tensors) if hasattr(tensors, "jobs") else \
+        ((t.target, arr) for t, arr in tensors())
+    if read_back is None:
+        zip_writer.write(path, specs, stream, top=stem)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="weightmap-readback") as pool:
+        pending = []
+
+        def landed(i: int, offset: int, nbytes: int) -> None:
+            pending.append(pool.submit(read_back.take, path, plan.tensors[i], offset, nbytes))
+
+        try:
+            zip_writer.write(path, specs, stream, top=stem, landed=landed)
+        except BaseException:
+            for job in pending:
+                job.cancel()
+            raise
+        for job in pending:
+            job.result()
+
+
+def prefetched(tensors: Any) -> Iterator[tuple[str, np.ndarray]]:
+    """``(target name, array)`` in plan order, each computed on a worker thread while the
+    previous one is consumed. Two buffers alternate: the array handed out is never overwritten
+    before the consumer asks for the next one."""
+    jobs = tensors.jobs()
+    buffers = (Buffer(), Buffer())
+
+    def compute(i: int) -> np.ndarray:
+        t = jobs[i].tensor
+        value = jobs[i].compute()
+        if isinstance(value, FileSpan):
+            return _mapped(value, tuple(t.shape), to_numpy(t.dtype))
+        if not value.flags.c_contiguous:
+            return contiguous(value, out=buffers[i % 2].view(value.shape, value.dtype))
+        return value
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="weightmap-pt") as pool:
+        ahead = pool.submit(compute, 0) if jobs else None
+        for i, job in enumerate(jobs):
+            value = ahead.result()
+            ahead = pool.submit(compute, i + 1) if i + 1 < len(jobs) else None
+            yield job.tensor.target, value
+            tensors.advance(job.tensor)
+
+
+def _mapped(span: FileSpan, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    with open(span.path, "rb") as fh:
+        window = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    return np.frombuffer(window, dtype=dtype, count=span.nbytes // dtype.itemsize,
+                         offset=span.offset).reshape(shape)

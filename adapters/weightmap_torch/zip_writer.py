@@ -17,12 +17,13 @@ opcode from data (nothing is imported to name torch's globals) and only uses wha
 """
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import struct
 import zipfile
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -41,13 +42,23 @@ Spec = tuple[str, tuple[int, ...], str]   # (name, shape, dtype)
 
 
 def write(path: Path, specs: Sequence[Spec], tensors: Iterable[tuple[str, np.ndarray]],
-          *, top: str = "archive") -> None:
+          *, top: str = "archive", landed: Callable[[int, int, int], None] | None = None
+          ) -> None:
     """Write the state dict ``specs`` (in order) to ``path``; ``tensors`` yields ``(name,
-    array)`` in the same order."""
+    array)`` in the same order. ``landed(index, offset, nbytes)`` is called once tensor
+    ``index``'s bytes are in the file (flushed) at ``offset``."""
     top = top if re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", top) and top not in (".", "..") \
         else "archive"
-    with open(path, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED,
-                                                  allowZip64=True) as zf:
+    # no O_TRUNC ("wb"): ext4 would flush the whole file synchronously on close (see the
+    # safetensors writer's _open_output); what lies beyond the archive is cut at the end
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644), "wb") as fh:
+        _write_archive(fh, specs, tensors, top, landed)
+        fh.truncate(fh.tell())
+
+
+def _write_archive(fh, specs: Sequence[Spec], tensors: Iterable[tuple[str, np.ndarray]],
+                   top: str, landed: Callable[[int, int, int], None] | None) -> None:
+    with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
         _member(zf, f"{top}/data.pkl", state_dict_pickle(specs))
         _member(zf, f"{top}/.format_version", b"1")
         _member(zf, f"{top}/.storage_alignment", str(ALIGN).encode())
@@ -60,7 +71,11 @@ def write(path: Path, specs: Sequence[Spec], tensors: Iterable[tuple[str, np.nda
             if tuple(arr.shape) != tuple(shape) or from_numpy(arr.dtype) != dtype:
                 raise UsageError(f"tensor has {tuple(arr.shape)} {from_numpy(arr.dtype)}, the "
                                  f"plan says {tuple(shape)} {dtype}", tensor=name)
-            _storage(zf, f"{top}/data/{i}", byte_view(contiguous_le(arr)))
+            data = byte_view(contiguous_le(arr))
+            start = _storage(zf, f"{top}/data/{i}", data)
+            if landed is not None:
+                fh.flush()
+                landed(i, start, len(data))
             count += 1
         if count != len(specs):
             raise UsageError(f"{len(specs) - count} tensor(s) of the plan never arrived")
@@ -71,9 +86,9 @@ def _member(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
     _storage(zf, name, memoryview(data))
 
 
-def _storage(zf: zipfile.ZipFile, name: str, data: memoryview) -> None:
+def _storage(zf: zipfile.ZipFile, name: str, data: memoryview) -> int:
     """One stored member whose bytes start at a multiple of ``ALIGN`` in the file (an extra
-    field of padding in the local header, as torch writes it)."""
+    field of padding in the local header, as torch writes it); returns where they start."""
     info = zipfile.ZipInfo(name, date_time=_EPOCH)
     info.compress_type = zipfile.ZIP_STORED
     info.file_size = len(data)
@@ -86,8 +101,10 @@ def _storage(zf: zipfile.ZipFile, name: str, data: memoryview) -> None:
         if zf.fp.tell() % ALIGN:       # zipfile's own ZIP64 choice differed from ours
             raise WeightmapError(f"internal: member {name!r} would start at byte "
                                  f"{zf.fp.tell()}, not a multiple of {ALIGN}")
+        start = zf.fp.tell()
         for done in range(0, len(data), CHUNK):
             member.write(data[done:done + CHUNK])
+    return start
 
 
 # ---- the pickle ------------------------------------------------------------------------------

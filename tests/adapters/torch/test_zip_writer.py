@@ -133,3 +133,14 @@ def test_an_unusable_top_folder_name_becomes_archive(tmp_path):
     zip_writer.write(tmp_path / "x.pt", specs(arrays), iter(arrays.items()), top="../evil")
     with zipfile.ZipFile(tmp_path / "x.pt") as zf:
         assert zf.namelist()[0] == "archive/data.pkl"
+
+
+def test_writing_over_a_longer_file_leaves_no_stale_bytes(tmp_path, written):
+    """The writer opens without O_TRUNC (ext4 flushes a truncated-and-rewritten file on close):
+    whatever lay beyond the archive is cut."""
+    path, arrays = written
+    reused = tmp_path / "reused" / "model.pt"
+    reused.parent.mkdir()
+    reused.write_bytes(b"\xff" * (path.stat().st_size * 3))
+    zip_writer.write(reused, specs(arrays), iter(arrays.items()), top="model")
+    assert reused.read_bytes() == path.read_bytes()
