@@ -99,6 +99,12 @@ def raw_span(t: TensorPlan, src: dict[str, Param]) -> FileSpan | None:
     return FileSpan(data.path, data.offset, need)
 
 
+def _checked_span(span: FileSpan, check: Callable[[], None] | None) -> FileSpan:
+    if check is not None:
+        check()
+    return span
+
+
 @dataclass(frozen=True)
 class Job:
     """One target tensor to write: ``compute()`` gives its array or its :class:`FileSpan`
@@ -137,7 +143,9 @@ class TensorStream:
         for t in self.plan.tensors:
             span = raw_span(t, src)
             if span is not None:
-                out.append(Job(t, lambda span=span: span, span))
+                check = src[t.sources[0]].data.check      # on the writer's thread, not here
+                out.append(Job(t, lambda span=span, check=check: _checked_span(span, check),
+                               span))
             else:
                 out.append(Job(t, lambda t=t: tensor_view(t, src, tgt[t.target])))
         return out

@@ -113,11 +113,16 @@ class MappedData:
     dtype: str
     span: int | None = None
     fortran_order: bool = False
+    # The container's own integrity check of the bytes (a zip member's CRC-32), run before they
+    # are used: by ``read()``, and by a writer before it copies them file to file.
+    check: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
     def nbytes(self) -> int:
         return math.prod(self.shape) * dtypes.itemsize(self.dtype)
 
     def read(self) -> np.ndarray:
+        if self.check is not None:
+            self.check()
         need = self.nbytes()
         if self.span is not None and need > self.span:
             raise FormatError(f"tensor needs {need} bytes but its record holds {self.span}",

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 import mmap
+import os
 import struct
+import threading
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,45 @@ ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, UnicodeDecodeError, ValueError, EO
               struct.error, NotImplementedError, KeyError, OSError)
 
 
+class CrcCheck:
+    """The zip member's CRC-32 checked against its stored bytes, once (the first read of any
+    tensor viewing it), from any thread. A flipped bit in a checkpoint otherwise reads silently
+    through a memory map (as ``torch.load(mmap=True)`` does)."""
+
+    CHUNK = 16 << 20
+
+    def __init__(self, path: str, offset: int, nbytes: int, crc: int, member: str):
+        self.path, self.offset, self.nbytes, self.crc, self.member = \
+            path, offset, nbytes, crc, member
+        self._lock = threading.Lock()
+        self._done = False
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            crc, done = 0, 0
+            view = memoryview(bytearray(min(self.CHUNK, max(self.nbytes, 1))))
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                while done < self.nbytes:
+                    n = os.preadv(fd, [view[:min(len(view), self.nbytes - done)]],
+                                  self.offset + done)
+                    if n <= 0:
+                        raise FormatError(f"storage record {self.member!r} ends early",
+                                          path=self.path, hint="the file is truncated")
+                    crc = zlib.crc32(view[:n], crc)
+                    done += n
+            finally:
+                os.close(fd)
+            if crc != self.crc:
+                raise FormatError(f"storage record {self.member!r} fails its CRC-32 check "
+                                  f"(stored {self.crc:08x}, computed {crc:08x})",
+                                  path=self.path, hint="the file is corrupt; download or copy "
+                                                       "it again")
+            self._done = True
+
+
 @dataclass(frozen=True)
 class Record:
     """Where one storage's bytes are: at ``offset`` in ``path``, or inside zip ``member``."""
@@ -37,6 +78,7 @@ class Record:
     offset: int | None               # None: the member is compressed, read it through zipfile
     nbytes: int
     member: str | None = None
+    check: CrcCheck | None = field(default=None, compare=False, repr=False)
 
 
 def is_c_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
@@ -82,7 +124,8 @@ def tensor_data(ref: TensorRef, record: Record, byteorder: str, name: str) -> Te
              and record.offset is not None and is_c_contiguous(ref.shape, ref.stride))
     if plain:
         return MappedData(path=record.path, offset=record.offset + ref.byte_offset,
-                          shape=ref.shape, dtype=ref.dtype, span=limit - ref.byte_offset)
+                          shape=ref.shape, dtype=ref.dtype, span=limit - ref.byte_offset,
+                          check=record.check)
     return StridedData(record=record, byte_offset=ref.byte_offset, shape=ref.shape,
                        stride=ref.stride, dtype=ref.dtype, byteorder=byteorder,
                        negative=ref.negative, conjugate=ref.conjugate)
@@ -130,6 +173,8 @@ class StridedData:
         if self.byte_offset + span > rec.nbytes:
             raise FormatError(f"view needs bytes up to {self.byte_offset + span}, the record "
                               f"holds {rec.nbytes}", path=rec.path)
+        if rec.check is not None:
+            rec.check()
         if rec.offset is None:
             try:
                 with zipfile.ZipFile(rec.path) as zf:

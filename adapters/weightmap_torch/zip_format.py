@@ -19,7 +19,7 @@ from weightmap.errors import FormatError
 from weightmap.zipcheck import check_archive
 
 from .pickle_reader import RAISE_HINT, Limits, StorageRef, StorageType, load, short
-from .storage import ZIP_ERRORS, Record
+from .storage import ZIP_ERRORS, CrcCheck, Record
 
 FORMAT = "torch-zip"
 
@@ -103,7 +103,8 @@ def _describe(path: Path, zf: zipfile.ZipFile, raw: Any) -> TorchZip:
 def _record(path: Path, info: zipfile.ZipInfo, span: tuple[int, int]) -> Record:
     if info.compress_type != zipfile.ZIP_STORED:
         return Record(path=str(path), offset=None, nbytes=info.file_size, member=info.filename)
-    return Record(path=str(path), offset=span[0], nbytes=info.file_size, member=info.filename)
+    return Record(path=str(path), offset=span[0], nbytes=info.file_size, member=info.filename,
+                  check=CrcCheck(str(path), span[0], info.file_size, info.CRC, info.filename))
 
 
 def read_pickle(archive: TorchZip, limits: Limits, opaque_globals: bool) -> Any:

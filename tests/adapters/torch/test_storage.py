@@ -96,3 +96,59 @@ def test_truncated_file_detected_on_read(tmp_path):
     data = StridedData(rec, 0, (8,), (2,), "float32")
     with pytest.raises(FormatError, match="truncated|record holds"):
         data.read()
+
+
+def _flipped_pt(tmp_path, torch):
+    """A torch.save file with one bit flipped inside the storage of "w" (its CRC-32 unchanged)."""
+    w, b = torch.arange(64, dtype=torch.float32).reshape(8, 8), torch.ones(3)
+    path = tmp_path / "flipped.pt"
+    torch.save({"w": w, "b": b, "wt": w.t()}, path)
+    with zipfile.ZipFile(path) as zf:
+        info = next(i for i in zf.infolist() if i.filename.endswith("/data/0"))
+    from weightmap.zipcheck import data_span
+    with open(path, "r+b") as fh:
+        at = data_span(fh, info, path)[0] + 17
+        fh.seek(at)
+        byte = fh.read(1)[0]
+        fh.seek(at)
+        fh.write(bytes([byte ^ 0x10]))
+    return path
+
+
+def test_a_flipped_bit_in_a_stored_record_fails_its_crc_on_read(tmp_path):
+    torch = pytest.importorskip("torch")
+    from weightmap.sources import read
+    path = _flipped_pt(tmp_path, torch)
+    graph = read(str(path))                              # reading the specs reads no data
+    np.testing.assert_array_equal(graph.param("b").read(), np.ones(3, np.float32))
+    for name in ("w", "wt"):                             # a plain view and a strided one
+        with pytest.raises(FormatError, match="fails its CRC-32 check.*corrupt"):
+            graph.param(name).read()
+
+
+def test_a_port_never_copies_a_record_that_fails_its_crc(tmp_path):
+    torch = pytest.importorskip("torch")
+    import os
+
+    import weightmap
+    path = _flipped_pt(tmp_path, torch)
+    out = tmp_path / "out.safetensors"
+    with pytest.raises(FormatError, match="CRC-32"):
+        weightmap.port(path, path, out)                  # "w" would be copied file to file
+    assert not out.exists() and sorted(os.listdir(tmp_path)) == ["flipped.pt"]
+
+
+def test_the_crc_of_a_record_is_computed_once(tmp_path, monkeypatch):
+    import zlib as zlib_module
+
+    from weightmap_torch import storage
+    path = tmp_path / "r.bin"
+    payload = np.arange(10, dtype="<f4").tobytes()
+    path.write_bytes(b"HEAD" + payload)
+    check = storage.CrcCheck(str(path), 4, len(payload), zlib_module.crc32(payload), "data/0")
+    calls = []
+    real = storage.zlib.crc32
+    monkeypatch.setattr(storage.zlib, "crc32", lambda *a: calls.append(1) or real(*a))
+    check()
+    check()
+    assert len(calls) == 1
