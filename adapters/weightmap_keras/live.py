@@ -22,7 +22,7 @@ from weightmap.graph import ArrayData, ParamGraph
 
 from . import keras3, legacy
 from .classes import MODEL_CLASSES
-from .modelconfig import LayerSpec, walk
+from .modelconfig import LayerSpec, unique_name, walk
 
 FORMAT = "keras-live"
 
@@ -195,10 +195,10 @@ def _walk_keras3(model: Any) -> tuple[dict[str, keras3.Owner], list[LayerSpec]]:
         used: dict[str, int] = {}
         for item in (items.values() if isinstance(items, dict) else items):
             if isinstance(item, KerasSaveable):
-                name = _unique(to_snake_case(type(item).__name__), used)
+                name = unique_name(to_snake_case(type(item).__name__), used)
                 state(item, f"{path}/{name}", parent_is_model)
             elif isinstance(item, (list, dict, tuple)):
-                container(item, f"{path}/{_unique('container', used)}", parent_is_model, seen)
+                container(item, f"{path}/{unique_name('container', used)}", parent_is_model, seen)
 
     state(model, "", False)
     if not (hasattr(model, "layers") and hasattr(model, "compile")):
@@ -207,14 +207,6 @@ def _walk_keras3(model: Any) -> tuple[dict[str, keras3.Owner], list[LayerSpec]]:
         raise UsageError("the Keras model is not built: it has no weights yet",
                          hint="call it on an example input or model.build(input_shape) first")
     return owners, specs
-
-
-def _unique(name: str, used: dict[str, int]) -> str:
-    if name in used:
-        used[name] += 1
-        return f"{name}_{used[name]}"
-    used[name] = 0
-    return name
 
 
 def _spec(layer: Any, path: str, name: str | None = None) -> LayerSpec:

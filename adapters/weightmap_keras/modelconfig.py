@@ -121,6 +121,16 @@ def _build_input(layer: Mapping[str, Any]) -> Shape | None:
     return None
 
 
+def unique_name(name: str, used: dict[str, int]) -> str:
+    """Keras' own naming of unnamed layers and containers: ``dense``, ``dense_1``, ``dense_2``
+    ... (``used`` counts per base name)."""
+    if name in used:
+        used[name] += 1
+        return f"{name}_{used[name]}"
+    used[name] = 0
+    return name
+
+
 class _Walker:
     def __init__(self, known_inputs: dict[str, Shape]):
         self.known_inputs = known_inputs
@@ -128,14 +138,6 @@ class _Walker:
         self.by_name: dict[str, LayerSpec] = {}
         self.producer: dict[str, str | None] = {}
         self.in_shape: dict[str, Shape | None] = {}
-
-    @staticmethod
-    def _unique(name: str, used: dict[str, int]) -> str:
-        if name in used:
-            used[name] += 1
-            return f"{name}_{used[name]}"
-        used[name] = 0
-        return name
 
     def model(self, entry, prefix, k3_prefix, outer, upstream: list[Flow]) -> Flow:
         cfg = entry["config"]
@@ -153,7 +155,7 @@ class _Walker:
                 continue
             if flow[1] is None:
                 flow = (flow[0], _batch_shape(lcfg))
-            k3 = f"{k3_prefix}layers/{self._unique(to_snake_case(cls or ''), used)}"
+            k3 = f"{k3_prefix}layers/{unique_name(to_snake_case(cls or ''), used)}"
             flow = self.layer(layer, prefix, k3, outer, [flow])
         return flow
 
@@ -164,7 +166,7 @@ class _Walker:
         for layer in cfg["layers"]:
             cls, lcfg = layer.get("class_name"), layer.get("config") or {}
             name = lcfg.get("name") or layer.get("name")
-            k3 = f"{k3_prefix}layers/{self._unique(to_snake_case(cls or ''), used)}"
+            k3 = f"{k3_prefix}layers/{unique_name(to_snake_case(cls or ''), used)}"
             if cls == "InputLayer":
                 up = fed.get(name, (None, None))
                 outputs[name] = (up[0], _batch_shape(lcfg) or up[1])
