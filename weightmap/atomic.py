@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import UsageError
+from .errors import OutputError, UsageError
 
 
 def check_output(out: Path, *, force: bool = False, inputs: Iterable[Path] = ()) -> None:
@@ -37,8 +37,15 @@ def check_output(out: Path, *, force: bool = False, inputs: Iterable[Path] = ())
 
 @contextlib.contextmanager
 def atomic_path(out: Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``out``; rename it onto ``out`` if the block succeeds."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp" + suffix, dir=out.parent)
+    """Yield a temporary path beside ``out``; rename it onto ``out`` if the block succeeds.
+
+    An ``OSError`` on the way (no space left, no permission, an I/O error) becomes an
+    ``OutputError`` naming ``out``; the temporary file is removed either way."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp" + suffix,
+                                   dir=out.parent)
+    except OSError as exc:
+        raise output_error(out, exc) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -47,10 +54,20 @@ def atomic_path(out: Path, suffix: str = "") -> Iterator[Path]:
             with open(tmp_path, "rb+") as fh:
                 os.fsync(fh.fileno())
         os.replace(tmp_path, out)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if isinstance(exc, OSError):
+            raise output_error(out, exc) from exc
         raise
+
+
+def output_error(out: Path, exc: OSError) -> OutputError:
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(out) else ""
+    return OutputError(f"writing the output failed: {reason}{where}", path=out,
+                       hint="nothing was kept; check the free space and permissions of the "
+                            "output folder, or choose another --out")
 
 
 @contextlib.contextmanager

@@ -79,3 +79,9 @@ class PlanError(WeightmapError):
     """A plan is invalid: a shape contract does not hold, a referenced tensor is missing."""
 
     exit_code = 8
+
+
+class OutputError(WeightmapError):
+    """The output cannot be written: no space left, no permission, an I/O error."""
+
+    exit_code = 9

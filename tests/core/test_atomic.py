@@ -36,3 +36,46 @@ def test_existing_symlink_and_input_outputs_are_refused(tmp_path):
         check_output(link, force=True)
     with pytest.raises(UsageError, match="folder does not exist"):
         check_output(tmp_path / "no" / "o.bin")
+
+
+def test_an_os_error_while_writing_is_an_output_error_and_leaves_nothing(tmp_path):
+    import errno
+
+    from weightmap.errors import OutputError
+    out = tmp_path / "o.bin"
+    with pytest.raises(OutputError, match="No space left on device") as caught:
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert caught.value.path == str(out) and caught.value.exit_code == 9
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_folder_that_refuses_the_temporary_file_is_an_output_error(tmp_path, monkeypatch):
+    import tempfile
+
+    from weightmap.errors import OutputError
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(OutputError, match="Permission denied"):
+        with atomic_path(tmp_path / "o.bin"):
+            pass
+
+
+def test_a_failing_background_fsync_fails_the_block(tmp_path, monkeypatch):
+    import errno
+
+    from weightmap.atomic import background_fsync
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x")
+
+    def broken(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken)
+    with pytest.raises(OSError, match="Input/output error"):
+        with background_fsync(path):
+            pass

@@ -52,3 +52,24 @@ def test_inspect_table_lists_every_param(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "conv.weight [kernel]" in out and "4x3x3x3" in out and "out,in,kh,kw" in out
     assert "conv2d" in out
+
+
+def test_a_full_disk_is_one_line_exit_9_and_no_output(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from safetensors.numpy import save_file
+
+    import weightmap_safetensors.writer as writer
+    src = tmp_path / "src.safetensors"
+    save_file({"fc.weight": np.ones((3, 2), np.float32)}, str(src))
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(writer, "pwrite_all", full)
+    out = tmp_path / "out.safetensors"
+    assert main(["port", str(src), "--to", str(src), "--out", str(out), "--quiet"]) == 9
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("weightmap: error: ")
+    assert str(out) in err and "No space left on device" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.safetensors"]

@@ -120,7 +120,7 @@ def test_a_failure_leaves_no_shard_behind(tmp_path, monkeypatch):
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(st_emit, "write_jobs", fail_on_second)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(weightmap.WeightmapError, match="writing the output failed: disk full"):
         weightmap.port(src, src, tmp_path / "model.safetensors", shard_size=1600)
     assert sorted(os.listdir(tmp_path)) == ["src.safetensors"]
 
