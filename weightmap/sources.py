@@ -40,7 +40,13 @@ def read(source: Any, **options: Any) -> ParamGraph:
                 obj, example = load_python_object(pyfile, name)
             if example is not None:
                 options.setdefault("example_input", example)
-            return read_live(obj, origin=text, **options)
+            try:
+                return read_live(obj, origin=text, **options)
+            except WeightmapError as exc:     # e.g. example_input failing: name the file
+                if exc.path is not None:
+                    raise
+                raise type(exc)(exc.message, path=text, tensor=exc.tensor,
+                                hint=exc.hint) from exc
         return read_path(Path(text), **options)
     return read_live(source, **options)
 

@@ -79,3 +79,14 @@ def test_graph_from_arrays_keeps_order_and_dtypes():
                            "a.weight": np.zeros((4, 2, 3), np.float16)}, origin="t")
     assert [(p.name, p.dtype) for p in g.params()] == [("b.weight", "bfloat16"),
                                                        ("a.weight", "float16")]
+
+
+def test_an_error_from_reading_a_model_file_names_the_file(tmp_path):
+    pytest.importorskip("torch")
+    f = _write(tmp_path, "import torch\nfrom torch import nn\n"
+                         "def model():\n    return nn.Linear(2, 3)\n"
+                         "def example_input():\n    return torch.zeros(1, 5)\n")
+    for lazy in (False, True):
+        with pytest.raises(UsageError, match="example_input") as caught:
+            read(str(f), lazy=lazy)
+        assert caught.value.path == str(f)
