@@ -122,9 +122,9 @@ class KerasAdapter:
             raise type(exc)(exc.message, path=path, tensor=exc.tensor, hint=exc.hint) from exc
         except READ_ERRORS + (AttributeError, RecursionError) as exc:
             # AttributeError: config JSON of another structure met past the walk (layer configs)
-            raise FormatError(f"cannot read {fmt} file: {type(exc).__name__}: {exc}",
-                              path=path, hint="the file is truncated, corrupt or not what its "
-                                              "name says") from exc
+            raise FormatError(f"cannot read {fmt} file: {_describe(exc)}", path=path,
+                              hint="the file is truncated, corrupt or not what its name "
+                                   "says") from exc
 
     def accepts(self, obj: Any) -> bool:
         """A Keras layer or model (keras 3, tf_keras or Keras 2), told by type names only."""
@@ -137,3 +137,14 @@ class KerasAdapter:
 
 
 ADAPTER = KerasAdapter()
+
+
+def _describe(exc: BaseException) -> str:
+    """What went wrong, for one line: libhdf5's own words when h5py relays them (as
+    RuntimeError, KeyError or OSError, e.g. "Unable to synchronously open object (bad object
+    header version number)"), the exception's type and text otherwise."""
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    if isinstance(exc, (RuntimeError, KeyError, OSError)) and "(" in str(text) \
+            and str(text).rstrip().endswith(")"):
+        return f"libhdf5 cannot decode its structure: {text}"
+    return f"{type(exc).__name__}: {text}"

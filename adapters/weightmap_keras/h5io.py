@@ -314,6 +314,11 @@ def dataset_spec(ds: Any, loc: Location, base_offset: int | None) -> DatasetSpec
     """
     import h5py
 
+    if not isinstance(ds, h5py.Dataset):           # a weight name leading to a group
+        raise FormatError(f"weight {ds.name!r} is an HDF5 {type(ds).__name__.lower()}, not a "
+                          "dataset", path=loc.describe(),
+                          hint="the file's weight_names do not match its datasets; it is "
+                               "corrupt or was not written by Keras")
     shape = tuple(int(d) for d in ds.shape)
     is_bf16 = decode(ds.attrs.get("dtype")) == "bfloat16" and ds.dtype.itemsize == 2
     dtype = "bfloat16" if is_bf16 else dtypes.from_numpy(ds.dtype)

@@ -118,3 +118,14 @@ def test_files_are_read_with_every_framework_blocked(kx):
     for name, graph in expected.items():
         total = sum(p.numel for p in graph.params())
         assert f"{name} {FORMATS[name]} {len(graph.layers)} {total}" in lines
+
+
+def test_read_errors_say_what_went_wrong_in_libhdf5s_words():
+    from weightmap_keras.adapter import _describe
+    assert _describe(KeyError("Unable to synchronously open object (bad object header version "
+                              "number)")) == ("libhdf5 cannot decode its structure: Unable to "
+                                              "synchronously open object (bad object header "
+                                              "version number)")
+    assert _describe(RuntimeError("Link iteration failed (addr overflow)")).startswith("libhdf5")
+    assert _describe(TypeError("a bytes-like object is required")) == \
+        "TypeError: a bytes-like object is required"

@@ -130,3 +130,18 @@ def test_open_h5_inside_a_zip_member(tmp_path):
             spec = dataset_spec(f["w"], loc, base)
         assert isinstance(spec.data, MappedData if method == zipfile.ZIP_STORED else CallableData)
         np.testing.assert_array_equal(spec.data.read(), arr)
+
+
+def test_a_weight_name_leading_to_a_group_is_a_clear_format_error(tmp_path):
+    from weightmap.sources import read
+    path = tmp_path / "grp.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [b"dense"]
+        f.attrs["backend"], f.attrs["keras_version"] = b"tensorflow", b"2.21.0"
+        g = f.create_group("dense")
+        g.attrs["weight_names"] = [b"dense/kernel:0"]
+        g.create_group("dense").create_group("kernel:0")
+    with pytest.raises(FormatError, match="'/dense/dense/kernel:0' is an HDF5 group, not a "
+                                          "dataset") as caught:
+        read(str(path))
+    assert caught.value.path == str(path)
