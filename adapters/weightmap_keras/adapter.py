@@ -143,6 +143,8 @@ def _describe(exc: BaseException) -> str:
     """What went wrong, for one line: libhdf5's own words when h5py relays them (as
     RuntimeError, KeyError or OSError, e.g. "Unable to synchronously open object (bad object
     header version number)"), the exception's type and text otherwise."""
+    if isinstance(exc, UnicodeError):            # a name or string attribute that is not UTF-8
+        return f"a name or string in the file is not valid UTF-8 ({exc.reason})"
     text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
     if isinstance(exc, (RuntimeError, KeyError, OSError)) and "(" in str(text) \
             and str(text).rstrip().endswith(")"):

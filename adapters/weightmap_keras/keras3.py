@@ -123,7 +123,10 @@ def scan(f: Any, loc: Location, base: int | None) -> tuple[dict[str, Owner], lis
     owners: dict[str, Owner] = {}
     skipped = sorted(k for k in f.keys() if k in SKIPPED)
 
-    def visit(name: str, obj: Any) -> None:
+    def visit(name: str | bytes, obj: Any) -> None:
+        if isinstance(name, bytes):              # h5py hands out a non-UTF-8 name as bytes
+            raise FormatError(f"the HDF5 object name {name!r} is not valid UTF-8",
+                              hint="Keras writes UTF-8 names; the file is corrupt")
         if name.split("/")[0] in SKIPPED or not isinstance(obj, h5py.Group):
             return
         if name == "vars" or name.endswith("/vars"):

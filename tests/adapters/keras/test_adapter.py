@@ -129,3 +129,6 @@ def test_read_errors_say_what_went_wrong_in_libhdf5s_words():
     assert _describe(RuntimeError("Link iteration failed (addr overflow)")).startswith("libhdf5")
     assert _describe(TypeError("a bytes-like object is required")) == \
         "TypeError: a bytes-like object is required"
+    bad = UnicodeEncodeError("utf-8", "ab\udcc8", 2, 3, "surrogates not allowed")
+    assert _describe(bad) == "a name or string in the file is not valid UTF-8 (surrogates not " \
+                             "allowed)"

@@ -335,3 +335,18 @@ def test_subclassed_model_file_keeps_every_variable(kx, keras3, tmp_path):
     kx.same((p, w) for l in g.layers[:3]
             for p, w in zip(l.params, by_path[l.name].get_weights(), strict=True))
     kx.same([(g.layers[3].params[0], net.extra.numpy())])
+
+
+def test_an_object_name_that_is_not_utf8_is_a_format_error(tmp_path):
+    import h5py
+
+    from weightmap.errors import FormatError
+    from weightmap.sources import read
+    path = tmp_path / "bad.weights.h5"
+    with h5py.File(path, "w") as f:
+        f.create_group("vars").attrs["name"] = "model"
+        f.create_group("layers/dense/vars").create_dataset("0", data=np.ones((2, 3), np.float32))
+        f.create_group(b"layers/\xff\xfe")
+    with pytest.raises(FormatError, match="not valid UTF-8") as caught:
+        read(str(path))
+    assert caught.value.path == str(path)
