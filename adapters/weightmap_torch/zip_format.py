@@ -68,8 +68,10 @@ def open_archive(path: Path) -> TorchZip:
         with zipfile.ZipFile(path) as zf, open(path, "rb") as raw:
             return _describe(path, zf, raw)
     except ZIP_ERRORS as exc:
-        raise FormatError(f"not a readable zip archive: {type(exc).__name__}: {exc}",
-                          path=path) from exc
+        why = "a member name is not valid UTF-8" if isinstance(exc, UnicodeDecodeError) \
+            else f"{type(exc).__name__}: {exc}"
+        raise FormatError(f"not a readable zip archive: {why}", path=path,
+                          hint="the file is truncated or corrupt") from exc
 
 
 def _describe(path: Path, zf: zipfile.ZipFile, raw: Any) -> TorchZip:

@@ -108,3 +108,17 @@ def test_two_checkpoints_in_one_zip_are_claimed_then_refused(tmp_path):
     assert zip_format.is_torch_zip(path)
     with pytest.raises(FormatError, match=r"several checkpoints \(a, b\)"):
         zip_format.open_archive(path)
+
+
+def test_a_member_name_that_is_not_utf8_is_named_as_such(tmp_path):
+    import zipfile
+
+    from weightmap.errors import FormatError
+    from weightmap_torch.zip_format import open_archive
+    path = tmp_path / "names.pt"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        zf.writestr("archive/\u00e9.bin", b"x")          # non-ASCII: flagged UTF-8
+    path.write_bytes(path.read_bytes().replace("\u00e9".encode(), b"\xc3\x28"))
+    with pytest.raises(FormatError, match="a member name is not valid UTF-8"):
+        open_archive(path)
