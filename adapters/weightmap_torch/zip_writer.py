@@ -23,7 +23,7 @@ import re
 import struct
 import zipfile
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -42,29 +42,38 @@ Spec = tuple[str, tuple[int, ...], str]   # (name, shape, dtype)
 
 
 def write(path: Path, specs: Sequence[Spec], tensors: Iterable[tuple[str, np.ndarray]],
-          *, top: str = "archive", landed: Callable[[int, int, int], None] | None = None
-          ) -> None:
+          *, top: str = "archive", landed: Callable[[int, int, int], None] | None = None,
+          shared: Mapping[int, int] | None = None) -> None:
     """Write the state dict ``specs`` (in order) to ``path``; ``tensors`` yields ``(name,
     array)`` in the same order. ``landed(index, offset, nbytes)`` is called once tensor
-    ``index``'s bytes are in the file (flushed) at ``offset``."""
+    ``index``'s bytes are in the file (flushed) at ``offset``. ``shared``: index -> an earlier
+    index whose storage it shares (tied weights, one tensor under two names, as ``torch.save``
+    writes them); ``tensors`` then skips those indices."""
     top = top if re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", top) and top not in (".", "..") \
         else "archive"
     # no O_TRUNC ("wb"): ext4 would flush the whole file synchronously on close (see the
     # safetensors writer's _open_output); what lies beyond the archive is cut at the end
     with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644), "wb") as fh:
-        _write_archive(fh, specs, tensors, top, landed)
+        _write_archive(fh, specs, tensors, top, landed, dict(shared or {}))
         fh.truncate(fh.tell())
 
 
 def _write_archive(fh, specs: Sequence[Spec], tensors: Iterable[tuple[str, np.ndarray]],
-                   top: str, landed: Callable[[int, int, int], None] | None) -> None:
+                   top: str, landed: Callable[[int, int, int], None] | None,
+                   shared: dict[int, int]) -> None:
+    for i, j in shared.items():
+        if not 0 <= j < i < len(specs) or j in shared or specs[i][1:] != specs[j][1:]:
+            raise UsageError(f"tensor {specs[i][0] if i < len(specs) else i!r} cannot share "
+                             "the storage it is given")
+    order = [i for i in range(len(specs)) if i not in shared]
     with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-        _member(zf, f"{top}/data.pkl", state_dict_pickle(specs))
+        _member(zf, f"{top}/data.pkl", state_dict_pickle(specs, shared))
         _member(zf, f"{top}/.format_version", b"1")
         _member(zf, f"{top}/.storage_alignment", str(ALIGN).encode())
         _member(zf, f"{top}/byteorder", b"little")
         count = 0
-        for i, (name, arr) in enumerate(tensors):
+        for n, (name, arr) in enumerate(tensors):
+            i = order[n] if n < len(order) else len(specs)
             if i >= len(specs) or name != specs[i][0]:
                 raise UsageError(f"tensor {name!r} arrives out of the plan's order")
             _, shape, dtype = specs[i]
@@ -77,8 +86,8 @@ def _write_archive(fh, specs: Sequence[Spec], tensors: Iterable[tuple[str, np.nd
                 fh.flush()
                 landed(i, start, len(data))
             count += 1
-        if count != len(specs):
-            raise UsageError(f"{len(specs) - count} tensor(s) of the plan never arrived")
+        if count != len(order):
+            raise UsageError(f"{len(order) - count} tensor(s) of the plan never arrived")
         _member(zf, f"{top}/version", b"3\n")
 
 
@@ -109,13 +118,15 @@ def _storage(zf: zipfile.ZipFile, name: str, data: memoryview) -> int:
 
 # ---- the pickle ------------------------------------------------------------------------------
 
-def state_dict_pickle(specs: Sequence[Spec]) -> bytes:
-    """``{name: tensor}`` as torch pickles it; storage ``i`` is ``data/<i>``."""
+def state_dict_pickle(specs: Sequence[Spec], shared: Mapping[int, int] | None = None) -> bytes:
+    """``{name: tensor}`` as torch pickles it; tensor ``i`` views storage ``data/<i>``, or
+    ``data/<shared[i]>``."""
+    shared = shared or {}
     out = [pickle.PROTO, b"\x02", pickle.EMPTY_DICT]
     for start in range(0, len(specs), 1000):          # SETITEMS in batches, as pickle does
         out.append(pickle.MARK)
         for i, (name, shape, dtype) in enumerate(specs[start:start + 1000], start):
-            out += [_str(name), _tensor(str(i), tuple(shape), dtype)]
+            out += [_str(name), _tensor(str(shared.get(i, i)), tuple(shape), dtype)]
         out.append(pickle.SETITEMS)
     out.append(pickle.STOP)
     return b"".join(out)

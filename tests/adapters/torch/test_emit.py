@@ -72,3 +72,63 @@ def test_a_port_to_pt_is_read_back_as_written_and_torch_loads_what_the_manifest_
         assert report.manifest["params"][name]["sha256"] == \
             hashlib.sha256(value.tobytes()).hexdigest()
     assert report.manifest["summary"]["verified"] is True
+
+
+TIED_MODEL = '''
+import torch
+from torch import nn
+
+
+class M(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+        self.mix = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 10, bias=False)
+        self.head.weight = self.emb.weight          # tied: one tensor, two names
+
+    def forward(self, x):
+        return self.head(self.mix(self.emb(x)))
+
+
+def model():
+    return M()
+
+
+def example_input():
+    return torch.zeros(1, 3, dtype=torch.long)
+'''
+
+
+def test_tied_weights_are_written_once_and_load_tied(tmp_path):
+    import zipfile
+    rng = np.random.default_rng(2)
+    src = {"emb.weight": rng.standard_normal((10, 4)).astype(np.float32),
+           "mix.weight": rng.standard_normal((4, 4)).astype(np.float32),
+           "mix.bias": rng.standard_normal(4).astype(np.float32)}
+    src_path = tmp_path / "src.safetensors"
+    save_file(src, str(src_path))                  # as the hubs store it: the tie left out
+    model_file = tmp_path / "tied.py"
+    model_file.write_text(TIED_MODEL)
+    out = tmp_path / "tied.pt"
+    report = weightmap.port(src_path, model_file, out)
+    state = torch.load(out, weights_only=True)
+    assert sorted(state) == ["emb.weight", "head.weight", "mix.bias", "mix.weight"]
+    assert state["head.weight"].untyped_storage().data_ptr() == \
+        state["emb.weight"].untyped_storage().data_ptr()
+    with zipfile.ZipFile(out) as zf:
+        assert sum("/data/" in n for n in zf.namelist()) == 3
+    np.testing.assert_array_equal(state["head.weight"].numpy(), src["emb.weight"])
+    digest = hashlib.sha256(src["emb.weight"].tobytes()).hexdigest()
+    assert report.manifest["params"]["head.weight"]["sha256"] == digest
+    # the ported model computes what the weights say
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("tied_model", model_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    m = module.model()
+    m.load_state_dict(state)
+    tokens = torch.tensor([[1, 5, 7]])
+    want = (src["emb.weight"][[1, 5, 7]] @ src["mix.weight"].T + src["mix.bias"]) \
+        @ src["emb.weight"].T
+    np.testing.assert_allclose(m(tokens).detach().numpy()[0], want, rtol=1e-5, atol=1e-6)

@@ -144,3 +144,19 @@ def test_writing_over_a_longer_file_leaves_no_stale_bytes(tmp_path, written):
     reused.write_bytes(b"\xff" * (path.stat().st_size * 3))
     zip_writer.write(reused, specs(arrays), iter(arrays.items()), top="model")
     assert reused.read_bytes() == path.read_bytes()
+
+
+def test_shared_storages_are_written_once_and_wrong_shares_refused(tmp_path):
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    specs_ = [("a", (2, 3), "float32"), ("b", (3,), "float32"), ("c", (2, 3), "float32")]
+    path = tmp_path / "s.pt"
+    zip_writer.write(path, specs_, iter([("a", w), ("b", np.ones(3, np.float32))]),
+                     shared={2: 0})
+    state = torch.load(path, weights_only=True)
+    assert state["c"].untyped_storage().data_ptr() == state["a"].untyped_storage().data_ptr()
+    np.testing.assert_array_equal(state["c"].numpy(), w)
+    graph = read(str(path))
+    assert graph.param("c").tied_to == "a"
+    for bad in ({0: 2}, {2: 1}, {2: 0, 0: 0}):             # later, other shape, a chain
+        with pytest.raises(UsageError, match="cannot share"):
+            zip_writer.write(tmp_path / "x.pt", specs_, iter([]), shared=bad)
