@@ -19,6 +19,15 @@ class WeightmapError(Exception):
         self.hint = hint
         super().__init__(self._render())
 
+    def located(self, path: object) -> "WeightmapError":
+        """This error, naming ``path`` if it names no file yet (a reader's inner code often
+        knows the problem but not the file): ``raise exc.located(path)``."""
+        if self.path is not None:
+            return self
+        located = type(self)(self.message, path=path, tensor=self.tensor, hint=self.hint)
+        located.__cause__ = self
+        return located
+
     def _render(self) -> str:
         where = []
         if self.path:

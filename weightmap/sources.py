@@ -43,10 +43,7 @@ def read(source: Any, **options: Any) -> ParamGraph:
             try:
                 return read_live(obj, origin=text, **options)
             except WeightmapError as exc:     # e.g. example_input failing: name the file
-                if exc.path is not None:
-                    raise
-                raise type(exc)(exc.message, path=text, tensor=exc.tensor,
-                                hint=exc.hint) from exc
+                raise exc.located(text)
         return read_path(Path(text), **options)
     return read_live(source, **options)
 

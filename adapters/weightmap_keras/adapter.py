@@ -117,9 +117,7 @@ class KerasAdapter:
                 return legacy.read(path, fmt, config=model_cfg)
             return keras3.read(path, fmt, config=model_cfg)
         except WeightmapError as exc:
-            if exc.path is not None:
-                raise
-            raise type(exc)(exc.message, path=path, tensor=exc.tensor, hint=exc.hint) from exc
+            raise exc.located(path)
         except READ_ERRORS + (AttributeError, RecursionError) as exc:
             # AttributeError: config JSON of another structure met past the walk (layer configs)
             raise FormatError(f"cannot read {fmt} file: {_describe(exc)}", path=path,

@@ -41,9 +41,7 @@ def read(path: Path, fmt: str, *, container: str | None = None, opaque_globals: 
     try:
         return _read(path, fmt, container, opaque_globals, limits)
     except WeightmapError as exc:
-        if exc.path is not None:
-            raise
-        raise type(exc)(exc.message, path=path, tensor=exc.tensor, hint=exc.hint) from exc
+        raise exc.located(path)
 
 
 def _read(path: Path, fmt: str, container: str | None, opaque_globals: bool,
