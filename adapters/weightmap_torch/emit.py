@@ -7,15 +7,14 @@ second thread while the current one is written.
 """
 from __future__ import annotations
 
-import mmap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from weightmap.dtypes import to_numpy
 from weightmap.execute import FileSpan
+from weightmap.graph import MappedData
 from weightmap.transforms.core import Buffer, contiguous
 
 from . import zip_writer
@@ -78,8 +77,9 @@ def prefetched(tensors: Any, skip: set[int] = frozenset()) -> Iterator[tuple[str
     def compute(i: int) -> np.ndarray:
         t = jobs[i].tensor
         value = jobs[i].compute()
-        if isinstance(value, FileSpan):
-            return _mapped(value, tuple(t.shape), to_numpy(t.dtype))
+        if isinstance(value, FileSpan):      # the checks ran in the job; map it as a reader does
+            return MappedData(value.path, value.offset, tuple(t.shape), t.dtype,
+                              span=value.nbytes).read()
         if not value.flags.c_contiguous:
             return contiguous(value, out=buffers[i % 2].view(value.shape, value.dtype))
         return value
@@ -93,10 +93,3 @@ def prefetched(tensors: Any, skip: set[int] = frozenset()) -> Iterator[tuple[str
             tensors.advance(job.tensor)
     for i in sorted(skip):                 # written once, under the name they share
         tensors.advance(every[i].tensor)
-
-
-def _mapped(span: FileSpan, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    with open(span.path, "rb") as fh:
-        window = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-    return np.frombuffer(window, dtype=dtype, count=span.nbytes // dtype.itemsize,
-                         offset=span.offset).reshape(shape)
