@@ -112,8 +112,9 @@ TILE_COLUMNS, TILE_ROWS = 8, 1024
 
 def contiguous(arr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``arr`` in C order (into ``out``, a C-contiguous array of its shape and dtype, when
-    given). A transposed view is copied tile by tile (``TILE_COLUMNS`` x ``TILE_ROWS``): numpy's plain copy
-    walks the source with a large stride and is 2-4x slower on big matrices."""
+    given). A transposed view is copied tile by tile (``TILE_COLUMNS`` x ``TILE_ROWS``):
+    numpy's plain copy walks the source with a large stride and is 3-6x slower on big
+    matrices."""
     if arr.flags.c_contiguous and out is None:
         return arr
     if out is None:
