@@ -142,6 +142,30 @@ class MappedData:
         return flat.reshape(self.shape, order=order)
 
 
+def span_chunks(path: str, offset: int, nbytes: int, buffer: memoryview, *,
+                what: str = "the file") -> Iterator[memoryview]:
+    """The ``nbytes`` stored at ``offset`` of ``path``, read with ``pread`` into ``buffer`` and
+    handed out as views of it, each full but the last (valid until the next is asked for);
+    FormatError ("``what`` ends early") when the file ends first. No memory map, no page
+    faults, no temporary of the span's size."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        done = 0
+        while done < nbytes:
+            want = min(len(buffer), nbytes - done)
+            got = 0
+            while got < want:
+                n = os.preadv(fd, [buffer[got:want]], offset + done + got)
+                if n <= 0:
+                    raise FormatError(f"{what} ends early", path=path,
+                                      hint="the file is truncated")
+                got += n
+            yield buffer[:want]
+            done += want
+    finally:
+        os.close(fd)
+
+
 @dataclass(frozen=True)
 class Param:
     """One stored tensor of a layer."""

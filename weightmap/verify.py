@@ -30,7 +30,7 @@ import numpy as np
 
 from .dtypes import FLOAT_DTYPES, to_numpy
 from .errors import FormatError
-from .graph import MappedData, Param
+from .graph import MappedData, Param, span_chunks
 from .plans import Plan, TensorPlan
 
 CHUNK = 1 << 20     # bytes per read-back pass
@@ -130,30 +130,13 @@ def _digest_file(data: MappedData, floating: bool, chunk: np.ndarray) -> dict[st
     npdt = to_numpy(data.dtype)
     h = hashlib.sha256()
     bad = 0
-    view = memoryview(chunk)
-    fd = os.open(data.path, os.O_RDONLY)
-    try:
-        done = 0
-        while done < need:
-            n = min(len(view), need - done)
-            _pread_full(fd, view[:n], data.offset + done, data.path)
-            h.update(view[:n])
-            if floating:
-                part = chunk[:n].view(npdt)
-                bad += int(part.size - np.count_nonzero(np.isfinite(part)))
-            done += n
-    finally:
-        os.close(fd)
+    for part in span_chunks(data.path, data.offset, need, memoryview(chunk),
+                            what="the written file"):
+        h.update(part)
+        if floating:
+            values = np.frombuffer(part, dtype=npdt)
+            bad += int(values.size - np.count_nonzero(np.isfinite(values)))
     return _entry(h, bad)
-
-
-def _pread_full(fd: int, view: memoryview, offset: int, path: str) -> None:
-    got = 0
-    while got < len(view):
-        n = os.preadv(fd, [view[got:]], offset + got)
-        if n <= 0:
-            raise FormatError("the written file ended early", path=path)
-        got += n
 
 
 def _digest(arr: np.ndarray, floating: bool) -> dict[str, Any]:

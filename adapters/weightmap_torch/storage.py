@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import mmap
-import os
 import struct
 import threading
 import zipfile
@@ -21,7 +20,7 @@ import numpy as np
 
 from weightmap import dtypes
 from weightmap.errors import FormatError
-from weightmap.graph import MappedData, TensorData
+from weightmap.graph import MappedData, TensorData, span_chunks
 
 from .pickle_reader import TensorRef
 
@@ -48,20 +47,11 @@ class CrcCheck:
         with self._lock:
             if self._done:
                 return
-            crc, done = 0, 0
-            view = memoryview(bytearray(min(self.CHUNK, max(self.nbytes, 1))))
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                while done < self.nbytes:
-                    n = os.preadv(fd, [view[:min(len(view), self.nbytes - done)]],
-                                  self.offset + done)
-                    if n <= 0:
-                        raise FormatError(f"storage record {self.member!r} ends early",
-                                          path=self.path, hint="the file is truncated")
-                    crc = zlib.crc32(view[:n], crc)
-                    done += n
-            finally:
-                os.close(fd)
+            crc = 0
+            buffer = memoryview(bytearray(min(self.CHUNK, max(self.nbytes, 1))))
+            for part in span_chunks(self.path, self.offset, self.nbytes, buffer,
+                                    what=f"storage record {self.member!r}"):
+                crc = zlib.crc32(part, crc)
             if crc != self.crc:
                 raise FormatError(f"storage record {self.member!r} fails its CRC-32 check "
                                   f"(stored {self.crc:08x}, computed {crc:08x})",

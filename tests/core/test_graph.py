@@ -86,3 +86,14 @@ def test_describe_is_json_and_totals_skip_tied():
     assert d["layers"][1]["params"][0]["tied_to"] == "emb.weight"
     assert g.param("head.weight").tied_to == "emb.weight"
     assert g.layer("emb").param("embeddings") is w
+
+
+def test_span_chunks_reads_a_span_in_full_chunks_and_names_a_short_file(tmp_path):
+    from weightmap.graph import span_chunks
+    path = tmp_path / "f.bin"
+    path.write_bytes(bytes(range(100)))
+    buffer = memoryview(bytearray(16))
+    parts = [bytes(p) for p in span_chunks(str(path), 10, 50, buffer)]
+    assert [len(p) for p in parts] == [16, 16, 16, 2] and b"".join(parts) == bytes(range(10, 60))
+    with pytest.raises(FormatError, match="record 'x' ends early.*truncated"):
+        list(span_chunks(str(path), 90, 50, buffer, what="record 'x'"))
