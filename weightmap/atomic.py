@@ -62,6 +62,15 @@ def atomic_path(out: Path, suffix: str = "") -> Iterator[Path]:
         raise
 
 
+def open_output(path: Path) -> int:
+    """A file descriptor to write ``path`` (created if missing), opened without ``O_TRUNC``:
+    ext4 treats a truncate-to-zero-and-rewrite as a file replacement and flushes the whole file,
+    synchronously, when it is closed (0.4 s per GB here); without it the flush waits for the
+    fsync, which runs beside the read-back check. The writer cuts what lies beyond its last
+    byte (``os.ftruncate``), so nothing of an older content survives."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+
+
 def output_error(out: Path, exc: OSError) -> OutputError:
     reason = exc.strerror or str(exc) or type(exc).__name__
     where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(out) else ""

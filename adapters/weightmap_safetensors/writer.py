@@ -23,12 +23,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from weightmap.atomic import open_output
 from weightmap.dtypes import TO_SAFETENSORS, from_numpy, itemsize
 from weightmap.errors import UsageError
 from weightmap.execute import FileSpan
-from weightmap.transforms.core import contiguous
-
-from weightmap.transforms.core import Buffer, byte_view, contiguous_le
+from weightmap.transforms.core import Buffer, byte_view, contiguous, contiguous_le
 
 from .fastio import copy_span, pwrite_all
 
@@ -111,7 +110,7 @@ def write(path: Path, specs: list[Spec], tensors: Iterable[tuple[str, np.ndarray
           metadata: Mapping[str, str] | None = None) -> None:
     """Write ``tensors`` (in the order of ``specs``) to ``path``."""
     prefix, offsets = layout(specs, metadata)
-    fd = _open_output(path)
+    fd = open_output(path)    # no O_TRUNC; _set_size cuts the rest
     try:
         pwrite_all(fd, memoryview(prefix), 0)
         count = 0
@@ -143,7 +142,7 @@ def write_jobs(path: Path, specs: list[Spec], jobs: Sequence[Any],
         raise UsageError(f"{len(jobs)} tensors for a header of {len(specs)}")
     prefix, offsets = layout(specs, metadata, page_residue(specs, jobs))
     workers = workers or default_workers()
-    fd = _open_output(path)
+    fd = open_output(path)    # no O_TRUNC; _set_size cuts the rest
     try:
         pwrite_all(fd, memoryview(prefix), 0)
         scratch = Scratch()
@@ -174,15 +173,6 @@ def write_jobs(path: Path, specs: list[Spec], jobs: Sequence[Any],
         _set_size(fd, offsets[-1] + tensor_size(*specs[-1][1:]) if specs else len(prefix))
     finally:
         os.close(fd)
-
-
-def _open_output(path: Path) -> int:
-    """Open for writing without ``O_TRUNC``: ext4 treats a truncate-to-zero-and-rewrite as a
-    file replacement and flushes the whole file, synchronously, when it is closed (0.4 s per GB
-    here). Without it the flush waits for the caller's fsync, which runs beside the read-back
-    check. Stale bytes cannot survive: every byte up to the end is written, and ``_set_size``
-    cuts what lies beyond."""
-    return os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
 
 
 def _set_size(fd: int, end: int) -> None:

@@ -27,6 +27,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from weightmap.atomic import open_output
 from weightmap.dtypes import from_numpy, itemsize
 from weightmap.errors import UsageError, WeightmapError
 from weightmap.transforms.core import byte_view, contiguous_le
@@ -51,9 +52,7 @@ def write(path: Path, specs: Sequence[Spec], tensors: Iterable[tuple[str, np.nda
     writes them); ``tensors`` then skips those indices."""
     top = top if re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", top) and top not in (".", "..") \
         else "archive"
-    # no O_TRUNC ("wb"): ext4 would flush the whole file synchronously on close (see the
-    # safetensors writer's _open_output); what lies beyond the archive is cut at the end
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644), "wb") as fh:
+    with os.fdopen(open_output(path), "wb") as fh:     # no O_TRUNC: cut at the end instead
         _write_archive(fh, specs, tensors, top, landed, dict(shared or {}))
         fh.truncate(fh.tell())
 
