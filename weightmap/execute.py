@@ -6,7 +6,6 @@ tensor, whatever the checkpoint size.
 from __future__ import annotations
 
 import math
-import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -14,7 +13,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .dtypes import from_numpy, itemsize, to_numpy
-from .errors import PlanError
+from .errors import FormatError, PlanError
 from .graph import MappedData, Param, ParamGraph
 from .plans import Plan, TensorPlan
 from .transforms import apply_steps
@@ -88,15 +87,11 @@ def raw_span(t: TensorPlan, src: dict[str, Param]) -> FileSpan | None:
     if not isinstance(data, MappedData) or data.fortran_order or data.dtype != t.dtype \
             or tuple(data.shape) != tuple(t.shape):
         return None
-    need = data.nbytes()
-    if need == 0 or (data.span is not None and need > data.span):
-        return None                      # nothing to copy, or let read() say what is wrong
     try:
-        if data.offset < 0 or data.offset + need > os.path.getsize(data.path):
-            return None                  # truncated: read() raises the FormatError
-    except OSError:
-        return None
-    return FileSpan(data.path, data.offset, need)
+        need = data.stored_nbytes()
+    except (FormatError, OSError):
+        return None                      # let read() say what is wrong
+    return FileSpan(data.path, data.offset, need) if need else None
 
 
 def _checked_span(span: FileSpan, check: Callable[[], None] | None) -> FileSpan:

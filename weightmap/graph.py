@@ -120,9 +120,9 @@ class MappedData:
     def nbytes(self) -> int:
         return math.prod(self.shape) * dtypes.itemsize(self.dtype)
 
-    def read(self) -> np.ndarray:
-        if self.check is not None:
-            self.check()
+    def stored_nbytes(self) -> int:
+        """``nbytes()``, once it is checked that they fit the record and lie inside the file
+        (FormatError otherwise): what any reader of the raw bytes checks first."""
         need = self.nbytes()
         if self.span is not None and need > self.span:
             raise FormatError(f"tensor needs {need} bytes but its record holds {self.span}",
@@ -132,6 +132,12 @@ class MappedData:
             raise FormatError(f"tensor bytes {self.offset}..{self.offset + need} lie beyond the "
                               f"end of the file ({size} bytes); the file is truncated",
                               path=self.path)
+        return need
+
+    def read(self) -> np.ndarray:
+        if self.check is not None:
+            self.check()
+        need = self.stored_nbytes()
         npdt = dtypes.to_numpy(self.dtype)
         order = "F" if self.fortran_order else "C"
         if need == 0:

@@ -97,3 +97,13 @@ def test_span_chunks_reads_a_span_in_full_chunks_and_names_a_short_file(tmp_path
     assert [len(p) for p in parts] == [16, 16, 16, 2] and b"".join(parts) == bytes(range(10, 60))
     with pytest.raises(FormatError, match="record 'x' ends early.*truncated"):
         list(span_chunks(str(path), 90, 50, buffer, what="record 'x'"))
+
+
+def test_stored_nbytes_checks_the_record_and_the_file(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"\0" * 40)
+    assert MappedData(str(path), 8, (2, 4), "float32", span=32).stored_nbytes() == 32
+    with pytest.raises(FormatError, match="its record holds 16"):
+        MappedData(str(path), 8, (2, 4), "float32", span=16).stored_nbytes()
+    with pytest.raises(FormatError, match="truncated"):
+        MappedData(str(path), 16, (2, 4), "float32").stored_nbytes()
