@@ -110,11 +110,13 @@ def parse_limits(items: Any) -> dict[str, int]:
     """``["max_header_bytes=1000000", ...]`` (the CLI's ``--limit NAME=VALUE``) -> read options.
     A name no reader declares, or a value that is not a positive integer, is a UsageError
     listing the valid names."""
+    if not items:
+        return {}
     known = reader_limits()
     valid = ", ".join(f"{name} (default {default})" for name, (default, _) in
                       sorted(known.items()))
     out: dict[str, int] = {}
-    for item in items or ():
+    for item in items:
         name, sep, value = str(item).partition("=")
         name = name.strip()
         if name not in known:
