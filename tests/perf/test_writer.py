@@ -53,7 +53,7 @@ def test_jobs_write_what_the_iterator_writes(tmp_path, workers):
 
 
 def test_writing_over_a_longer_file_leaves_no_stale_bytes(tmp_path):
-    """The writers open without O_TRUNC (see writer._open_output): what was there before is
+    """The writers open without O_TRUNC (see weightmap.atomic.open_output): what was there before is
     overwritten or cut."""
     values = arrays()
     fresh, reused = tmp_path / "fresh.safetensors", tmp_path / "reused.safetensors"
