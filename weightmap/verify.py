@@ -24,7 +24,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -52,7 +52,37 @@ class ReadBack:
         data = MappedData(str(path), offset, tuple(t.shape), t.dtype, span=nbytes)
         if data.nbytes() != nbytes or nbytes == 0:
             return                                  # left to check_written
-        entry = _digest_file(data, t.dtype in FLOAT_DTYPES, self._buffers.chunk)
+        self._record(path, t, offset, nbytes, _digest_file(data, self._buffers.chunk))
+
+    def stream(self, path: Path, spans: Sequence[tuple[TensorPlan, int, int]]
+               ) -> Callable[[int, memoryview], None]:
+        """A consumer of the bytes of ``path`` read back in file order (``feed(offset,
+        bytes)``, offsets rising without gaps between calls) that digests the tensors at
+        ``spans`` (tensor, offset, nbytes; not overlapping) as their bytes go by."""
+        order = sorted((s for s in spans if s[2] > 0), key=lambda s: s[1])
+        state = {"i": 0, "digest": None}
+
+        def feed(offset: int, view: memoryview) -> None:
+            end = offset + len(view)
+            while state["i"] < len(order):
+                t, start, nbytes = order[state["i"]]
+                a, b = max(offset, start), min(end, start + nbytes)
+                if a >= end:
+                    return
+                if b > a:
+                    if state["digest"] is None:
+                        state["digest"] = Digest(t.dtype)
+                    state["digest"].update(view[a - offset:b - offset])
+                if b < start + nbytes:
+                    return
+                if state["digest"] is not None:
+                    self._record(path, t, start, nbytes, state["digest"].entry())
+                state["i"] += 1
+                state["digest"] = None
+        return feed
+
+    def _record(self, path: Path, t: TensorPlan, offset: int, nbytes: int,
+                entry: dict[str, Any]) -> None:
         with self._lock:
             self._done[t.target] = ((os.path.realpath(path), offset, nbytes), entry)
 
@@ -83,7 +113,7 @@ def check_written(paths: Path | Sequence[Path], plan: Plan, *, where: str | None
             raise FormatError(f"the written output does not read back: {exc.message}",
                               path=shown, tensor=exc.tensor,
                               hint="the writer failed; nothing was kept") from exc
-    todo: list[tuple[str, Param, bool]] = []
+    todo: list[tuple[str, Param]] = []
     for t in plan.tensors:
         p = written.get(t.target)
         if p is None:
@@ -92,18 +122,18 @@ def check_written(paths: Path | Sequence[Path], plan: Plan, *, where: str | None
         if tuple(p.shape) != tuple(t.shape) or p.dtype != t.dtype:
             raise FormatError(f"written as {p.shape} {p.dtype}, the plan says {t.shape} "
                               f"{t.dtype}", path=shown, tensor=t.target)
-        todo.append((t.target, p, t.dtype in FLOAT_DTYPES))
-    done = {name: read_back.lookup(name, p) for name, p, _ in todo} if read_back else {}
+        todo.append((t.target, p))
+    done = {name: read_back.lookup(name, p) for name, p in todo} if read_back else {}
     rest = [job for job in todo if done.get(job[0]) is None]
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     buffers = _Buffers()
     if workers == 1 or len(rest) < 2:
-        digests = [_digest_param(p, floating, buffers) for _, p, floating in rest]
+        digests = [_digest_param(p, buffers) for _, p in rest]
     else:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="weightmap-verify") as pool:
-            digests = list(pool.map(lambda job: _digest_param(job[1], job[2], buffers), rest))
-    done.update((name, entry) for (name, _, _), entry in zip(rest, digests))
-    return {name: done[name] for name, _, _ in todo}
+            digests = list(pool.map(lambda job: _digest_param(job[1], buffers), rest))
+    done.update((name, entry) for (name, _), entry in zip(rest, digests))
+    return {name: done[name] for name, _ in todo}
 
 
 class _Buffers(threading.local):
@@ -111,44 +141,61 @@ class _Buffers(threading.local):
         self.chunk = np.empty(CHUNK, dtype=np.uint8)
 
 
-def _digest_param(p: Param, floating: bool, buffers: _Buffers) -> dict[str, Any]:
+def _digest_param(p: Param, buffers: _Buffers) -> dict[str, Any]:
     data = p.data
     if isinstance(data, MappedData) and not data.fortran_order and data.nbytes() > 0:
-        return _digest_file(data, floating, buffers.chunk)
-    return _digest(np.ascontiguousarray(p.read()), floating)
+        return _digest_file(data, buffers.chunk)
+    digest = Digest(p.dtype)
+    flat = np.ascontiguousarray(p.read()).reshape(-1)
+    step = max(1, CHUNK // max(1, flat.itemsize))
+    for start in range(0, flat.size, step):
+        digest.update(memoryview(flat[start:start + step].view(np.uint8)))
+    return digest.entry()
 
 
-def _digest_file(data: MappedData, floating: bool, chunk: np.ndarray) -> dict[str, Any]:
+def _digest_file(data: MappedData, chunk: np.ndarray) -> dict[str, Any]:
     """The digest of a raw stored tensor, read with ``pread`` chunk by chunk (the bytes
     ``MappedData.read()`` would view, in the same order)."""
-    need = data.stored_nbytes()
-    npdt = to_numpy(data.dtype)
-    h = hashlib.sha256()
-    bad = 0
-    for part in span_chunks(data.path, data.offset, need, memoryview(chunk),
+    digest = Digest(data.dtype)
+    for part in span_chunks(data.path, data.offset, data.stored_nbytes(), memoryview(chunk),
                             what="the written file"):
-        h.update(part)
-        if floating:
-            values = np.frombuffer(part, dtype=npdt)
-            bad += int(values.size - np.count_nonzero(np.isfinite(values)))
-    return _entry(h, bad)
+        digest.update(part)
+    return digest.entry()
 
 
-def _digest(arr: np.ndarray, floating: bool) -> dict[str, Any]:
-    h = hashlib.sha256()
-    flat = arr.reshape(-1)
-    bad = 0
-    step = max(1, CHUNK // max(1, arr.itemsize))
-    for start in range(0, flat.size, step):
-        part = flat[start:start + step]
-        h.update(part.view(np.uint8))
-        if floating:
-            bad += int(part.size - np.count_nonzero(np.isfinite(part)))
-    return _entry(h, bad)
+class Digest:
+    """A tensor's SHA-256 and count of non-finite values (floating dtypes), over its bytes fed
+    in order in parts of any length (an element cut between two parts is counted once)."""
 
+    def __init__(self, dtype: str) -> None:
+        self.sha = hashlib.sha256()
+        self.npdt = to_numpy(dtype) if dtype in FLOAT_DTYPES else None
+        self.carry = b""
+        self.bad = 0
 
-def _entry(h: Any, bad: int) -> dict[str, Any]:
-    entry: dict[str, Any] = {"sha256": h.hexdigest()}
-    if bad:
-        entry["nonfinite"] = bad
-    return entry
+    def update(self, part: memoryview) -> None:
+        self.sha.update(part)
+        if self.npdt is None:
+            return
+        size = self.npdt.itemsize
+        if self.carry:
+            take = min(size - len(self.carry), len(part))
+            self.carry += bytes(part[:take])
+            part = part[take:]
+            if len(self.carry) < size:
+                return
+            self._count(self.carry)
+            self.carry = b""
+        whole = len(part) - len(part) % size
+        self._count(part[:whole])
+        self.carry = bytes(part[whole:])
+
+    def _count(self, data: bytes | memoryview) -> None:
+        values = np.frombuffer(data, dtype=self.npdt)
+        self.bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+
+    def entry(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"sha256": self.sha.hexdigest()}
+        if self.bad:
+            entry["nonfinite"] = self.bad
+        return entry

@@ -99,3 +99,49 @@ def test_a_digest_taken_at_another_span_is_not_trusted(tmp_path):
     assert read_back.lookup("a", weightmap.read(path).param("a")) is None
     checked = verify.check_written(path, plan, read_back=read_back)
     assert checked["a"]["sha256"] == hashlib.sha256(arrays["a"].tobytes()).hexdigest()
+
+
+def test_a_digest_fed_in_parts_of_any_length_is_the_digest_of_the_whole():
+    """The direct writer feeds read-back windows that cut elements anywhere."""
+    import ml_dtypes
+    from weightmap.verify import Digest
+    rng = np.random.default_rng(5)
+    for arr, dtype in [(rng.standard_normal(301).astype(np.float32), "float32"),
+                       (rng.standard_normal(97).astype(ml_dtypes.bfloat16), "bfloat16"),
+                       (np.arange(50, dtype=np.int64), "int64")]:
+        if dtype != "int64":
+            arr[[3, 40, 90]] = [np.nan, np.inf, -np.inf]
+        data = arr.tobytes()
+        cuts = sorted(rng.integers(0, len(data), 25).tolist())
+        digest = Digest(dtype)
+        for a, b in zip([0] + cuts, cuts + [len(data)]):
+            digest.update(memoryview(data)[a:b])
+        entry = digest.entry()
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+        assert entry.get("nonfinite", 0) == (0 if dtype == "int64" else 3)
+
+
+def test_a_stream_read_back_in_windows_records_what_take_records(tmp_path):
+    from weightmap import verify
+    rng = np.random.default_rng(6)
+    arrays = {"a": rng.standard_normal((9, 13)).astype(np.float32),
+              "b": np.arange(7, dtype=np.int16), "e": np.zeros((0, 2), np.float32),
+              "c": np.array([1.0, np.nan], np.float64)}
+    path = tmp_path / "x.safetensors"
+    save_file(arrays, str(path))
+    plan = weightmap.plan(path, path)
+    params = {p.name: p for p in weightmap.read(path).params()}
+    spans = [(t, params[t.target].data.offset, params[t.target].data.nbytes())
+             for t in plan.tensors]
+    streamed, taken = verify.ReadBack(), verify.ReadBack()
+    feed = streamed.stream(path, spans)
+    data = path.read_bytes()
+    for lo in range(0, len(data), 40):
+        feed(lo, memoryview(data)[lo:lo + 40])
+    for t, offset, nbytes in spans:
+        if nbytes:
+            taken.take(path, t, offset, nbytes)
+    for name, p in params.items():
+        assert streamed.lookup(name, p) == taken.lookup(name, p)
+        assert (streamed.lookup(name, p) is None) == (name == "e")
+    assert streamed.lookup("c", params["c"])["nonfinite"] == 1

@@ -97,3 +97,36 @@ def test_contiguous_le_gives_c_order_little_endian_bytes():
     b = np.ascontiguousarray(rng.standard_normal((3, 4)).astype(np.float32))
     assert contiguous_le(b) is b
     assert bytes(byte_view(out)) == np.ascontiguousarray(a.T).astype("<f4").tobytes()
+
+
+def test_copy_bytes_gives_any_byte_range_of_the_c_order_bytes():
+    """The direct writer cuts tensors at window edges: any range of the C-order bytes, of a
+    transposed or strided view, must come out exactly (rows, elements and bytes cut anywhere)."""
+    import ml_dtypes
+
+    from weightmap.transforms.core import copy_bytes
+    gen = np.random.default_rng(4)
+    cases = [gen.standard_normal((300, 200)).astype(np.float32).T,
+             gen.standard_normal((5, 6, 7)).astype(np.float16).transpose(2, 0, 1),
+             gen.standard_normal(77)[::3],
+             np.array(3.5, np.float32),
+             gen.standard_normal((4, 3)).astype(ml_dtypes.bfloat16).T,
+             np.zeros((0, 4), np.float32),
+             gen.standard_normal((64, 64)).astype(np.float32)]
+    for arr in cases:
+        want = np.ascontiguousarray(arr).tobytes()
+        for _ in range(100):
+            lo = int(gen.integers(0, len(want) + 1))
+            hi = int(gen.integers(lo, len(want) + 1))
+            out = bytearray(hi - lo + 3)
+            copy_bytes(arr, lo, memoryview(out)[3:])       # unaligned destination
+            assert bytes(out[3:]) == want[lo:hi], (arr.shape, lo, hi)
+
+
+def test_little_endian_keeps_little_endian_views_and_swaps_big_endian_ones():
+    from weightmap.transforms.core import little_endian
+    a = np.arange(12, dtype="<f4").reshape(3, 4).T
+    assert little_endian(a) is a
+    b = np.arange(12, dtype=">f4").reshape(3, 4)
+    le = little_endian(b)
+    assert le.dtype.byteorder in ("<", "=") and np.array_equal(le, b)

@@ -150,14 +150,56 @@ class Buffer:
 def contiguous_le(arr: np.ndarray) -> np.ndarray:
     """``arr`` as a C-contiguous little-endian array (itself when it already is one): the bytes
     every writer stores."""
-    if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and sys.byteorder == "big"):
-        arr = arr.astype(arr.dtype.newbyteorder("<"))
-    return contiguous(arr)
+    return contiguous(little_endian(arr))
 
 
 def byte_view(arr: np.ndarray) -> memoryview:
     """The bytes of a C-contiguous array (any dtype, bfloat16 and float8 included)."""
     return memoryview(arr.reshape(-1).view(np.uint8))
+
+
+def little_endian(arr: np.ndarray) -> np.ndarray:
+    """``arr`` itself when its bytes are little-endian (any layout), else a little-endian copy."""
+    if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and sys.byteorder == "big"):
+        return arr.astype(arr.dtype.newbyteorder("<"))
+    return arr
+
+
+def copy_bytes(arr: np.ndarray, start: int, out: memoryview) -> None:
+    """Fill ``out`` with bytes ``start`` .. ``start + len(out)`` of ``arr`` laid out in C order
+    (``arr`` may be a strided view, e.g. a transposed memory map; its bytes are taken as they
+    are, so make it little-endian first). Whole rows are copied tile by tile (``contiguous``);
+    a row cut by either end is split along its next axis, down to single elements, so no
+    temporary is ever larger than one element."""
+    n = len(out)
+    if n == 0:
+        return
+    if arr.ndim == 0 or arr.flags.c_contiguous:
+        out[:] = byte_view(np.ascontiguousarray(arr))[start:start + n]
+        return
+    row = arr.nbytes // arr.shape[0]
+    first, skip = divmod(start, row)
+    done = 0
+    if skip:                                    # the tail of a row
+        done = min(row - skip, n)
+        _copy_part(arr, first, skip, out[:done])
+        first += 1
+    whole = (n - done) // row
+    if whole:
+        dst = np.frombuffer(out[done:done + whole * row], dtype=arr.dtype)
+        contiguous(arr[first:first + whole], out=dst.reshape((whole,) + arr.shape[1:]))
+        done += whole * row
+        first += whole
+    if done < n:                                # the head of a row
+        _copy_part(arr, first, 0, out[done:])
+
+
+def _copy_part(arr: np.ndarray, index: int, start: int, out: memoryview) -> None:
+    """Part of row ``index`` of ``arr`` (an element's bytes when ``arr`` is 1-D)."""
+    if arr.ndim == 1:
+        out[:] = arr[index:index + 1].tobytes()[start:start + len(out)]
+    else:
+        copy_bytes(arr[index], start, out)
 
 
 # ---- generic steps ---------------------------------------------------------------------------
