@@ -51,12 +51,15 @@ def port(source: Any, target: Any, out: str | Path | None = None, *,
          lr_scale: Any = None, plan: str | Path | Plan | None = None, dry_run: bool = False,
          force: bool = False, shard_size: Any = None, progress: bool | None = None,
          new_values: str = "construct", fail_on_nonfinite: bool = False,
-         **options: Any) -> report_mod.PortReport:
+         direct_io: bool | None = None, **options: Any) -> report_mod.PortReport:
     """Port ``source`` weights into ``target`` and write the target's weights to ``out``.
 
     Returns the report (``.transferred``, ``.new``, ``.unused``, ``.mismatched``, ``.manifest``).
     With ``dry_run`` nothing is written. ``plan`` applies a saved (possibly edited) plan.
     ``shard_size`` (e.g. ``"2GB"``) shards a larger safetensors output with an index file.
+    ``direct_io``: a big safetensors output is written past the page cache and read back from
+    the disk (None: from 64 MB on, where the file system allows it; False: never; True: any
+    size). See docs/performance.md.
     ``progress``: None shows it when stderr is a terminal, False never, True always.
     The written file is read back and checked against the plan before success is reported; each
     tensor's SHA-256 and non-finite count go into the manifest (``fail_on_nonfinite`` refuses
@@ -74,7 +77,8 @@ def port(source: Any, target: Any, out: str | Path | None = None, *,
         the_plan.check(src, tgt)
     kind = emit.output_kind(tgt, Path(out) if out else None)
     out_path = Path(out) if out else emit.default_output(src, tgt, kind)
-    writer_options = emit.writer_options(kind, {"shard_size": shard_size})
+    writer_options = emit.writer_options(kind, {"shard_size": shard_size,
+                                                "direct_io": direct_io})
     out_path = emit.output_path(kind, out_path, the_plan, writer_options)
     man_path = Path(manifest) if manifest else emit.manifest_path_for(out_path)
     man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale, output=str(out_path))

@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     po.add_argument("--shard-size", metavar="SIZE",
                     help="safetensors output larger than SIZE (e.g. 2GB, 500MB, 4GiB) is written "
                          "as shards plus a .safetensors.index.json, like the model hubs")
+    po.add_argument("--no-direct-io", action="store_true",
+                    help="write a big safetensors output through the page cache (default: past "
+                         "it, read back from the disk, where the file system allows it)")
     _limit_option(po)
     return p
 
@@ -71,7 +74,8 @@ def _port(args: argparse.Namespace) -> int:
                freeze=args.freeze, lr_scale=args.lr_scale, plan=args.plan,
                dry_run=args.dry_run, force=args.force,
                fail_on_nonfinite=args.fail_on_nonfinite, shard_size=args.shard_size,
-               progress=False if args.quiet else None, new_values=args.new_values)
+               progress=False if args.quiet else None, new_values=args.new_values,
+               direct_io=False if args.no_direct_io else None)
     if args.save_plan:
         path = Path(args.save_plan)
         check_output(path, force=args.force)

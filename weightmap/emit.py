@@ -99,7 +99,7 @@ def writer_options(kind: str, options: Mapping[str, Any] | None) -> dict[str, An
     for key in given:
         if not _takes(writer, key):
             raise UsageError(f"the {kind} output takes no option {key!r}",
-                             hint="sharding (shard_size) is for safetensors output")
+                             hint=f"{key} is for safetensors output")
     return given
 
 

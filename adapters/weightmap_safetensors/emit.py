@@ -101,35 +101,31 @@ def side_outputs(out: Path, target, *, plan=None, shard_size: Any = None,
 
 
 def write_output(path: Path, *, kind, plan, target, tensors, final_path: Path | None = None,
-                 shard_size: Any = None, workers: int | None = None,
-                 read_back=None) -> list[Path]:
+                 shard_size: Any = None, direct_io: bool | None = None,
+                 workers: int | None = None, read_back=None) -> list[Path]:
     """``read_back`` (``weightmap.verify.ReadBack``): each tensor of a one-file output is read
-    back as soon as it is written, beside the tensors still being written."""
+    back as soon as it is written, beside the tensors still being written. ``direct_io``: write
+    past the page cache (``weightmap.direct``): None for big outputs where the file system
+    allows it, False never, True for any size."""
     specs = specs_of(plan)
     meta = {"format": "pt", "weightmap_source": str(plan.source.get("path", ""))}
     final = Path(final_path) if final_path is not None else Path(path)
     shards = _shards(final, plan, shard_size)
     jobs = tensors.jobs() if hasattr(tensors, "jobs") else None
     if shards is None:
-        landed = None if read_back is None or jobs is None else \
-            (lambda i, offset, nbytes: read_back.take(path, plan.tensors[i], offset, nbytes))
-        _write_one(path, specs, jobs, tensors, meta, workers, landed)
+        if jobs is None:   # a plain iterator of arrays: the protocol every writer accepts
+            write(path, specs, ((t.target, arr) for t, arr in tensors()), metadata=meta)
+        else:
+            write_jobs(path, specs, jobs, metadata=meta, workers=workers,
+                       written=tensors.advance, read_back=read_back, direct=direct_io)
         return []
     if jobs is None:       # arrays only come in order: one thread
         jobs, workers = _array_jobs(plan, tensors), 1
-    return _write_sharded(path, final, specs, shards, jobs, tensors, meta, workers)
-
-
-def _write_one(path: Path, specs: list[Spec], jobs, tensors, meta, workers, landed) -> None:
-    if jobs is None:       # a plain iterator of arrays: the protocol every writer accepts
-        write(path, specs, ((t.target, arr) for t, arr in tensors()), metadata=meta)
-    else:
-        write_jobs(path, specs, jobs, metadata=meta, workers=workers, written=tensors.advance,
-                   landed=landed)
+    return _write_sharded(path, final, specs, shards, jobs, tensors, meta, workers, direct_io)
 
 
 def _write_sharded(index_tmp: Path, final: Path, specs: list[Spec], shards: list[list[int]],
-                   jobs, tensors, meta, workers) -> list[Path]:
+                   jobs, tensors, meta, workers, direct_io) -> list[Path]:
     """Each shard to a temporary file beside ``final``, then all renamed into place; the index
     goes to ``index_tmp`` (renamed onto ``final`` by the caller). Returns the shards placed."""
     names = shard_names(final, len(shards))
@@ -141,7 +137,8 @@ def _write_sharded(index_tmp: Path, final: Path, specs: list[Spec], shards: list
             os.close(fd)
             temps.append(Path(tmp))
             write_jobs(Path(tmp), [specs[i] for i in members], [jobs[i] for i in members],
-                       metadata=meta, workers=workers, written=getattr(tensors, "advance", None))
+                       metadata=meta, workers=workers, written=getattr(tensors, "advance", None),
+                       direct=direct_io)
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
         for name, tmp in zip(names, temps):

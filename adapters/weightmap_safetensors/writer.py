@@ -23,13 +23,15 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from weightmap import direct as direct_io
 from weightmap.atomic import open_output
 from weightmap.dtypes import TO_SAFETENSORS, from_numpy, itemsize
 from weightmap.errors import UsageError
 from weightmap.execute import FileSpan
-from weightmap.transforms.core import Buffer, byte_view, contiguous, contiguous_le
+from weightmap.transforms.core import (Buffer, byte_view, contiguous, contiguous_le,
+                                       copy_bytes, little_endian)
 
-from .fastio import copy_span, pwrite_all
+from .fastio import copy_span, pread_into, pwrite_all
 
 Spec = tuple[str, tuple[int, ...], str]     # (name, shape, dtype)
 
@@ -88,14 +90,24 @@ def page_residue(specs: Sequence[Spec], jobs: Sequence[Any]) -> int | None:
     return max(votes, key=lambda r: (votes[r], -r)) if votes else None
 
 
+def _check_array(name: str, arr: np.ndarray, shape: tuple[int, ...], dtype: str) -> None:
+    if tuple(arr.shape) != tuple(shape) or from_numpy(arr.dtype) != dtype:
+        raise UsageError(f"tensor has {tuple(arr.shape)} {from_numpy(arr.dtype)}, header says "
+                         f"{tuple(shape)} {dtype}", tensor=name)
+
+
+def _check_span(name: str, span: FileSpan, shape: tuple[int, ...], dtype: str) -> None:
+    if span.nbytes != tensor_size(shape, dtype):
+        raise UsageError(f"source span holds {span.nbytes} bytes, the header needs "
+                         f"{tensor_size(shape, dtype)}", tensor=name)
+
+
 def _checked(name: str, arr: np.ndarray, shape: tuple[int, ...], dtype: str,
              scratch: "Scratch | None" = None) -> memoryview:
     """The bytes to write for ``arr``; a strided view is copied into ``scratch`` (a buffer
     the thread reuses, so big tensors do not each cost a fresh allocation and its page
     faults)."""
-    if tuple(arr.shape) != tuple(shape) or from_numpy(arr.dtype) != dtype:
-        raise UsageError(f"tensor has {tuple(arr.shape)} {from_numpy(arr.dtype)}, header says "
-                         f"{tuple(shape)} {dtype}", tensor=name)
+    _check_array(name, arr, shape, dtype)
     if scratch is not None and not arr.flags.c_contiguous and arr.dtype.byteorder in "=|<" \
             and sys.byteorder == "little":
         return byte_view(contiguous(arr, out=scratch.view(arr.shape, arr.dtype)))
@@ -132,16 +144,29 @@ def default_workers() -> int:
 
 def write_jobs(path: Path, specs: list[Spec], jobs: Sequence[Any],
                metadata: Mapping[str, str] | None = None, *, workers: int | None = None,
-               written: Callable[[Any], None] | None = None,
-               landed: Callable[[int, int, int], None] | None = None) -> None:
+               written: Callable[[Any], None] | None = None, read_back: Any = None,
+               direct: bool | None = None) -> None:
     """Run ``jobs`` (one per spec, same order; ``job.compute()`` gives an array or a FileSpan)
     on up to ``workers`` threads, each tensor written at its offset. ``written(job.tensor)`` is
-    called as each tensor lands, and ``landed(index, offset, nbytes)`` on the same thread (a
-    read-back check can start there while other tensors are still being written)."""
+    called as each tensor lands. ``read_back`` (``weightmap.verify.ReadBack``): each tensor is
+    read back and digested as soon as it is written, while others are still being computed.
+
+    ``direct``: write past the page cache (``weightmap.direct``; True: wherever the file system
+    allows it, None: for outputs of ``direct.MIN_SIZE`` and more, False: never). The file's
+    bytes are the same either way."""
     if len(jobs) != len(specs):
         raise UsageError(f"{len(jobs)} tensors for a header of {len(specs)}")
     prefix, offsets = layout(specs, metadata, page_residue(specs, jobs))
     workers = workers or default_workers()
+    end = offsets[-1] + tensor_size(*specs[-1][1:]) if specs else len(prefix)
+    fd = direct_io.open_direct(path) if direct_io.wanted(direct, end) else None
+    if fd is not None:
+        try:
+            _write_direct(fd, path, prefix, offsets, specs, jobs, workers=workers,
+                          written=written, read_back=read_back, end=end)
+        finally:
+            os.close(fd)
+        return
     fd = open_output(path)    # no O_TRUNC; _set_size cuts the rest
     try:
         pwrite_all(fd, memoryview(prefix), 0)
@@ -155,24 +180,81 @@ def write_jobs(path: Path, specs: list[Spec], jobs: Sequence[Any],
             name, shape, dtype = specs[i]
             value = jobs[i].compute()
             if isinstance(value, FileSpan):
-                if value.nbytes != tensor_size(shape, dtype):
-                    raise UsageError(f"source span holds {value.nbytes} bytes, the header "
-                                     f"needs {tensor_size(shape, dtype)}", tensor=name)
+                _check_span(name, value, shape, dtype)
                 with file_lock:
                     copy_span(value.path, value.offset, value.nbytes, fd, offsets[i])
             else:
                 data = _checked(name, value, shape, dtype, scratch)
                 with file_lock:
                     pwrite_all(fd, data, offsets[i])
-            if landed is not None:
-                landed(i, offsets[i], tensor_size(shape, dtype))
+            if read_back is not None:
+                read_back.take(path, jobs[i].tensor, offsets[i], tensor_size(shape, dtype))
             if written is not None:
                 written(jobs[i].tensor)
 
         _run_bounded(run, len(specs), workers)
-        _set_size(fd, offsets[-1] + tensor_size(*specs[-1][1:]) if specs else len(prefix))
+        _set_size(fd, end)
     finally:
         os.close(fd)
+
+
+def _write_direct(fd: int, path: Path, prefix: bytes, offsets: list[int], specs: list[Spec],
+                  jobs: Sequence[Any], *, workers: int, written: Callable[[Any], None] | None,
+                  read_back: Any, end: int) -> None:
+    """``write_jobs`` past the page cache: the file is written front to back in windows
+    (``weightmap.direct``), each filled from the header and the tensors it holds, and read
+    back from the device as it lands."""
+    segments = [direct_io.Segment(0, len(prefix), _header_fill(prefix))]
+    for i, spec in enumerate(specs):
+        done = None if written is None else (lambda job=jobs[i]: written(job.tensor))
+        part = _Parts(jobs[i], spec)
+        segments.append(direct_io.Segment(offsets[i], part.size, part.fill, done))
+    reread = None if read_back is None else read_back.stream(
+        path, [(job.tensor, offset, tensor_size(*spec[1:]))
+               for job, offset, spec in zip(jobs, offsets, specs)])
+    direct_io.write(fd, end, segments, reread=reread, workers=workers + 1)
+
+
+def _header_fill(prefix: bytes) -> Callable[[memoryview, int], None]:
+    def fill(out: memoryview, start: int) -> None:
+        out[:] = prefix[start:start + len(out)]
+    return fill
+
+
+class _Parts:
+    """One tensor cut into the windows it spans: its job is computed once, by the first thread
+    that needs a part of it, and dropped when its last part is filled (a computed array stays
+    in memory only that long; a transposed view or a file span costs nothing)."""
+
+    def __init__(self, job: Any, spec: Spec) -> None:
+        self.job, self.spec = job, spec
+        self.size = tensor_size(*spec[1:])
+        self.left = self.size
+        self.value: Any = None
+        self.lock = threading.Lock()
+
+    def fill(self, out: memoryview, start: int) -> None:
+        with self.lock:
+            if self.value is None:
+                self.value = self._compute()
+            value = self.value
+        if isinstance(value, FileSpan):
+            pread_into(value.path, value.offset + start, out)
+        else:
+            copy_bytes(value, start, out)
+        with self.lock:
+            self.left -= len(out)
+            if self.left == 0:
+                self.value = None
+
+    def _compute(self) -> Any:
+        name, shape, dtype = self.spec
+        value = self.job.compute()
+        if isinstance(value, FileSpan):
+            _check_span(name, value, shape, dtype)
+            return value
+        _check_array(name, value, shape, dtype)
+        return little_endian(value)
 
 
 def _set_size(fd: int, end: int) -> None:

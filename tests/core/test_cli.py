@@ -73,3 +73,52 @@ def test_a_full_disk_is_one_line_exit_9_and_no_output(tmp_path, monkeypatch, cap
     assert err.count("\n") == 1 and err.startswith("weightmap: error: ")
     assert str(out) in err and "No space left on device" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src.safetensors"]
+
+
+def test_a_full_disk_past_the_page_cache_is_the_same_one_line(tmp_path, monkeypatch, capsys):
+    """Direct I/O (here for any size) fails the same way: exit 9, one line, nothing kept."""
+    import errno
+    import os
+
+    from safetensors.numpy import save_file
+
+    from weightmap import direct
+    src = tmp_path / "src.safetensors"
+    save_file({"fc.weight": np.ones((300, 200), np.float32)}, str(src))
+    fd = direct.open_direct(tmp_path / "probe")
+    if fd is None:
+        pytest.skip("this file system does not do O_DIRECT")
+    os.close(fd)
+    os.unlink(tmp_path / "probe")
+    monkeypatch.setattr(direct, "MIN_SIZE", 0)
+    monkeypatch.setattr(direct, "WINDOW", 2 * direct.BLOCK)
+    real = os.pwritev
+
+    def full(fd, buffers, offset, *rest):
+        if offset >= direct.WINDOW:           # the probe and the first window pass
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, buffers, offset, *rest)
+
+    monkeypatch.setattr(os, "pwritev", full)
+    out = tmp_path / "out.safetensors"
+    assert main(["port", str(src), "--to", str(src), "--out", str(out), "--quiet"]) == 9
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err and str(out) in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.safetensors"]
+
+
+def test_no_direct_io_keeps_the_page_cache(tmp_path, monkeypatch):
+    from safetensors.numpy import load_file, save_file
+
+    from weightmap import direct
+    src = tmp_path / "src.safetensors"
+    save_file({"fc.weight": np.arange(6, dtype=np.float32).reshape(3, 2)}, str(src))
+    monkeypatch.setattr(direct, "MIN_SIZE", 0)
+    opened = []
+    real = direct.open_direct
+    monkeypatch.setattr(direct, "open_direct", lambda path: opened.append(path) or real(path))
+    for flag, out in (("--no-direct-io", "cached.safetensors"), (None, "auto.safetensors")):
+        args = ["port", str(src), "--to", str(src), "--out", str(tmp_path / out), "--quiet"]
+        assert main(args + ([flag] if flag else [])) == 0
+        assert load_file(str(tmp_path / out))["fc.weight"].tolist() == [[0, 1], [2, 3], [4, 5]]
+    assert [p.name.startswith(".auto.safetensors.") for p in opened] == [True]

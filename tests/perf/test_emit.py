@@ -129,6 +129,24 @@ def test_sharding_is_refused_for_other_formats(tmp_path):
     src, _ = checkpoint(tmp_path)
     with pytest.raises(UsageError, match="takes no option 'shard_size'"):
         weightmap.port(src, src, tmp_path / "out.pt", shard_size="1GB")
+    with pytest.raises(UsageError, match="takes no option 'direct_io'"):
+        weightmap.port(src, src, tmp_path / "out.pt", direct_io=False)
+
+
+def test_shards_are_written_past_the_page_cache_too(tmp_path, monkeypatch):
+    from weightmap import direct
+    monkeypatch.setattr(direct, "WINDOW", 2 * direct.BLOCK)
+    src, values = checkpoint(tmp_path)
+    cached, past = tmp_path / "cached", tmp_path / "past"
+    cached.mkdir(), past.mkdir()
+    weightmap.port(src, src, cached / "model.safetensors", shard_size=1600, direct_io=False)
+    weightmap.port(src, src, past / "model.safetensors", shard_size=1600, direct_io=True)
+    assert sorted(os.listdir(cached)) == sorted(os.listdir(past))
+    for name in os.listdir(cached):
+        if name.endswith(".safetensors"):
+            assert (cached / name).read_bytes() == (past / name).read_bytes(), name
+    manifests = [json.loads((d / "model.manifest.json").read_text()) for d in (cached, past)]
+    assert manifests[0]["params"] == manifests[1]["params"]
 
 
 def test_a_sharded_output_is_read_back_through_its_index(tmp_path):

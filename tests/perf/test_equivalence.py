@@ -30,17 +30,29 @@ def assert_identical(ours: dict, theirs: dict) -> None:
         assert ours[name].tobytes() == theirs[name].tobytes(), name
 
 
+@pytest.mark.parametrize("direct_io", [False, True], ids=["page-cache", "direct-io"])
 @pytest.mark.parametrize("layout", ["conv1d", "linear"])
-def test_port_equals_the_usual_script(tiny_gpt, tmp_path, layout, usual_port, st_arrays):
+def test_port_equals_the_usual_script(tiny_gpt, tmp_path, layout, usual_port, st_arrays,
+                                      direct_io, monkeypatch):
+    """Both ways of writing (through the page cache, or past it in windows of two blocks that
+    cut every tensor here) give the usual script's tensors, and the manifest hashes them."""
+    import hashlib
+
+    from weightmap import direct
+    monkeypatch.setattr(direct, "WINDOW", 2 * direct.BLOCK)
     run_usual, safetensors_arrays = usual_port, st_arrays
     source = tiny_gpt["source" if layout == "conv1d" else "source_linear"]
     usual = run_usual(tiny_gpt["usual" if layout == "conv1d" else "usual_linear"], source,
                       tiny_gpt["target"], tmp_path / "usual.safetensors")
-    report = weightmap.port(source, tiny_gpt["target"], tmp_path / "wm.safetensors")
+    report = weightmap.port(source, tiny_gpt["target"], tmp_path / "wm.safetensors",
+                            direct_io=direct_io)
     assert len(report.new) == 0
     counts = report.plan.counts()
     assert counts["transformed"] == (4 * 3 if layout == "conv1d" else 0)
-    assert_identical(safetensors_arrays(tmp_path / "wm.safetensors"), safetensors_arrays(usual))
+    ours = safetensors_arrays(tmp_path / "wm.safetensors")
+    assert_identical(ours, safetensors_arrays(usual))
+    for name, entry in report.manifest["params"].items():
+        assert entry["sha256"] == hashlib.sha256(ours[name].tobytes()).hexdigest(), name
 
 
 def test_new_tensors_equal_a_normal_construction(tiny_gpt, tmp_path, usual_port, st_arrays):

@@ -2,6 +2,8 @@
 (adapters/weightmap_safetensors/writer.py and fastio.py)."""
 from __future__ import annotations
 
+import os
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -29,8 +31,10 @@ def specs_of(values: dict) -> list:
 
 
 class Done:
-    def __init__(self, name):
-        self.target = name
+    """The part of a TensorPlan the writer and the read-back use."""
+
+    def __init__(self, name, dtype="float32"):
+        self.target, self.dtype = name, dtype
 
 
 def jobs_of(values: dict) -> list[Job]:
@@ -136,3 +140,94 @@ def test_header_offsets_follow_the_specs():
     assert offsets[0] == len(prefix) and len(prefix) % 8 == 0
     sizes = [np.asarray(v).nbytes for v in values.values()]
     assert [b - a for a, b in zip(offsets, offsets[1:])] == sizes[:-1]
+
+
+# ---- past the page cache (weightmap.direct): the same file, read back as it lands -----------
+
+@pytest.fixture
+def small_windows(monkeypatch, tmp_path):
+    """Windows of two blocks, so that every tensor here crosses one; skips where the file
+    system does not do direct I/O."""
+    from weightmap import direct
+    fd = direct.open_direct(tmp_path / "probe")
+    if fd is None:
+        pytest.skip("this file system does not do O_DIRECT")
+    os.close(fd)
+    monkeypatch.setattr(direct, "WINDOW", 2 * direct.BLOCK)
+
+
+def mixed_jobs(tmp_path):
+    """Arrays (transposed, strided, big-endian, bf16, empty, 0-d) and file spans."""
+    values = arrays(5)
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((300, 70)).astype(np.float32)
+    values.update({"t": base.T, "be": base[:30, :4].astype(">f4"), "step": base[:, ::2]})
+    plain = {k: v for k, v in arrays(6).items() if k != "c.bf16"}
+    save_file(plain, tmp_path / "src.safetensors")
+    spans = {f"span.{p.name}": FileSpan(p.data.path, p.data.offset, p.data.nbytes())
+             for p in read(tmp_path / "src.safetensors").params() if p.nbytes}
+    specs = specs_of(values) + [(k, plain[k[5:]].shape, specs_of({"x": plain[k[5:]]})[0][2])
+                                for k in spans]
+    jobs = jobs_of(values) + [Job(Done(k), lambda s=s: s, s) for k, s in spans.items()]
+    for job, (_, _, dtype) in zip(jobs, specs):
+        job.tensor.dtype = dtype
+    return specs, jobs
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_direct_io_writes_the_same_file_as_the_page_cache(tmp_path, small_windows, workers):
+    specs, jobs = mixed_jobs(tmp_path)
+    seen = []
+    write_jobs(tmp_path / "cached.safetensors", specs, jobs, {"k": "v"}, direct=False)
+    write_jobs(tmp_path / "direct.safetensors", specs, jobs, {"k": "v"}, workers=workers,
+               direct=True, written=lambda t: seen.append(t.target))
+    assert (tmp_path / "direct.safetensors").read_bytes() == \
+        (tmp_path / "cached.safetensors").read_bytes()
+    assert sorted(seen) == sorted(s[0] for s in specs)
+
+
+def test_direct_io_reads_each_tensor_back_as_the_check_would(tmp_path, small_windows):
+    import hashlib
+
+    from weightmap.verify import ReadBack
+    specs, jobs = mixed_jobs(tmp_path)
+    out = tmp_path / "direct.safetensors"
+    read_back = ReadBack()
+    write_jobs(out, specs, jobs, direct=True, read_back=read_back)
+    back = {p.name: p for p in read(out).params()}
+    for name, p in back.items():
+        got = read_back.lookup(name, p)
+        if p.nbytes == 0:
+            assert got is None                     # left to the final check
+            continue
+        assert got["sha256"] == hashlib.sha256(np.ascontiguousarray(p.read()).tobytes()).hexdigest()
+
+
+def test_direct_io_over_a_longer_file_leaves_no_stale_bytes(tmp_path, small_windows):
+    values = arrays()
+    fresh, reused = tmp_path / "fresh.safetensors", tmp_path / "reused.safetensors"
+    write(fresh, specs_of(values), iter(values.items()))
+    reused.write_bytes(b"\xff" * (fresh.stat().st_size * 3))
+    write_jobs(reused, specs_of(values), jobs_of(values), direct=True)
+    assert reused.read_bytes() == fresh.read_bytes()
+
+
+def test_direct_io_refuses_what_the_page_cache_path_refuses(tmp_path, small_windows):
+    values = {"x": np.ones(4, np.float32)}
+    save_file(values, tmp_path / "src.safetensors")
+    p = next(read(tmp_path / "src.safetensors").params())
+    jobs = [Job(Done("x"), lambda: FileSpan(p.data.path, p.data.offset, 8))]
+    with pytest.raises(UsageError, match="span holds 8 bytes"):
+        write_jobs(tmp_path / "out.safetensors", specs_of(values), jobs, direct=True)
+    wrong = [Job(Done("x"), lambda: np.ones(5, np.float32))]
+    with pytest.raises(UsageError, match=r"tensor has \(5,\) float32, header says \(4,\)"):
+        write_jobs(tmp_path / "out.safetensors", specs_of(values), wrong, direct=True)
+
+    def boom():
+        raise FormatError("bad tensor", tensor="b.weight")
+
+    values = arrays()
+    jobs = [Job(Done(k), boom if k == "b.weight" else (lambda v=v: v))
+            for k, v in values.items()]
+    with pytest.raises(FormatError, match="bad tensor"):
+        write_jobs(tmp_path / "o.safetensors", specs_of(values), jobs, workers=2, direct=True)
