@@ -131,7 +131,7 @@ from weightmap import api
 from weightmap.execute import TensorStream
 from weightmap.sources import read
 from weightmap.atomic import background_fsync
-from weightmap.verify import check_written
+from weightmap.verify import ReadBack, check_written
 from weightmap_safetensors.emit import write_output
 t.append(time.perf_counter())
 src, tgt = read(sys.argv[1]), read(sys.argv[2], lazy=True)
@@ -139,17 +139,20 @@ t.append(time.perf_counter())
 plan = api._plan(src, tgt, rules=None, options={})
 t.append(time.perf_counter())
 out = Path(sys.argv[3])
-write_output(out, kind="safetensors", plan=plan, target=tgt, tensors=TensorStream(plan, src, tgt))
+read_back = ReadBack()                            # as weightmap.emit.write does
+write_output(out, kind="safetensors", plan=plan, target=tgt, tensors=TensorStream(plan, src, tgt),
+             read_back=read_back)
 t.append(time.perf_counter())
-with background_fsync(out):                       # as weightmap.emit.write does
-    check_written(out, plan)
+with background_fsync(out):
+    check_written(out, plan, read_back=read_back)
     t.append(time.perf_counter())
 t.append(time.perf_counter())
 print(" ".join(f"{b - a:.3f}" for a, b in zip(t, t[1:])), flush=True)
 os._exit(0)                       # as the CLI does (weightmap.cli.run)
 """
 STAGE_NAMES = ("import torch", "import weightmap", "read source + build target on meta",
-               "match + plan + check", "write", "read-back check (fsync beside it)",
+               "match + plan + check", "write (each tensor read back as it lands)",
+               "check the re-parsed file (fsync beside it)",
                "rest of the fsync")
 
 
