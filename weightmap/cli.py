@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -151,7 +152,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run() -> None:
     """The command's entry point: ``main()``, then a fast exit. Everything is written, fsynced
     and renamed into place by then; tearing the interpreter down module by module (half a second
-    once torch is loaded) serves nobody. stdout and stderr are flushed first."""
+    once torch is loaded) serves nobody. stdout and stderr are flushed first.
+
+    The cyclic garbage collector is off for the command: importing torch creates hundreds of
+    thousands of objects, and the full collections that set off walk them all for nothing (a
+    one-shot process frees its memory by exiting; reference counting still frees everything
+    that is not a cycle). Measured on the benchmark's port: 0.2-0.3 s of CPU. Library calls
+    (``weightmap.port``) leave the collector alone."""
+    gc.disable()
     code = main()
     for stream in (sys.stdout, sys.stderr):
         try:
