@@ -94,6 +94,9 @@ def write(fd: int, size: int, segments: Sequence[Segment], *,
     if window % BLOCK or window <= 0:
         raise ValueError(f"window {window} is not a positive multiple of {BLOCK}")
     count = -(-size // window)
+    if count == 0:
+        os.ftruncate(fd, 0)
+        return
     plan = _Windows(segments, window, count)
     depth = min(depth or 2 * workers, count)
     buffers = [(mmap.mmap(-1, window), mmap.mmap(-1, window) if reread else None)
