@@ -33,6 +33,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from .graph import pread_full
+
 BLOCK = 4096                # alignment of offsets, lengths and buffers (covers 512 B devices)
 WINDOW = 8 << 20            # bytes per write; a multiple of BLOCK
 MIN_SIZE = 64 << 20         # smaller outputs go through the page cache (auto mode): as fast
@@ -190,10 +192,7 @@ def _pwrite(fd: int, view: memoryview, offset: int) -> None:
 
 
 def _pread(fd: int, view: memoryview, offset: int) -> None:
-    done = 0
-    while done < len(view):
-        n = os.preadv(fd, [view[done:]], offset + done)
-        if n <= 0:
-            raise OSError(errno.EIO, f"the file ended {offset + done} bytes in, while reading "
-                                     f"back what was written there")
-        done += n
+    got = pread_full(fd, view, offset)
+    if got < len(view):
+        raise OSError(errno.EIO, f"the file ended {offset + got} bytes in, while reading "
+                                 f"back what was written there")

@@ -159,17 +159,24 @@ def span_chunks(path: str, offset: int, nbytes: int, buffer: memoryview, *,
         done = 0
         while done < nbytes:
             want = min(len(buffer), nbytes - done)
-            got = 0
-            while got < want:
-                n = os.preadv(fd, [buffer[got:want]], offset + done + got)
-                if n <= 0:
-                    raise FormatError(f"{what} ends early", path=path,
-                                      hint="the file is truncated")
-                got += n
+            if pread_full(fd, buffer[:want], offset + done) < want:
+                raise FormatError(f"{what} ends early", path=path, hint="the file is truncated")
             yield buffer[:want]
             done += want
     finally:
         os.close(fd)
+
+
+def pread_full(fd: int, view: memoryview, offset: int) -> int:
+    """Fill ``view`` from ``offset`` of ``fd`` with ``pread``, looping on short reads; the bytes
+    read, fewer than ``len(view)`` only where the file ends."""
+    got = 0
+    while got < len(view):
+        n = os.preadv(fd, [view[got:]], offset + got)
+        if n <= 0:
+            break
+        got += n
+    return got
 
 
 @dataclass(frozen=True)

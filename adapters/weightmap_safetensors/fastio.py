@@ -3,8 +3,6 @@
 * ``copy_span``: bytes already in a file go file to file with ``os.copy_file_range`` (in the
   kernel; nothing mapped into this process), falling back to ``pwrite`` from a memory map of the
   source window, chunk by chunk.
-* ``pread_into``: a source span read straight into a caller's buffer (the direct writer's
-  windows).
 * ``pwrite_all``: positioned writes (threads writing one file at different offsets never share a
   file position), looping on short writes.
 """
@@ -27,20 +25,6 @@ def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
         if n <= 0:
             raise OSError(errno.EIO, "pwrite wrote nothing")
         done += n
-
-
-def pread_into(path: str, offset: int, out: memoryview) -> None:
-    """Fill ``out`` with the bytes at ``offset`` of the file at ``path``."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        done = 0
-        while done < len(out):
-            n = os.preadv(fd, [out[done:]], offset + done)
-            if n <= 0:
-                raise OSError(errno.EIO, f"{os.fstat(fd).st_size}-byte source ended early")
-            done += n
-    finally:
-        os.close(fd)
 
 
 def copy_span(src_path: str, src_offset: int, nbytes: int, dst_fd: int, dst_offset: int) -> None:

@@ -28,10 +28,11 @@ from weightmap.atomic import open_output
 from weightmap.dtypes import TO_SAFETENSORS, from_numpy, itemsize
 from weightmap.errors import UsageError
 from weightmap.execute import FileSpan
+from weightmap.graph import span_chunks
 from weightmap.transforms.core import (Buffer, byte_view, contiguous, contiguous_le,
                                        copy_bytes, little_endian)
 
-from .fastio import copy_span, pread_into, pwrite_all
+from .fastio import copy_span, pwrite_all
 
 Spec = tuple[str, tuple[int, ...], str]     # (name, shape, dtype)
 
@@ -205,13 +206,13 @@ def _write_direct(fd: int, path: Path, prefix: bytes, offsets: list[int], specs:
     (``weightmap.direct``), each filled from the header and the tensors it holds, and read
     back from the device as it lands."""
     segments = [direct_io.Segment(0, len(prefix), _header_fill(prefix))]
-    for i, spec in enumerate(specs):
-        done = None if written is None else (lambda job=jobs[i]: written(job.tensor))
-        part = _Parts(jobs[i], spec)
-        segments.append(direct_io.Segment(offsets[i], part.size, part.fill, done))
-    reread = None if read_back is None else read_back.stream(
-        path, [(job.tensor, offset, tensor_size(*spec[1:]))
-               for job, offset, spec in zip(jobs, offsets, specs)])
+    spans = []
+    for job, spec, offset in zip(jobs, specs, offsets):
+        done = None if written is None else (lambda job=job: written(job.tensor))
+        part = _Parts(job, spec)
+        segments.append(direct_io.Segment(offset, part.size, part.fill, done))
+        spans.append((job.tensor, offset, part.size))
+    reread = None if read_back is None else read_back.stream(path, spans)
     direct_io.write(fd, end, segments, reread=reread, workers=workers + 1)
 
 
@@ -238,8 +239,10 @@ class _Parts:
             if self.value is None:
                 self.value = self._compute()
             value = self.value
-        if isinstance(value, FileSpan):
-            pread_into(value.path, value.offset + start, out)
+        if isinstance(value, FileSpan):      # one chunk: ``out`` is the whole part
+            for _ in span_chunks(value.path, value.offset + start, len(out), out,
+                                 what="the source"):
+                pass
         else:
             copy_bytes(value, start, out)
         with self.lock:
