@@ -94,3 +94,23 @@ class OutputError(WeightmapError):
     """The output cannot be written: no space left, no permission, an I/O error."""
 
     exit_code = 9
+
+
+class VerifyError(WeightmapError):
+    """A ported model does not compute what its source computed (or could not be checked when
+    a check was required): ``port --verify`` leaves no output."""
+
+    exit_code = 10
+
+
+class CoverageError(WeightmapError):
+    """A port carries over less than it must: nothing at all, less than ``--min-coverage``, or
+    a tensor left out under ``--strict``."""
+
+    exit_code = 11
+
+
+class MigrationError(WeightmapError):
+    """One or more jobs of a migration failed (the others ran; the summary lists each)."""
+
+    exit_code = 12
