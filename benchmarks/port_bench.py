@@ -131,7 +131,7 @@ from weightmap import api
 from weightmap.execute import TensorStream
 from weightmap.sources import read
 from weightmap.atomic import background_fsync
-from weightmap.verify import ReadBack, check_written
+from weightmap.readback import ReadBack, check_written
 from weightmap_safetensors.emit import write_output
 t.append(time.perf_counter())
 src, tgt = read(sys.argv[1]), read(sys.argv[2], lazy=True)

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from .atomic import atomic_path, background_fsync, check_output
-from .verify import ReadBack, check_written
+from .readback import ReadBack, check_written
 from .errors import PlanError, UsageError
 from .graph import ParamGraph
 from .plans import Plan, TensorPlan
@@ -120,13 +120,13 @@ def write(kind: str, out: Path, plan: Plan, target: ParamGraph,
           tensors: Callable[[], Iterator[tuple[TensorPlan, np.ndarray]]], *,
           force: bool = False, inputs=(), manifest: dict[str, Any] | None = None,
           manifest_path: Path | None = None, options: Mapping[str, Any] | None = None,
-          verify: bool = True, fail_on_nonfinite: bool = False) -> None:
+          read_back_check: bool = True, fail_on_nonfinite: bool = False) -> None:
     """Write the output (and manifest) atomically: on any failure neither file remains.
 
     A writer that takes ``final_path`` is told the output's final name (an ONNX model names its
     external data file after it). A writer may return side files it has already renamed into
     place; they are removed if anything after that fails. ``options`` (``writer_options``) go
-    to the writer as keywords. With ``verify`` the written file is read back and checked
+    to the writer as keywords. With ``read_back_check`` the written file is read back and checked
     against the plan before it is renamed into place (a sharded output through its index)."""
     options = writer_options(kind, options)
     check_output(out, force=force, inputs=inputs)
@@ -141,7 +141,7 @@ def write(kind: str, out: Path, plan: Plan, target: ParamGraph,
     extra = {"final_path": out} if _takes(writer, "final_path") else {}
     extra.update(options)
     read_back = None
-    if verify and manifest is not None and _takes(writer, "read_back"):
+    if read_back_check and manifest is not None and _takes(writer, "read_back"):
         read_back = extra["read_back"] = ReadBack()
     committed: list[Path] = []
     try:
@@ -151,7 +151,7 @@ def write(kind: str, out: Path, plan: Plan, target: ParamGraph,
             # the disk writes the file back while the CPU finishes the read-back check (what
             # the writer did not already read back as it wrote, and the re-parsed header)
             with background_fsync(tmp):
-                if verify and manifest is not None:
+                if read_back_check and manifest is not None:
                     _record_check(manifest, check_written(tmp, plan, where=str(out),
                                                           read_back=read_back),
                                   fail_on_nonfinite)

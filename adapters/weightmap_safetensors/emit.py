@@ -103,7 +103,7 @@ def side_outputs(out: Path, target, *, plan=None, shard_size: Any = None,
 def write_output(path: Path, *, kind, plan, target, tensors, final_path: Path | None = None,
                  shard_size: Any = None, direct_io: bool | None = None,
                  workers: int | None = None, read_back=None) -> list[Path]:
-    """``read_back`` (``weightmap.verify.ReadBack``): each tensor of a one-file output is read
+    """``read_back`` (``weightmap.readback.ReadBack``): each tensor of a one-file output is read
     back as soon as it is written, beside the tensors still being written. ``direct_io``: write
     past the page cache (``weightmap.direct``): None for big outputs where the file system
     allows it, False never, True for any size."""

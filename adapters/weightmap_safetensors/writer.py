@@ -149,7 +149,7 @@ def write_jobs(path: Path, specs: list[Spec], jobs: Sequence[Any],
                direct: bool | None = None) -> None:
     """Run ``jobs`` (one per spec, same order; ``job.compute()`` gives an array or a FileSpan)
     on up to ``workers`` threads, each tensor written at its offset. ``written(job.tensor)`` is
-    called as each tensor lands. ``read_back`` (``weightmap.verify.ReadBack``): each tensor is
+    called as each tensor lands. ``read_back`` (``weightmap.readback.ReadBack``): each tensor is
     read back and digested as soon as it is written, while others are still being computed.
 
     ``direct``: write past the page cache (``weightmap.direct``; True: wherever the file system

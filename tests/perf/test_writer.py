@@ -189,7 +189,7 @@ def test_direct_io_writes_the_same_file_as_the_page_cache(tmp_path, small_window
 def test_direct_io_reads_each_tensor_back_as_the_check_would(tmp_path, small_windows):
     import hashlib
 
-    from weightmap.verify import ReadBack
+    from weightmap.readback import ReadBack
     specs, jobs = mixed_jobs(tmp_path)
     out = tmp_path / "direct.safetensors"
     read_back = ReadBack()

@@ -10,7 +10,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import weightmap
-from weightmap import verify
+from weightmap import readback
 from weightmap.execute import FileSpan, Job
 from weightmap_torch.emit import prefetched
 
@@ -60,8 +60,8 @@ def test_a_port_to_pt_is_read_back_as_written_and_torch_loads_what_the_manifest_
     template = tmp_path / "template.safetensors"
     save_file({k: np.zeros_like(v) for k, v in src.items()}, str(template))
     taken = []
-    real = verify.ReadBack.take
-    monkeypatch.setattr(verify.ReadBack, "take",
+    real = readback.ReadBack.take
+    monkeypatch.setattr(readback.ReadBack, "take",
                         lambda self, path, t, *a: (taken.append(t.target), real(self, path, t, *a)))
     out = tmp_path / "model.pt"
     report = weightmap.port(src, template, out)

@@ -43,8 +43,8 @@ def test_nonfinite_values_are_counted_and_can_be_refused(tmp_path):
 def test_digests_match_the_bytes_whatever_the_chunking(tmp_path, monkeypatch, workers):
     """Tensors larger than a read-back chunk, several dtypes, on one thread or several."""
     import ml_dtypes
-    from weightmap import verify
-    monkeypatch.setattr(verify, "CHUNK", 64)
+    from weightmap import readback
+    monkeypatch.setattr(readback, "CHUNK", 64)
     rng = np.random.default_rng(1)
     arrays = {"a": rng.standard_normal((7, 13)).astype(np.float32),
               "b": rng.standard_normal(50).astype(ml_dtypes.bfloat16),
@@ -54,7 +54,7 @@ def test_digests_match_the_bytes_whatever_the_chunking(tmp_path, monkeypatch, wo
     src = tmp_path / "src.safetensors"
     save_file(arrays, str(src))
     plan = weightmap.plan(src, src)
-    checked = verify.check_written(src, plan, workers=workers)
+    checked = readback.check_written(src, plan, workers=workers)
     for name, value in arrays.items():
         assert checked[name]["sha256"] == hashlib.sha256(value.tobytes()).hexdigest()
     assert checked["a"]["nonfinite"] == 1 and checked["b"]["nonfinite"] == 1
@@ -62,49 +62,49 @@ def test_digests_match_the_bytes_whatever_the_chunking(tmp_path, monkeypatch, wo
 
 
 def test_digests_taken_while_writing_are_the_digests_of_the_file(tmp_path, monkeypatch):
-    """The safetensors writer reads each tensor back as it lands (verify.ReadBack); the manifest
+    """The safetensors writer reads each tensor back as it lands (readback.ReadBack); the manifest
     must be what a read-back of the finished file gives."""
-    from weightmap import verify
+    from weightmap import readback
     rng = np.random.default_rng(3)
     src = {"fc.weight": rng.standard_normal((3, 2)).astype(np.float32),
            "fc.bias": np.array([1.0, np.nan, 3.0], np.float32)}
     taken = []
-    real = verify.ReadBack.take
+    real = readback.ReadBack.take
 
     def spy(self, path, t, offset, nbytes):
         taken.append(t.target)
         return real(self, path, t, offset, nbytes)
 
-    monkeypatch.setattr(verify.ReadBack, "take", spy)
+    monkeypatch.setattr(readback.ReadBack, "take", spy)
     out = tmp_path / "o.safetensors"
     report = weightmap.port(src, _template(tmp_path), out)
     assert sorted(taken) == ["fc.bias", "fc.weight"]
     plan = weightmap.plan(src, _template(tmp_path))
-    again = verify.check_written(out, plan)
+    again = readback.check_written(out, plan)
     for name, entry in again.items():
         assert {k: report.manifest["params"][name].get(k) for k in entry} == entry
     assert report.manifest["params"]["fc.bias"]["nonfinite"] == 1
 
 
 def test_a_digest_taken_at_another_span_is_not_trusted(tmp_path):
-    from weightmap import verify
+    from weightmap import readback
     arrays = {"a": np.arange(8, dtype=np.float32), "b": np.ones(8, np.float32)}
     path = tmp_path / "x.safetensors"
     save_file(arrays, str(path))
     plan = weightmap.plan(path, path)
     t_a = next(t for t in plan.tensors if t.target == "a")
     param_b = weightmap.read(path).param("b")
-    read_back = verify.ReadBack()
+    read_back = readback.ReadBack()
     read_back.take(path, t_a, param_b.data.offset, 32)     # "a" digested at b's bytes
     assert read_back.lookup("a", weightmap.read(path).param("a")) is None
-    checked = verify.check_written(path, plan, read_back=read_back)
+    checked = readback.check_written(path, plan, read_back=read_back)
     assert checked["a"]["sha256"] == hashlib.sha256(arrays["a"].tobytes()).hexdigest()
 
 
 def test_a_digest_fed_in_parts_of_any_length_is_the_digest_of_the_whole():
     """The direct writer feeds read-back windows that cut elements anywhere."""
     import ml_dtypes
-    from weightmap.verify import Digest
+    from weightmap.readback import Digest
     rng = np.random.default_rng(5)
     for arr, dtype in [(rng.standard_normal(301).astype(np.float32), "float32"),
                        (rng.standard_normal(97).astype(ml_dtypes.bfloat16), "bfloat16"),
@@ -122,7 +122,7 @@ def test_a_digest_fed_in_parts_of_any_length_is_the_digest_of_the_whole():
 
 
 def test_a_stream_read_back_in_windows_records_what_take_records(tmp_path):
-    from weightmap import verify
+    from weightmap import readback
     rng = np.random.default_rng(6)
     arrays = {"a": rng.standard_normal((9, 13)).astype(np.float32),
               "b": np.arange(7, dtype=np.int16), "e": np.zeros((0, 2), np.float32),
@@ -133,7 +133,7 @@ def test_a_stream_read_back_in_windows_records_what_take_records(tmp_path):
     params = {p.name: p for p in weightmap.read(path).params()}
     spans = [(t, params[t.target].data.offset, params[t.target].data.nbytes())
              for t in plan.tensors]
-    streamed, taken = verify.ReadBack(), verify.ReadBack()
+    streamed, taken = readback.ReadBack(), readback.ReadBack()
     feed = streamed.stream(path, spans)
     data = path.read_bytes()
     for lo in range(0, len(data), 40):

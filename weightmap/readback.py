@@ -130,7 +130,7 @@ def check_written(paths: Path | Sequence[Path], plan: Plan, *, where: str | None
     if workers == 1 or len(rest) < 2:
         digests = [_digest_param(p, buffers) for _, p in rest]
     else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="weightmap-verify") as pool:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="weightmap-readback") as pool:
             digests = list(pool.map(lambda job: _digest_param(job[1], buffers), rest))
     done.update((name, entry) for (name, _), entry in zip(rest, digests))
     return {name: done[name] for name, _ in todo}
