@@ -28,6 +28,12 @@ from .errors import FormatError, UnsafeInputError
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
+def natural_key(text: str) -> tuple:
+    """Sort key: ``model-2`` before ``model-10`` (digit runs compare as numbers; the parts
+    alternate text and digits, so two keys always compare like with like)."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text))
+
+
 def check_plain_name(name: object, *, what: str, referrer: Path) -> str:
     """``name`` if it is a plain relative file name, else UnsafeInputError naming the referrer."""
     if not isinstance(name, str) or not name.strip():

@@ -24,6 +24,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from weightmap.errors import FormatError
 from weightmap.graph import Layer, ParamGraph, TensorData
+from weightmap.paths import natural_key
 from weightmap.zipcheck import check_archive
 
 from .build import Weight, make_layer, rnn_class
@@ -192,8 +193,6 @@ def ordered_children(group: Any, read_at: Any) -> tuple[list[str], str]:
     return sorted(names, key=natural_key), "natural-sort"
 
 
-def natural_key(name: str) -> tuple:
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
 
 
 def _numbering_holds(order: Sequence[str]) -> bool:

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from weightmap.errors import FormatError, UnsafeInputError
-from weightmap.paths import check_plain_name, hf_cache_root, resolve_inside
+from weightmap.paths import check_plain_name, hf_cache_root, natural_key, resolve_inside
 
 
 def _setup(tmp_path: Path) -> Path:
@@ -105,3 +105,9 @@ def test_hf_cache_relaxation_stops_at_the_repo_folder(tmp_path):
         resolve_inside(snap, "escape.safetensors", what="shard", referrer=snap,
                        allow_hf_cache=True)
     assert hf_cache_root(tmp_path) is None
+
+
+def test_natural_key():
+    assert sorted(["a10", "a9", "b1", "a09x"], key=natural_key) == ["a9", "a09x", "a10", "b1"]
+    assert sorted(["run-10/last.ckpt", "run-2/last.ckpt", "run-1/last.ckpt"], key=natural_key) \
+        == ["run-1/last.ckpt", "run-2/last.ckpt", "run-10/last.ckpt"]

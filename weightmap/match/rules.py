@@ -8,11 +8,11 @@ file and the key.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from .. import documents
 from ..errors import UsageError
 
 _TOP_KEYS = ("rename", "ignore", "pair", "expect")
@@ -110,24 +110,7 @@ class Rules:
 
 def load_rules(path: str | Path) -> Rules:
     """Read a rules file: ``.yaml``/``.yml`` (PyYAML) or ``.toml`` (tomllib)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError("no such rules file", path=path)
-    suffix = path.suffix.lower()
-    if suffix not in (".yaml", ".yml", ".toml"):
-        raise UsageError(f"rules file suffix {suffix or '(none)'!r} is not .yaml, .yml or .toml",
-                         path=path)
-    text = path.read_text(encoding="utf-8")
-    try:
-        if suffix == ".toml":
-            data: Any = tomllib.loads(text)
-        else:
-            import yaml
-            data = yaml.safe_load(text)   # safe_load: a rules file never builds Python objects
-    except Exception as exc:  # the parsers' own errors carry line and column
-        raise UsageError(f"cannot parse rules file: {' '.join(str(exc).split())}",
-                         path=path) from exc
-    return Rules.from_dict(data, str(path))
+    return Rules.from_dict(documents.load(path, "rules file"), str(path))
 
 
 def _need(ok: bool, origin: str, key: str, expected: str, found: Any) -> None:

@@ -8,7 +8,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from weightmap.errors import FormatError, UnsafeInputError, UsageError
-from weightmap_safetensors.shards import find_index, natural_key, resolve, shard_files
+from weightmap_safetensors.shards import find_index, resolve, shard_files
 
 FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "safetensors"
 SHARDS = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
@@ -47,10 +47,6 @@ def test_natural_order_without_index(tmp_path):
     assert [n for n, _ in got.shards] == ["part-1.safetensors", "part-2.safetensors",
                                           "part-10.safetensors"]
     assert [p.name for p in shard_files(tmp_path)] == [n for n, _ in got.shards]
-
-
-def test_natural_key():
-    assert sorted(["a10", "a9", "b1", "a09x"], key=natural_key) == ["a9", "a09x", "a10", "b1"]
 
 
 def test_several_indices_prefer_the_standard_name(tmp_path):
