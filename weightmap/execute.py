@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -16,11 +16,16 @@ from .dtypes import from_numpy, itemsize, to_numpy
 from .errors import FormatError, PlanError
 from .graph import MappedData, Param, ParamGraph
 from .plans import Plan, TensorPlan
-from .transforms import apply_steps
+from .transforms import Step, apply_steps
 
 
-def produce(plan: Plan, source: ParamGraph, target: ParamGraph, *, skip_new: bool = False
-            ) -> Iterator[tuple[TensorPlan, np.ndarray]]:
+# ``census(target name, step, counts)``: told what a step with a census did to a tensor (a
+# cast's overflows); ``weightmap.manifest.Census`` records it in the manifest
+Census = Callable[[str, Step, Mapping[str, Any]], None]
+
+
+def produce(plan: Plan, source: ParamGraph, target: ParamGraph, *, skip_new: bool = False,
+            census: Census | None = None) -> Iterator[tuple[TensorPlan, np.ndarray]]:
     """``(TensorPlan, array)`` in plan order; ``skip_new`` leaves out the tensors that keep the
     target's value (loading in place has nothing to do for them, and reading them is waste)."""
     src = {p.name: p for p in source.params()}
@@ -28,10 +33,11 @@ def produce(plan: Plan, source: ParamGraph, target: ParamGraph, *, skip_new: boo
     for t in plan.tensors:
         if skip_new and t.status == "new":
             continue
-        yield t, tensor_value(t, src, tgt[t.target])
+        yield t, tensor_value(t, src, tgt[t.target], census)
 
 
-def tensor_value(t: TensorPlan, src: dict[str, Param], tparam: Param) -> np.ndarray:
+def tensor_value(t: TensorPlan, src: dict[str, Param], tparam: Param,
+                 census: Census | None = None) -> np.ndarray:
     if t.status == "new":
         if tparam.data is None:
             raise PlanError("the target has no initial value for this new tensor",
@@ -40,16 +46,20 @@ def tensor_value(t: TensorPlan, src: dict[str, Param], tparam: Param) -> np.ndar
     elif t.status == "synthetic" and not t.sources:
         arr = np.broadcast_to(np.asarray(t.value, dtype=to_numpy(t.dtype)), t.shape).copy()
     else:
-        arr = apply_steps(t.steps, [np.asarray(src[s].read()) for s in t.sources])
+        observe = None if census is None else \
+            (lambda step, counts: census(t.target, step, counts))
+        arr = apply_steps(t.steps, [np.asarray(src[s].read()) for s in t.sources],
+                          observe=observe)
     return _checked(t, arr)
 
 
-def tensor_view(t: TensorPlan, src: dict[str, Param], tparam: Param) -> np.ndarray:
+def tensor_view(t: TensorPlan, src: dict[str, Param], tparam: Param,
+                census: Census | None = None) -> np.ndarray:
     """``tensor_value``, except that a chain of transposes gives a strided view of the (mapped)
     source: a writer copies it into place once instead of materialising it first."""
     if t.status in ("new", "synthetic") or len(t.sources) != 1 or not t.steps \
             or any(step.op != "transpose" for step in t.steps):
-        return tensor_value(t, src, tparam)
+        return tensor_value(t, src, tparam, census)
     arr = np.asarray(src[t.sources[0]].read())
     for step in t.steps:
         arr = np.transpose(arr, step.args["perm"])
@@ -118,16 +128,17 @@ class TensorStream:
     protocol every writer understands). Writers that can do better use :meth:`jobs` (independent
     per-tensor jobs; untransformed memory-mapped tensors as :class:`FileSpan`, transposed ones as
     strided views of the mapped source) and report each written tensor with :meth:`advance`.
-    ``progress`` (``weightmap.progress``) sees tensors and bytes done.
+    ``progress`` (``weightmap.progress``) sees tensors and bytes done; ``census`` what the
+    steps report (see ``Census``).
     """
 
     def __init__(self, plan: Plan, source: ParamGraph, target: ParamGraph,
-                 progress: Any = None) -> None:
+                 progress: Any = None, census: Census | None = None) -> None:
         self.plan, self.source, self.target = plan, source, target
-        self.progress = progress
+        self.progress, self.census = progress, census
 
     def __call__(self) -> Iterator[tuple[TensorPlan, np.ndarray]]:
-        for t, arr in produce(self.plan, self.source, self.target):
+        for t, arr in produce(self.plan, self.source, self.target, census=self.census):
             yield t, arr
             self.advance(t)
 
@@ -142,7 +153,8 @@ class TensorStream:
                 out.append(Job(t, lambda span=span, check=check: _checked_span(span, check),
                                span))
             else:
-                out.append(Job(t, lambda t=t: tensor_view(t, src, tgt[t.target])))
+                out.append(Job(t, lambda t=t: tensor_view(t, src, tgt[t.target],
+                                                          self.census)))
         return out
 
     def advance(self, t: TensorPlan) -> None:

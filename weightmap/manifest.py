@@ -15,6 +15,7 @@ before it is multiplied by 0.8 once more).
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -135,3 +136,23 @@ def check(manifest: Mapping[str, Any]) -> Mapping[str, Any]:
     if not isinstance(manifest, Mapping) or manifest.get("weightmap_manifest") != MANIFEST_VERSION:
         raise UsageError(f"not a weightmap manifest of version {MANIFEST_VERSION}")
     return manifest["params"]
+
+
+class Census:
+    """What transforms report while the output is written (a cast's overflows, values become
+    subnormal or zero: ``weightmap.transforms.precision``), put into ``manifest``: the counts
+    under ``params[NAME][op]`` and their totals over all tensors under ``summary[op]`` (with
+    ``tensors``, how many reported). Writers compute tensors on several threads: thread-safe."""
+
+    def __init__(self, manifest: dict[str, Any]) -> None:
+        self.manifest = manifest
+        self.lock = threading.Lock()
+
+    def __call__(self, target: str, step: Any, counts: Mapping[str, Any]) -> None:
+        with self.lock:
+            self.manifest["params"].setdefault(target, {})[step.op] = dict(counts)
+            totals = self.manifest["summary"].setdefault(step.op, {"tensors": 0})
+            totals["tensors"] += 1
+            for key, value in counts.items():
+                if isinstance(value, int) and not isinstance(value, bool):
+                    totals[key] = totals.get(key, 0) + value

@@ -60,3 +60,19 @@ def test_bad_freeze_policies(bad):
 def test_bad_lr_scales(bad, msg):
     with pytest.raises(UsageError, match=msg):
         parse_lr_scales(bad)
+
+
+def test_census_records_each_tensor_and_the_totals():
+    from weightmap.manifest import Census
+    from weightmap.transforms import Step
+    man = {"params": {"a": {"status": "transferred"}}, "summary": {"params": 2}}
+    census = Census(man)
+    step = Step("cast", {"dtype": "bfloat16"})
+    census("a", step, {"from": "float32", "to": "bfloat16", "overflow": 2, "subnormal": 0,
+                       "zero": 1})
+    census("b", step, {"from": "float32", "to": "bfloat16", "overflow": 1, "subnormal": 3,
+                       "zero": 0})
+    assert man["params"]["a"] == {"status": "transferred",
+                                  "cast": {"from": "float32", "to": "bfloat16", "overflow": 2,
+                                           "subnormal": 0, "zero": 1}}
+    assert man["summary"]["cast"] == {"tensors": 2, "overflow": 3, "subnormal": 3, "zero": 1}

@@ -46,17 +46,22 @@ class _Transform:
     shape: Callable[..., Shape]
     apply: Callable[..., np.ndarray]
     arity: int          # number of input tensors; -1 for any
+    # ``census(inputs, output, **args)``: what the step did that a user should know (a cast's
+    # overflows), a dict of counts, or None when there is nothing to say
+    census: Callable[..., Mapping[str, Any] | None] | None = None
 
 
 STEPS: dict[str, _Transform] = {}
 
 
 def register(name: str, *, arity: int = 1):
-    """Register ``shape``/``apply`` functions under ``name``: decorate a class with both."""
+    """Register ``shape``/``apply`` functions (and optionally ``census``) under ``name``:
+    decorate a class with them."""
     def wrap(cls):
         if name in STEPS:
             raise PlanError(f"transform {name!r} registered twice")
-        STEPS[name] = _Transform(shape=cls.shape, apply=cls.apply, arity=arity)
+        STEPS[name] = _Transform(shape=cls.shape, apply=cls.apply, arity=arity,
+                                 census=getattr(cls, "census", None))
         return cls
     return wrap
 
@@ -82,10 +87,22 @@ def check_steps(steps: Sequence[Step], in_shapes: Sequence[Shape], where: str) -
     return shapes[0]
 
 
-def apply_steps(steps: Sequence[Step], arrays: Sequence[np.ndarray]) -> np.ndarray:
+Observer = Callable[[Step, Mapping[str, Any]], None]
+
+
+def apply_steps(steps: Sequence[Step], arrays: Sequence[np.ndarray], *,
+                observe: Observer | None = None) -> np.ndarray:
+    """The chain applied to ``arrays``; ``observe(step, counts)`` is told what each step with a
+    ``census`` reports (e.g. a cast's overflows)."""
     out = list(arrays)
     for step in steps:
-        out = [STEPS[step.op].apply(out, **step.args)]
+        transform = STEPS[step.op]
+        result = transform.apply(out, **step.args)
+        if observe is not None and transform.census is not None:
+            counts = transform.census(out, result, **step.args)
+            if counts:
+                observe(step, counts)
+        out = [result]
     if len(out) != 1:
         raise PlanError(f"{len(out)} tensors reach the end of the chain")
     return out[0]
@@ -258,20 +275,6 @@ class _FlattenPermute:
         a = a.reshape(tuple(shape) + rest).transpose(tuple(perm) + tuple(
             range(len(shape), len(shape) + len(rest))))
         return np.ascontiguousarray(np.moveaxis(a.reshape((-1,) + rest), 0, axis))
-
-
-@register("cast")
-class _Cast:
-    @staticmethod
-    def shape(shapes, dtype):
-        from ..dtypes import to_numpy
-        to_numpy(dtype)
-        return shapes[0]
-
-    @staticmethod
-    def apply(arrays, dtype):
-        from ..dtypes import to_numpy
-        return arrays[0].astype(to_numpy(dtype))
 
 
 @register("sum", arity=-1)
