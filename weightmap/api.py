@@ -10,6 +10,7 @@ from . import emit, manifest as manifest_mod, report as report_mod
 from .errors import UsageError
 from .conversions import prepare_graphs
 from .execute import TensorStream, produce, tensor_nbytes
+from .fingerprint import fingerprint
 from .graph import ParamGraph
 from .match import load_rules, match
 from .plans import Plan
@@ -23,19 +24,18 @@ def _rules(rules: Any):
     return load_rules(Path(rules))
 
 
-def _graphs(source: Any, target: Any, new_values: str = "construct"
-            ) -> tuple[ParamGraph, ParamGraph]:
-    """The target is built without weights where it can be (a torch model.py on meta)."""
+def target_graph(target: Any, new_values: str = "construct") -> ParamGraph:
+    """The target's graph, built without weights where it can be (a torch model.py on meta).
+    A graph may serve several ports (a migration builds each target once)."""
     if new_values not in ("construct", "reset"):
         raise UsageError(f"new_values={new_values!r}; one of construct, reset")
     is_file = isinstance(target, (str, os.PathLike)) and split_pyref(os.fspath(target))[0]
-    return read(source), read(target, lazy=True,
-                              **({"new_values": new_values} if is_file else {}))
+    return read(target, lazy=True, **({"new_values": new_values} if is_file else {}))
 
 
 def plan(source: Any, target: Any, *, rules: Any = None, **options: Any) -> Plan:
     """Match ``source`` to ``target`` and return the checked plan (nothing is written)."""
-    src, tgt = _graphs(source, target)
+    src, tgt = read(source), target_graph(target)
     return _plan(src, tgt, rules=rules, options=options)
 
 
@@ -51,7 +51,8 @@ def port(source: Any, target: Any, out: str | Path | None = None, *,
          lr_scale: Any = None, plan: str | Path | Plan | None = None, dry_run: bool = False,
          force: bool = False, shard_size: Any = None, progress: bool | None = None,
          new_values: str = "construct", fail_on_nonfinite: bool = False,
-         direct_io: bool | None = None, **options: Any) -> report_mod.PortReport:
+         direct_io: bool | None = None, source_digest: bool = False,
+         job: Mapping[str, Any] | None = None, **options: Any) -> report_mod.PortReport:
     """Port ``source`` weights into ``target`` and write the target's weights to ``out``.
 
     Returns the report (``.transferred``, ``.new``, ``.unused``, ``.mismatched``, ``.manifest``).
@@ -68,13 +69,31 @@ def port(source: Any, target: Any, out: str | Path | None = None, *,
     tensors that stay new then take the values of a normal construction of the file
     (``new_values="construct"``, built only if some tensor stays new) or of their own module
     reset alone, seeded (``"reset"``: the model is never built in full).
+    The manifest's ``source`` entry records the source file's size and modification time, and
+    with ``source_digest`` its SHA-256; ``job`` (JSON data) is recorded as the manifest's
+    ``job`` entry (a migration records each job's options there, docs/migrate.md).
     """
-    src, tgt = _graphs(source, target, new_values)
+    src, tgt = read(source), target_graph(target, new_values)
     if plan is None:
         the_plan = _plan(src, tgt, rules=rules, options=options)
     else:
         the_plan = plan if isinstance(plan, Plan) else Plan.load(Path(plan))
         the_plan.check(src, tgt)
+    return write_plan(the_plan, src, tgt, out, manifest=manifest, freeze=freeze,
+                      lr_scale=lr_scale, dry_run=dry_run, force=force, shard_size=shard_size,
+                      progress=progress, fail_on_nonfinite=fail_on_nonfinite,
+                      direct_io=direct_io, source_digest=source_digest, job=job)
+
+
+def write_plan(the_plan: Plan, src: ParamGraph, tgt: ParamGraph,
+               out: str | Path | None = None, *, manifest: str | Path | None = None,
+               freeze: str = "none", lr_scale: Any = None, dry_run: bool = False,
+               force: bool = False, shard_size: Any = None, progress: bool | None = None,
+               fail_on_nonfinite: bool = False, direct_io: bool | None = None,
+               source_digest: bool = False, job: Mapping[str, Any] | None = None
+               ) -> report_mod.PortReport:
+    """Execute a checked plan into ``out`` in ``tgt``'s format (the emit stage of ``port``,
+    shared with ``convert``): streamed, atomic, read back, with the manifest beside it."""
     kind = emit.output_kind(tgt, Path(out) if out else None)
     out_path = Path(out) if out else emit.default_output(src, tgt, kind)
     writer_options = emit.writer_options(kind, {"shard_size": shard_size,
@@ -84,10 +103,14 @@ def port(source: Any, target: Any, out: str | Path | None = None, *,
     man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale, output=str(out_path))
     if dry_run:
         return report_mod.make(the_plan, man)
+    man["source"].update(fingerprint(src.source, digest=source_digest))
+    if job is not None:
+        man["job"] = dict(job)
     inputs = [Path(p) for p in (src.source, tgt.source) if Path(p.split(":")[0]).exists()]
     bar = _progress(the_plan, progress)
     try:
-        emit.write(kind, out_path, the_plan, tgt, TensorStream(the_plan, src, tgt, bar),
+        emit.write(kind, out_path, the_plan, tgt,
+                   TensorStream(the_plan, src, tgt, bar, census=manifest_mod.Census(man)),
                    force=force, inputs=inputs, manifest=man, manifest_path=man_path,
                    options=writer_options, fail_on_nonfinite=fail_on_nonfinite)
     finally:
