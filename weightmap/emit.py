@@ -37,12 +37,7 @@ _FORMAT_KIND = {"torch-live": "safetensors", "arrays": "safetensors", "safetenso
 
 def output_kind(target: ParamGraph, out: Path | None) -> str:
     if out is not None:
-        name = out.name.lower()
-        for suffix, kind in _SUFFIX_KIND:
-            if name.endswith(suffix):
-                return kind
-        raise UsageError(f"cannot tell the output format from the name {out.name!r}",
-                         hint="end it in .safetensors, .pt, .weights.h5, .h5 or .onnx")
+        return kind_of_name(out)
     if target.format == "keras-live":
         return "keras-h5" if target.meta.get("keras_version", "3").startswith("2") \
             else "keras-weights"
@@ -53,7 +48,18 @@ def output_kind(target: ParamGraph, out: Path | None) -> str:
                          hint="name the output with --out") from None
 
 
-def _stem(text: str) -> str:
+def kind_of_name(out: Path) -> str:
+    """The output kind an output's name asks for (its suffix)."""
+    name = out.name.lower()
+    for suffix, kind in _SUFFIX_KIND:
+        if name.endswith(suffix):
+            return kind
+    raise UsageError(f"cannot tell the output format from the name {out.name!r}",
+                     hint="end it in .safetensors, .pt, .weights.h5, .h5 or .onnx")
+
+
+def stem_of(text: str) -> str:
+    """A source's name without its format suffix (``vgg16.weights.h5`` -> ``vgg16``)."""
     name = Path(text.split(":")[0]).name
     for suffix, _ in _SUFFIX_KIND + [(".keras", ""), (".py", ""), (".index.json", "")]:
         if name.lower().endswith(suffix):
@@ -62,7 +68,7 @@ def _stem(text: str) -> str:
 
 
 def default_output(source: ParamGraph, target: ParamGraph, kind: str) -> Path:
-    return Path(f"{_stem(source.source)}_to_{_stem(target.source)}{KINDS[kind][0]}")
+    return Path(f"{stem_of(source.source)}_to_{stem_of(target.source)}{KINDS[kind][0]}")
 
 
 def manifest_path_for(out: Path) -> Path:

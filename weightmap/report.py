@@ -40,22 +40,58 @@ def make(plan: Plan, manifest: Mapping[str, Any], output: str | None = None,
                       manifest=manifest, plan=plan, output=output, manifest_path=manifest_path)
 
 
-def render(report: PortReport, *, verbose: bool = False) -> str:
-    s = report.manifest["summary"]
+def _written(report: PortReport) -> list[str]:
     lines = []
     if report.output:
         lines.append(f"wrote {report.output}")
     if report.manifest_path:
         lines.append(f"manifest {report.manifest_path}")
+    return lines
+
+
+def _checked(s: Mapping[str, Any]) -> list[str]:
+    if not s.get("verified"):
+        return []
+    return [f"output re-read and checked: {s['params']} tensors (SHA-256 in the manifest)"
+            + (f"; {s['nonfinite_tensors']} hold NaN/Inf values"
+               if s.get("nonfinite_tensors") else "")]
+
+
+def _unused(report: PortReport, label: str = "unused") -> list[str]:
+    if not report.unused:
+        return []
+    shown = ", ".join(report.unused[:8]) + (" ..." if len(report.unused) > 8 else "")
+    return [f"{label}: {shown}"]
+
+
+def render_convert(report: PortReport) -> str:
+    """The report of ``weightmap convert``: tensors written and left out, renames, casts."""
+    s = report.manifest["summary"]
+    renamed = sum(1 for t in report.plan.tensors if t.sources != (t.target,))
+    lines = _written(report)
+    lines.append(f"tensors written: {s['params']}  left out: {s['unused_source']}  "
+                 f"renamed: {renamed}")
+    cast = s.get("cast")
+    if cast:
+        to = report.plan.options.get("convert", {}).get("cast")
+        lines.append(f"cast to {to}: {cast['tensors']} tensors (round to nearest even); "
+                     f"overflowed to inf: {cast['overflow']} values, became subnormal: "
+                     f"{cast['subnormal']}, became zero: {cast['zero']}")
+    lines += _checked(s)
+    lines += _unused(report, "left out")
+    lines += [f"check: {d}" for d in report.decisions]
+    return "\n".join(lines)
+
+
+def render(report: PortReport, *, verbose: bool = False) -> str:
+    s = report.manifest["summary"]
+    lines = _written(report)
     lines.append(f"target parameters: {s['params']}  carried over: {s['carried_over']} "
                  f"({100 * s['coverage']:.1f}% of tensors, {100 * s['element_coverage']:.1f}% "
                  f"of elements)  [transferred {s['transferred']}, transformed {s['transformed']}, "
                  f"synthetic {s['synthetic']}]  new: {s['new']}  frozen: {s['frozen']}")
     lines.append(f"source tensors unused: {s['unused_source']}")
-    if s.get("verified"):
-        lines.append(f"output re-read and checked: {s['params']} tensors (SHA-256 in the "
-                     f"manifest)" + (f"; {s['nonfinite_tensors']} hold NaN/Inf values"
-                                     if s.get("nonfinite_tensors") else ""))
+    lines += _checked(s)
     by_layer: dict[str, list] = {}
     for t in report.plan.tensors:
         by_layer.setdefault(t.layer, []).append(t)
@@ -69,9 +105,7 @@ def render(report: PortReport, *, verbose: bool = False) -> str:
         if ts[0].match:
             head += f" [{ts[0].match.get('strategy')}]"
         lines.append(head + (f"  ({'; '.join(notes)})" if notes else ""))
-    if report.unused:
-        shown = ", ".join(report.unused[:8]) + (" ..." if len(report.unused) > 8 else "")
-        lines.append(f"unused: {shown}")
+    lines += _unused(report)
     for d in report.decisions:
         lines.append(f"check: {d}")
     return "\n".join(lines)
