@@ -11,8 +11,8 @@ from .errors import WeightmapError
 from .graph import Layer, Param, ParamGraph
 
 __version__ = "0.1.0"
-__all__ = ["read", "inspect", "plan", "port", "load_partial", "Layer", "Param", "ParamGraph",
-           "WeightmapError", "__version__"]
+__all__ = ["read", "inspect", "plan", "port", "load_partial", "convert", "migrate", "Layer",
+           "Param", "ParamGraph", "WeightmapError", "__version__"]
 
 
 def read(source: Any, **options: Any) -> ParamGraph:
@@ -42,3 +42,17 @@ def load_partial(model: Any, checkpoint: Any, **options: Any):
     """Load what fits of ``checkpoint`` into the live torch/Keras ``model`` in place."""
     from .api import load_partial as _load_partial
     return _load_partial(model, checkpoint, **options)
+
+
+def convert(source: Any, out: Any, **options: Any):
+    """Rewrite one checkpoint (same architecture) into ``out``: renames, prefixes stripped,
+    tensors kept or dropped, dtype casts; returns the report (see ``weightmap.surgery``)."""
+    from .surgery import convert as _convert
+    return _convert(source, out, **options)
+
+
+def migrate(spec: Any, **options: Any):
+    """Run every job of a migration spec (file or dict) and return the summary (see
+    ``weightmap.migration``); one job's failure does not stop the others."""
+    from .migration import migrate as _migrate
+    return _migrate(spec, **options)

@@ -53,7 +53,61 @@ def _parser() -> argparse.ArgumentParser:
                     help="write a big safetensors output through the page cache (default: past "
                          "it, read back from the disk, where the file system allows it)")
     _limit_option(po)
+    _convert_parser(sub)
+    _migrate_parser(sub)
     return p
+
+
+def _convert_parser(sub) -> None:
+    co = sub.add_parser("convert", help="rewrite one checkpoint (same architecture): renames, "
+                                        "prefixes, keep/drop, dtype casts, shards")
+    co.add_argument("source", help="source checkpoint")
+    co.add_argument("--out", required=True, help="output file: .safetensors or .pt")
+    co.add_argument("--manifest", help="manifest path (default: OUT's name + .manifest.json)")
+    co.add_argument("--rules", help="rules file (YAML or TOML): its rename entries rename "
+                                    "tensors, its ignore.source patterns drop them")
+    co.add_argument("--strip-prefix", action="append", nargs="?", const=True, default=[],
+                    metavar="PREFIX", help="strip PREFIX from every name that starts with it; "
+                    "without PREFIX the wrapper prefixes every name carries (module., "
+                    "_orig_mod., model.) (repeatable)")
+    co.add_argument("--keep", action="append", default=[], metavar="GLOB",
+                    help="write only tensors whose name matches GLOB (repeatable)")
+    co.add_argument("--drop", action="append", default=[], metavar="GLOB",
+                    help="leave out tensors whose name matches GLOB (repeatable)")
+    co.add_argument("--cast", choices=("fp32", "fp16", "bf16"),
+                    help="write every floating tensor in this dtype (round to nearest even; "
+                         "the manifest counts overflows and values become subnormal or zero)")
+    co.add_argument("--container", metavar="KEY",
+                    help="the checkpoint key holding the weights (default: state_dict, model, "
+                         "...; optimizer states are never taken unless named here)")
+    co.add_argument("--shard-size", metavar="SIZE",
+                    help="safetensors output larger than SIZE is written as shards plus an "
+                         "index, like the model hubs")
+    co.add_argument("--fail-on-nonfinite", action="store_true",
+                    help="refuse (no output) if a written tensor holds NaN or Inf")
+    co.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    co.add_argument("--force", action="store_true", help="replace an existing output file")
+    co.add_argument("--json", action="store_true", help="print the report as JSON")
+    co.add_argument("--quiet", "-q", action="store_true", help="no progress line, no report")
+    _limit_option(co)
+
+
+def _migrate_parser(sub) -> None:
+    mi = sub.add_parser("migrate", help="run the ports and converts of a migration spec "
+                                        "(YAML/TOML), locally or on Ray")
+    mi.add_argument("spec", help="migration spec file (docs/migrate.md)")
+    mi.add_argument("--jobs", "-j", type=int, metavar="N",
+                    help="jobs at a time (default: one per core, fewer if memory is short)")
+    mi.add_argument("--executor", choices=("local", "ray"), default="local",
+                    help="local worker processes (default) or Ray tasks")
+    mi.add_argument("--ray-address", metavar="ADDR",
+                    help="the Ray cluster to run on (default: RAY_ADDRESS, else a local one)")
+    mi.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                    help="skip jobs whose output is up to date (default on)")
+    mi.add_argument("--force", action="store_true",
+                    help="run every job again, replacing existing outputs")
+    mi.add_argument("--json", action="store_true", help="print the summary as JSON")
+    mi.add_argument("--quiet", "-q", action="store_true", help="no progress line, no table")
 
 
 def _limit_option(parser: argparse.ArgumentParser) -> None:
@@ -113,7 +167,40 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"inspect": _inspect, "port": _port}
+def _convert(args: argparse.Namespace) -> int:
+    from .report import render_convert
+    from .sources import parse_limits
+    from .surgery import convert
+    rep = convert(args.source, args.out, manifest=args.manifest, rules=args.rules,
+                  strip_prefix=args.strip_prefix, keep=args.keep, drop=args.drop,
+                  cast=args.cast, container=args.container, shard_size=args.shard_size,
+                  force=args.force, dry_run=args.dry_run,
+                  fail_on_nonfinite=args.fail_on_nonfinite,
+                  progress=False if args.quiet else None,
+                  read_options=parse_limits(args.limit))
+    if args.json:
+        print(json.dumps(rep.to_dict(), indent=1))
+    elif not args.quiet:
+        if args.dry_run:
+            print(_render_plan(rep.plan))
+        print(render_convert(rep))
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from .migration import migrate, render
+    summary = migrate(args.spec, jobs=args.jobs, executor=args.executor,
+                      ray_address=args.ray_address, resume=args.resume, force=args.force,
+                      progress=False if args.quiet else None)
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=1))
+    elif not args.quiet:
+        print(render(summary))
+    summary.check()
+    return 0
+
+
+COMMANDS = {"inspect": _inspect, "port": _port, "convert": _convert, "migrate": _migrate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

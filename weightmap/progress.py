@@ -34,13 +34,15 @@ def human_bytes(n: float) -> str:
 
 
 class Progress:
-    """Counts tensors and bytes; draws ``label: 12/292 tensors, 0.36/1.42 GB (25%), 0.9 GB/s``."""
+    """Counts tensors and bytes; draws ``label: 12/292 tensors, 0.36/1.42 GB (25%), 0.9 GB/s``.
+    ``unit`` names what is counted (a migration counts jobs, and those that failed)."""
 
     def __init__(self, tensors: int, nbytes: int, *, label: str = "writing",
-                 stream: IO[str] | None = None, clock: Any = time.monotonic) -> None:
+                 stream: IO[str] | None = None, clock: Any = time.monotonic,
+                 unit: str = "tensors") -> None:
         self.total_tensors, self.total_bytes = tensors, nbytes
-        self.done_tensors = self.done_bytes = 0
-        self.label = label
+        self.done_tensors = self.done_bytes = self.failed = 0
+        self.label, self.unit = label, unit
         self.stream = stream if stream is not None else sys.stderr
         self.clock = clock
         self.started = clock()
@@ -48,10 +50,11 @@ class Progress:
         self.width = 0
         self.lock = threading.Lock()
 
-    def advance(self, nbytes: int, tensors: int = 1) -> None:
+    def advance(self, nbytes: int, tensors: int = 1, failed: int = 0) -> None:
         with self.lock:
             self.done_tensors += tensors
             self.done_bytes += nbytes
+            self.failed += failed
             now = self.clock()
             if now - self.last_draw >= REDRAW_SECONDS or self.done_tensors >= self.total_tensors:
                 self.last_draw = now
@@ -62,7 +65,8 @@ class Progress:
         elapsed = max(now - self.started, 1e-9)
         pct = 100.0 * self.done_bytes / self.total_bytes if self.total_bytes else 100.0
         rate = self.done_bytes / elapsed
-        text = (f"{self.label}: {self.done_tensors}/{self.total_tensors} tensors, "
+        text = (f"{self.label}: {self.done_tensors}/{self.total_tensors} {self.unit}, "
+                + (f"{self.failed} failed, " if self.failed else "") +
                 f"{human_bytes(self.done_bytes)}/{human_bytes(self.total_bytes)} ({pct:.0f}%), "
                 f"{human_bytes(rate)}/s")
         if 0 < self.done_bytes < self.total_bytes:
@@ -85,7 +89,7 @@ class Progress:
 
 
 def start(tensors: int, nbytes: int, *, quiet: bool = False, stream: IO[str] | None = None,
-          label: str = "writing") -> Progress | None:
+          label: str = "writing", unit: str = "tensors") -> Progress | None:
     """A Progress when it should be shown, else None."""
-    return Progress(tensors, nbytes, label=label, stream=stream) if wanted(stream, quiet) \
-        else None
+    return Progress(tensors, nbytes, label=label, stream=stream, unit=unit) \
+        if wanted(stream, quiet) else None

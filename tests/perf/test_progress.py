@@ -91,3 +91,15 @@ def test_cli_shard_size_writes_an_index(tmp_path, capsys):
     assert main(["port", str(src), "--to", str(src), "--out", str(tmp_path / "o.pt"),
                  "--shard-size", "1GB"]) == 2
     assert "takes no option 'shard_size'" in capsys.readouterr().err
+
+
+def test_a_migration_counts_jobs_and_failures():
+    out, clock = Tty(), Clock()
+    bar = progress.Progress(20, 2_000_000, stream=out, clock=clock, label="migrating",
+                            unit="jobs")
+    clock.now += 1.0
+    bar.advance(500_000)
+    clock.now += 1.0
+    bar.advance(500_000, failed=1)
+    assert out.getvalue().split("\r")[-1] == ("migrating: 2/20 jobs, 1 failed, 1.00 MB/2.00 MB "
+                                              "(50%), 500.00 KB/s, 2 s left")

@@ -1,0 +1,60 @@
+"""weightmap.migrate and ``weightmap migrate``: resume, force, summaries, refusals."""
+import json
+import sys
+
+import pytest
+import yaml
+
+import weightmap
+from weightmap.cli import main
+from weightmap.errors import UsageError
+
+
+def test_migrate_then_resume_then_force(collection):
+    root, data = collection
+    first = weightmap.migrate(data, base_dir=root, jobs=2)
+    assert first.counts == {"ok": 3, "failed": 0, "skipped": 0} and first.workers == 2
+    assert json.loads((root / "out" / "migration.json").read_text())["counts"]["ok"] == 3
+    again = weightmap.migrate(data, base_dir=root)
+    assert again.counts["skipped"] == 3 and again.workers == 0
+    assert all(j["reason"] == "output up to date" for j in again.jobs)
+    assert again.jobs[0]["output"] == str(root / "out" / "run1.safetensors")
+    forced = weightmap.migrate(data, base_dir=root, jobs=1, force=True)
+    assert forced.counts["ok"] == 3
+    no_resume = weightmap.migrate(data, base_dir=root, jobs=1, resume=False)
+    assert no_resume.counts["failed"] == 3
+    assert "the output file exists" in no_resume.jobs[0]["error"]
+
+
+def test_a_changed_option_runs_the_jobs_again(collection):
+    root, data = collection
+    weightmap.migrate(data, base_dir=root, jobs=1)
+    changed = weightmap.migrate({**data, "freeze": "transferred"}, base_dir=root, jobs=1)
+    assert changed.counts["ok"] == 3
+    assert changed.jobs[0]["reason"] == "ran again: its options or its target changed"
+    manifest = json.loads((root / "out" / "run1.manifest.json").read_text())
+    assert manifest["summary"]["frozen"] == 2
+
+
+def test_refusals_before_anything_runs(collection, monkeypatch):
+    root, data = collection
+    with pytest.raises(UsageError, match="unknown executor 'dask'"):
+        weightmap.migrate(data, base_dir=root, executor="dask")
+    with pytest.raises(UsageError, match="jobs=0"):
+        weightmap.migrate(data, base_dir=root, jobs=0)
+    monkeypatch.setitem(sys.modules, "ray", None)
+    (root / "spec.yaml").write_text(yaml.safe_dump(data))
+    assert main(["migrate", str(root / "spec.yaml"), "--executor", "ray"]) == 5
+    assert not (root / "out").exists()
+
+
+def test_the_command_exits_12_when_a_job_failed(collection, capsys):
+    root, data = collection
+    data["jobs"].append({"source": "runs/missing.safetensors"})
+    (root / "spec.yaml").write_text(yaml.safe_dump(data))
+    assert main(["migrate", str(root / "spec.yaml"), "--jobs", "1", "--quiet"]) == 12
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith("weightmap: error: 1 of 4 jobs failed; the first, ")
+    assert "no such file" in captured.err

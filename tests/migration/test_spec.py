@@ -1,0 +1,105 @@
+import pytest
+import yaml
+
+from weightmap.errors import UsageError
+from weightmap.migration import spec as spec_mod
+
+
+def _load(data, base):
+    return spec_mod.load(data, base)
+
+
+def test_yaml_and_toml_specs_expand_to_the_same_jobs(collection):
+    root, data = collection
+    (root / "spec.yaml").write_text(yaml.safe_dump(data))
+    (root / "spec.toml").write_text('out_dir = "out"\ntarget = "template.safetensors"\n'
+                                    '[[jobs]]\nsource = "runs/*.safetensors"\n')
+    a, b = spec_mod.load(root / "spec.yaml"), spec_mod.load(root / "spec.toml")
+    assert a.jobs == b.jobs and a.out_dir == str(root / "out")
+    # a glob is one job per file, in natural order; paths are absolute, from the spec's folder
+    assert [j.source for j in a.jobs] == [str(root / "runs" / f"run{i}.safetensors")
+                                          for i in (1, 2, 10)]
+    job = a.jobs[0]
+    assert (job.kind, job.target, job.out) == ("port", str(root / "template.safetensors"), None)
+    assert job.stem == str(root / "out" / "run1")
+    assert job.manifest == str(root / "out" / "run1.manifest.json")
+
+
+def test_unknown_keys_name_the_valid_ones(collection):
+    root, data = collection
+    with pytest.raises(UsageError, match=r"unknown key 'taget' in the migration spec "
+                                         r"\(valid keys: out_dir, target, jobs, rules, "):
+        _load({**data, "taget": "x"}, root)
+    bad = {**data, "jobs": [{"source": "a.pt", "cats": "bf16"}]}
+    with pytest.raises(UsageError, match=r"unknown key 'jobs\[0\].cats' .*valid keys of "
+                                         r"jobs\[0\]: source, target, out, rules"):
+        _load(bad, root)
+    with pytest.raises(UsageError, match=r"key 'jobs\[0\].cast': 'fp8' is not one of"):
+        _load({**data, "jobs": [{"source": "a.pt", "target": None, "cast": "fp8"}]}, root)
+    with pytest.raises(UsageError, match="'jobs' is a required property"):
+        _load({"out_dir": "x"}, root)
+
+
+def test_options_go_to_the_jobs_that_take_them(collection):
+    root, data = collection
+    spec = _load({**data, "freeze": "transferred", "cast": "bf16",
+                  "jobs": [{"source": "runs/run1.safetensors"},
+                           {"source": "runs/run2.safetensors", "target": False,
+                            "strip_prefix": True}]}, root)
+    port, convert = spec.jobs
+    assert port.options["freeze"] == "transferred" and "cast" not in port.options
+    assert convert.kind == "convert" and convert.options["cast"] == "bf16"
+    assert "freeze" not in convert.options
+    with pytest.raises(UsageError, match=r"jobs\[0\].cast: a port job takes no 'cast'"):
+        _load({**data, "jobs": [{"source": "a.pt", "cast": "bf16"}]}, root)
+    with pytest.raises(UsageError, match="'cast': no job of this spec takes it .*convert jobs"):
+        _load({**data, "cast": "bf16"}, root)
+
+
+def test_globs_that_match_nothing_and_outputs_that_collide(collection):
+    root, data = collection
+    with pytest.raises(UsageError, match=r"jobs\[0\].source: 'none/\*.pt' matches no file"):
+        _load({**data, "jobs": [{"source": "none/*.pt"}]}, root)
+    (root / "other").mkdir()
+    (root / "other" / "run1.safetensors").write_bytes(b"x")
+    twice = {**data, "jobs": [{"source": "runs/run1.safetensors"},
+                              {"source": "other/run1.safetensors"}]}
+    with pytest.raises(UsageError, match=r"would both write .*run1\.\* .*out: '\{parent\}_"):
+        _load(twice, root)
+    named = _load({**data, "jobs": [{"source": "*/run1.safetensors",
+                                     "out": "{parent}_{stem}"},
+                                    {"source": "runs/run2.safetensors", "out": "x.pt"}]}, root)
+    assert [j.stem for j in named.jobs] == [str(root / "out" / "other_run1"),
+                                            str(root / "out" / "runs_run1"),
+                                            str(root / "out" / "x")]
+    assert named.jobs[2].out == str(root / "out" / "x.pt")
+
+
+def test_options_the_port_cannot_take_yet_are_refused(collection):
+    root, data = collection
+    for key, value in (("verify", True), ("min_coverage", 0.9)):
+        with pytest.raises(UsageError, match=rf"key jobs\[0\].{key}: this weightmap has no "):
+            _load({**data, "jobs": [{"source": "runs/run1.safetensors", key: value}]}, root)
+
+
+def test_the_options_digest_follows_the_rules_and_target_files(collection):
+    root, data = collection
+    rules = root / "rules.yaml"
+    rules.write_text("rename: []\n")
+    first = _load({**data, "rules": "rules.yaml"}, root).jobs[0].record
+    assert first == _load({**data, "rules": "rules.yaml"}, root).jobs[0].record
+    rules.write_text("rename:\n  - glob: 'a*'\n    replace: 'b*'\n")
+    assert first["sha256"] != _load({**data, "rules": "rules.yaml"}, root).jobs[0].record["sha256"]
+    assert first["options"]["target_sha256"] is not None
+
+
+def test_the_specs_in_the_docs_are_valid():
+    import re
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    blocks = [b for doc in ("README.md", "docs/migrate.md")
+              for b in re.findall(r"```yaml\n(.*?)```", (root / doc).read_text(), re.S)
+              if "jobs:" in b]
+    assert len(blocks) == 2
+    for block in blocks:
+        spec_mod.validate(yaml.safe_load(block), "doc")

@@ -1,0 +1,156 @@
+"""Where a migration's jobs run: local worker processes, or Ray tasks.
+
+**local** — ``concurrent.futures.ProcessPoolExecutor`` over the ``forkserver`` start method
+(``spawn`` where there is none): a worker is a fresh interpreter, never a fork of a process that
+has torch or TensorFlow loaded. Each worker keeps the targets it built (``jobs.target_of``), so a
+target is built once per worker, not once per job. A worker that dies (killed for memory, a
+crash in native code) breaks the pool: the jobs it left unfinished are run again one at a time,
+each in a fresh worker, so that only the job that kills its worker fails.
+
+**ray** — each job is a Ray task (one CPU) on the cluster ``ray.init`` connects to (an
+address, ``RAY_ADDRESS``, or a local one started for the run); Ray workers keep the targets
+they built the same way. Outputs go where the spec says: storage every node sees.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..errors import MissingDependencyError, UsageError
+from .jobs import run
+from .spec import Job
+
+Done = Callable[[Job, dict[str, Any]], None]
+Todo = Sequence[tuple[Job, bool]]          # (job, may replace its earlier output)
+
+EXECUTORS = ("local", "ray")
+# memory one worker may need besides its source: an interpreter with torch or TensorFlow
+# loaded, and a target model built in full (measured: docs/migrate.md)
+WORKER_BASE_BYTES = 1 << 30
+
+
+def default_workers(todo: Todo) -> int:
+    """One worker per core, fewer when the memory available would not hold that many (each
+    worker counted as ``WORKER_BASE_BYTES`` plus the largest source), never more than jobs."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else (os.cpu_count() or 1)
+    largest = max((source_size(job.source) for job, _ in todo), default=0)
+    free = available_memory()
+    by_memory = cores if free is None else free // (WORKER_BASE_BYTES + largest)
+    return max(1, min(cores, by_memory, len(todo)))
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def source_size(path: str) -> int:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return 0
+
+
+def _context() -> Any:
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if ctx.get_start_method() == "forkserver":
+        # the server imports weightmap (no framework) once; each worker forks from it
+        ctx.set_forkserver_preload(["weightmap.migration.jobs"])
+    return ctx
+
+
+def run_local(todo: Todo, workers: int, done: Done) -> None:
+    """Run ``todo`` on ``workers`` processes; ``done(job, result)`` as each job ends."""
+    left = _pool_round(list(todo), workers, done)
+    for item in left:                          # after a worker died: one at a time, isolated
+        for lost in _pool_round([item], 1, done):
+            done(lost[0], _died(lost[0]))
+
+
+def _pool_round(todo: list[tuple[Job, bool]], workers: int, done: Done) -> list[tuple[Job, bool]]:
+    """Run ``todo`` on one pool; the jobs left unfinished when a worker died."""
+    pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(todo))), mp_context=_context())
+    left: list[tuple[Job, bool]] = []
+    try:
+        futures = {pool.submit(run, job, replace): (job, replace) for job, replace in todo}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    left.append(futures[future])
+                    continue
+                done(futures[future][0], result)
+    except BaseException:        # interrupted: the jobs in flight are lost, nothing waits
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=not left, cancel_futures=True)
+    return sorted(left, key=lambda item: item[0].index)
+
+
+def _died(job: Job) -> dict[str, Any]:
+    return {"status": "failed", "output": job.out, "manifest": job.manifest,
+            "error": "the worker process running this job died (killed, out of memory, or a "
+                     "crash in native code); nothing of its output was kept"}
+
+
+def ray_module() -> Any:
+    """``ray``, or the one-line error saying what to install."""
+    try:
+        import ray
+    except ImportError:
+        raise MissingDependencyError("the Ray executor needs the ray package, which is not "
+                                     "installed", hint="pip install 'weightmap[ray]'") from None
+    return ray
+
+
+def run_ray(todo: Todo, address: str | None, done: Done, workers: int | None = None) -> None:
+    """Run ``todo`` as Ray tasks (at most ``workers`` at a time when given) on the cluster at
+    ``address`` (None: ``RAY_ADDRESS``, else a local one), or on the one this process is
+    already connected to."""
+    ray = ray_module()
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR")
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise UsageError(f"cannot connect to the Ray cluster: {exc}",
+                             hint="check --ray-address (or RAY_ADDRESS), or leave it out to "
+                                  "start a local one") from exc
+    try:
+        task = ray.remote(num_cpus=1, max_retries=1)(run)
+        queue = list(todo)
+        limit = workers or len(queue)
+        running: dict[Any, Job] = {}
+        while queue or running:
+            while queue and len(running) < limit:
+                job, replace = queue.pop(0)
+                running[task.remote(job, replace)] = job
+            ready, _ = ray.wait(list(running), num_returns=1)
+            for ref in ready:
+                job = running.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    result = {**_died(job), "error": "the Ray task running this job failed: "
+                                                     + " ".join(str(exc).split())[:300]}
+                done(job, result)
+    finally:
+        if started:
+            ray.shutdown()
