@@ -100,7 +100,8 @@ def write_plan(the_plan: Plan, src: ParamGraph, tgt: ParamGraph,
                                                 "direct_io": direct_io})
     out_path = emit.output_path(kind, out_path, the_plan, writer_options)
     man_path = Path(manifest) if manifest else emit.manifest_path_for(out_path)
-    man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale, output=str(out_path))
+    man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale, output=str(out_path),
+                             layers=manifest_mod.layer_listing(src, tgt))
     if dry_run:
         return report_mod.make(the_plan, man)
     man["source"].update(fingerprint(src.source, digest=source_digest))
@@ -130,7 +131,8 @@ def load_partial(model: Any, checkpoint: Any, *, rules: Any = None, freeze: str 
     if tgt.live is None:
         raise UsageError("load_partial needs a live torch or Keras model as its first argument")
     the_plan = _plan(src, tgt, rules=rules, options=options)
-    man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale)
+    man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale,
+                             layers=manifest_mod.layer_listing(src, tgt))
     carried = ((t.target, arr) for t, arr in produce(the_plan, src, tgt, skip_new=True))
     _loader(tgt)(tgt, carried)
     return report_mod.make(the_plan, man)

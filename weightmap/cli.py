@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from .errors import WeightmapError
@@ -52,7 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     po.add_argument("--no-direct-io", action="store_true",
                     help="write a big safetensors output through the page cache (default: past "
                          "it, read back from the disk, where the file system allows it)")
+    po.add_argument("--report", metavar="HTML",
+                    help="also write the mapping report as one self-contained HTML page")
     _limit_option(po)
+    rep = sub.add_parser("report", help="draw a port's manifest as a self-contained HTML page")
+    rep.add_argument("manifest", help="the .manifest.json a port wrote beside its output")
+    rep.add_argument("--html", required=True, metavar="OUT", help="the page to write")
+    rep.add_argument("--force", action="store_true", help="replace an existing page")
     _convert_parser(sub)
     _migrate_parser(sub)
     return p
@@ -117,13 +124,14 @@ def _limit_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _port(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from .api import port
     from .atomic import atomic_path, check_output
     from .report import render
     from .sources import parse_limits, read_checkpoint
     limits = parse_limits(args.limit)
+    if args.report:      # refused before anything is written, like the output itself
+        check_output(Path(args.report), force=args.force)
     source, target = (read_checkpoint(text, limits) for text in (args.source, args.target))
     rep = port(source, target, args.out, manifest=args.manifest, rules=args.rules,
                freeze=args.freeze, lr_scale=args.lr_scale, plan=args.plan,
@@ -136,6 +144,9 @@ def _port(args: argparse.Namespace) -> int:
         check_output(path, force=args.force)
         with atomic_path(path) as tmp:
             tmp.write_text(rep.plan.to_json(), encoding="utf-8")
+    if args.report:
+        from . import report_html
+        report_html.write(rep.manifest, args.report, force=args.force)
     if args.json:
         print(json.dumps(rep.to_dict(), indent=1))
     elif not args.quiet:
@@ -200,7 +211,16 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"inspect": _inspect, "port": _port, "convert": _convert, "migrate": _migrate}
+def _report(args: argparse.Namespace) -> int:
+    from . import report_html
+    manifest = report_html.load_manifest(args.manifest)
+    out = report_html.write(manifest, args.html, force=args.force, inputs=(Path(args.manifest),))
+    print(f"wrote {out}")
+    return 0
+
+
+COMMANDS = {"inspect": _inspect, "port": _port, "report": _report, "convert": _convert,
+            "migrate": _migrate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from .errors import UsageError
+from .graph import ParamGraph
 from .plans import Plan
 
 MANIFEST_VERSION = 1
@@ -89,9 +90,23 @@ def _frozen_layers(plan: Plan, policy: FreezePolicy) -> set[str]:
     return {l for l in carried_layers if all_layers.index(l) <= stop}
 
 
+def layer_listing(source: ParamGraph, target: ParamGraph) -> dict[str, list[dict[str, Any]]]:
+    """Both models' layer sequences (execution order where the format knows it), each layer
+    with its op kind and tensors: what a reader of the manifest needs to see the mapping whole
+    (the HTML report draws it) without the two model files at hand."""
+    def listing(graph: ParamGraph) -> list[dict[str, Any]]:
+        return [{"name": layer.name, "op": layer.op,
+                 "tensors": [{"name": p.name, "role": p.role, "shape": list(p.shape),
+                              "dtype": p.dtype} for p in layer.params]}
+                for layer in graph.layers]
+    return {"source": listing(source), "target": listing(target)}
+
+
 def build(plan: Plan, *, freeze: str | FreezePolicy | None = "none",
           lr_scale: Iterable[str] | Mapping[str, float] | None = None,
-          output: str | None = None, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+          output: str | None = None, options: Mapping[str, Any] | None = None,
+          layers: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest of ``plan``; ``layers`` (``layer_listing``) adds both layer sequences."""
     policy = parse_freeze(freeze)
     scales = parse_lr_scales(lr_scale)
     frozen_layers = _frozen_layers(plan, policy)
@@ -104,11 +119,14 @@ def build(plan: Plan, *, freeze: str | FreezePolicy | None = "none",
         if carried and "decay" in scales:
             scale *= scales["decay"] ** depth[t.layer]
         entry = {"layer": t.layer, "status": t.status, "source": list(t.sources),
+                 "shape": list(t.shape), "dtype": t.dtype,
                  "transforms": [s.to_dict() for s in t.steps],
                  "frozen": carried and t.layer in frozen_layers,
                  "lr_scale": round(scale, 10)}
         if t.notes:
             entry["notes"] = list(t.notes)
+        if t.match:
+            entry["match"] = dict(t.match)
         params[t.target] = entry
     counts = plan.counts()
     total = len(plan.tensors)
@@ -129,11 +147,13 @@ def build(plan: Plan, *, freeze: str | FreezePolicy | None = "none",
         "decisions": list(plan.decisions),
         "params": params,
         "unused": [dict(u) for u in plan.unused],
+        **({"layers": dict(layers)} if layers is not None else {}),
     }
 
 
 def check(manifest: Mapping[str, Any]) -> Mapping[str, Any]:
-    if not isinstance(manifest, Mapping) or manifest.get("weightmap_manifest") != MANIFEST_VERSION:
+    if not isinstance(manifest, Mapping) or manifest.get("weightmap_manifest") != MANIFEST_VERSION \
+            or not isinstance(manifest.get("params"), Mapping):
         raise UsageError(f"not a weightmap manifest of version {MANIFEST_VERSION}")
     return manifest["params"]
 
