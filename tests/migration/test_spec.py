@@ -103,3 +103,11 @@ def test_the_specs_in_the_docs_are_valid():
     assert len(blocks) == 2
     for block in blocks:
         spec_mod.validate(yaml.safe_load(block), "doc")
+
+
+def test_policies_and_name_templates_are_checked_before_any_job(collection):
+    root, data = collection
+    with pytest.raises(UsageError, match="key freeze: unknown freeze policy 'all'"):
+        _load({**data, "freeze": "all"}, root)
+    with pytest.raises(UsageError, match=r"key jobs\[0\].out: '\{name\}' is not a name template"):
+        _load({**data, "jobs": [{"source": "runs/run1.safetensors", "out": "{name}"}]}, root)

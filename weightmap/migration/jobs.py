@@ -141,7 +141,7 @@ def _port(job: Job, replace: bool) -> Any:
     target = target_of(job)
     extra = {k: o[k] for k in ("freeze", "lr_scale", "new_values", "verify", "min_coverage")
              if k in o}
-    return port(job.source, target, _output(job, target), **_shared(job, replace), **extra)
+    return port(job.source, target, out=_output(job, target), **_shared(job, replace), **extra)
 
 
 def _convert(job: Job, replace: bool) -> Any:

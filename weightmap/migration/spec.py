@@ -25,8 +25,6 @@ from .. import documents
 from ..errors import UsageError
 from ..paths import natural_key
 
-SPEC_VERSION = 1
-
 _STRINGS = {"anyOf": [{"type": "string", "minLength": 1},
                       {"type": "array", "items": {"type": "string", "minLength": 1}}]}
 # every option a job may take; top-level ones are shared by the jobs of the kinds that take them
@@ -158,11 +156,13 @@ def _expand(data: Mapping[str, Any], base: Path, spec_path: str | None) -> Spec:
     out_dir = _absolute(base, data["out_dir"])
     shared = {k: data[k] for k in OPTIONS if k in data}
     _refuse_missing_capabilities(data, "", where)
+    _check_policies(data, "", where)
     jobs: list[Job] = []
-    targets_taken: set[str] = set()
+    taken: set[str] = set()
     for entry, job in enumerate(data["jobs"]):
         key = f"jobs[{entry}]"
         _refuse_missing_capabilities(job, key + ".", where)
+        _check_policies(job, key + ".", where)
         target = job["target"] if "target" in job else data.get("target")
         kind = "port" if target else "convert"
         takes = PORT_OPTIONS if kind == "port" else CONVERT_OPTIONS
@@ -173,14 +173,14 @@ def _expand(data: Mapping[str, Any], base: Path, spec_path: str | None) -> Spec:
                              hint=f"a {kind} job takes {', '.join(takes)}" +
                                   (" (a job without a target is a convert job)"
                                    if kind == "port" else " (give it a target to port)"))
-        targets_taken.update(k for k in shared if k in takes)
+        taken.update(k for k in shared if k in takes)
         options = {**{k: v for k, v in shared.items() if k in takes},
                    **{k: job[k] for k in takes if k in job}}
         for source in _sources(base, job["source"], f"{key}.source", where):
             jobs.append(_job(len(jobs), entry, kind, source,
                              _absolute_ref(base, target) if target else None,
                              job.get("out"), out_dir, options, base))
-    unused = [k for k in shared if k not in targets_taken]
+    unused = [k for k in shared if k not in taken]
     if unused:
         which = "convert jobs (jobs without a target)" if unused[0] in CONVERT_OPTIONS \
             else "port jobs (jobs with a target)"
@@ -195,6 +195,19 @@ def _refuse_missing_capabilities(entry: Mapping[str, Any], key: str, where: str)
         if name in entry and not _port_takes(name):
             raise UsageError(f"migration spec key {key}{name}: this weightmap has no {what} "
                              f"yet", path=where, hint=f"remove {name!r} from the spec")
+
+
+def _check_policies(entry: Mapping[str, Any], key: str, where: str) -> None:
+    """A bad freeze policy or learning-rate scale would fail every job the same way: refuse
+    the spec instead."""
+    from ..manifest import parse_freeze, parse_lr_scales
+    for name, parse in (("freeze", parse_freeze), ("lr_scale", parse_lr_scales)):
+        if name in entry:
+            try:
+                parse(entry[name])
+            except UsageError as exc:
+                raise UsageError(f"migration spec key {key}{name}: {exc.message}", path=where,
+                                 hint=exc.hint) from None
 
 
 def _port_takes(option: str) -> bool:
@@ -233,7 +246,13 @@ def _job(index: int, entry: int, kind: str, source: str, target: str | None,
          out: str | None, out_dir: Path, options: Mapping[str, Any], base: Path) -> Job:
     from ..emit import kind_of_name, manifest_path_for, stem_of
     src = Path(source)
-    name = out.format(stem=stem_of(source), parent=src.parent.name) if out else stem_of(source)
+    try:
+        name = out.format(stem=stem_of(source), parent=src.parent.name) if out \
+            else stem_of(source)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise UsageError(f"migration spec key jobs[{entry}].out: {out!r} is not a name "
+                         f"template: {exc!r}", hint="it may use {stem} and {parent}; write a "
+                                                   "brace as {{ or }}") from None
     path = _absolute(out_dir, name)
     try:
         kind_of_name(path)
