@@ -56,5 +56,5 @@ def test_the_command_exits_12_when_a_job_failed(collection, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1
-    assert captured.err.startswith("weightmap: error: 1 of 4 jobs failed; the first, ")
+    assert captured.err.startswith("weightmap: error: 1 of 4 jobs failed; the first: ")
     assert "no such file" in captured.err

@@ -33,7 +33,7 @@ def test_table_lists_each_job_with_its_error_or_note(tmp_path, monkeypatch):
 def test_check_and_the_written_json(tmp_path):
     bad = _summary(tmp_path, ["ok", "failed"])
     assert not bad.ok and bad.counts == {"ok": 1, "failed": 1, "skipped": 0}
-    with pytest.raises(MigrationError, match=r"1 of 2 jobs failed; the first, .*s1.pt: "
+    with pytest.raises(MigrationError, match=r"1 of 2 jobs failed; the first: /.*/s1.pt: "
                                              r"s1.pt: the file is truncated") as err:
         bad.check()
     assert err.value.exit_code == 12

@@ -59,9 +59,10 @@ class Summary:
         if self.ok:
             return self
         first = self.failed[0]
-        raise MigrationError(f"{len(self.failed)} of {len(self.jobs)} jobs failed; the first, "
-                             f"{first['source']}: {first['error']}",
-                             hint=f"each job's error is in {self.path}")
+        error = first["error"] if first["source"] in first["error"] else \
+            f"{first['source']}: {first['error']}"
+        raise MigrationError(f"{len(self.failed)} of {len(self.jobs)} jobs failed; the first: "
+                             f"{error}", hint=f"each job's error is in {self.path}")
 
 
 def write(summary: Summary) -> Path:
