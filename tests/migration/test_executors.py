@@ -26,14 +26,15 @@ def test_local_workers_run_every_job(collection):
 def test_a_job_that_kills_its_worker_fails_alone(collection):
     root, data = collection
     (root / "killer.py").write_text("import os\nos._exit(3)\n")
-    spec = {**data, "jobs": [{"source": "runs/*.safetensors"},
+    spec = {**data, "jobs": [{"source": "runs/run1.safetensors"},
                              {"source": "runs/run2.safetensors", "target": "killer.py",
-                              "out": "killed"}]}
+                              "out": "killed"},
+                             {"source": "runs/*.safetensors", "out": "{stem}_again"}]}
     (root / "out").mkdir()
     results = {}
     executors.run_local(_todo(root, spec), 2, lambda job, r: results.update({job.index: r}))
-    assert [results[i]["status"] for i in range(4)] == ["ok", "ok", "ok", "failed"]
-    assert "the worker process running this job died" in results[3]["error"]
+    assert [results[i]["status"] for i in range(5)] == ["ok", "failed", "ok", "ok", "ok"]
+    assert "the worker process running this job died" in results[1]["error"]
 
 
 def test_default_workers_are_bounded_by_cores_memory_and_jobs(collection, monkeypatch):

@@ -111,3 +111,12 @@ def test_policies_and_name_templates_are_checked_before_any_job(collection):
         _load({**data, "freeze": "all"}, root)
     with pytest.raises(UsageError, match=r"key jobs\[0\].out: '\{name\}' is not a name template"):
         _load({**data, "jobs": [{"source": "runs/run1.safetensors", "out": "{name}"}]}, root)
+
+
+def test_a_glob_leaves_out_the_outputs_folder(collection):
+    root, data = collection
+    (root / "runs" / "ported").mkdir()
+    (root / "runs" / "ported" / "run1.safetensors").write_bytes(b"an output")
+    spec = {**data, "out_dir": "runs/ported", "jobs": [{"source": "runs/**/*.safetensors"}]}
+    assert [j.source for j in _load(spec, root).jobs] == [
+        str(root / "runs" / f"run{i}.safetensors") for i in (1, 2, 10)]

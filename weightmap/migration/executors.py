@@ -4,8 +4,8 @@
 (``spawn`` where there is none): a worker is a fresh interpreter, never a fork of a process that
 has torch or TensorFlow loaded. Each worker keeps the targets it built (``jobs.target_of``), so a
 target is built once per worker, not once per job. A worker that dies (killed for memory, a
-crash in native code) breaks the pool: the jobs it left unfinished are run again one at a time,
-each in a fresh worker, so that only the job that kills its worker fails.
+crash in native code) breaks the pool: the jobs it left unfinished run again in order on one
+fresh worker, so that only the job that kills its worker fails.
 
 **ray** — each job is a Ray task (one CPU) on the cluster ``ray.init`` connects to (an
 address, ``RAY_ADDRESS``, or a local one started for the run); Ray workers keep the targets
@@ -75,9 +75,13 @@ def _context() -> Any:
 def run_local(todo: Todo, workers: int, done: Done) -> None:
     """Run ``todo`` on ``workers`` processes; ``done(job, result)`` as each job ends."""
     left = _pool_round(list(todo), workers, done)
-    for item in left:                          # after a worker died: one at a time, isolated
-        for lost in _pool_round([item], 1, done):
-            done(lost[0], _died(lost[0]))
+    while left:
+        # a worker died: the rest on one fresh worker, in order, so that when it dies too the
+        # job it died on is the first one left unfinished
+        left = _pool_round(left, 1, done)
+        if left:
+            done(left[0][0], _died(left[0][0]))
+            left = left[1:]
 
 
 def _pool_round(todo: list[tuple[Job, bool]], workers: int, done: Done) -> list[tuple[Job, bool]]:

@@ -176,7 +176,7 @@ def _expand(data: Mapping[str, Any], base: Path, spec_path: str | None) -> Spec:
         taken.update(k for k in shared if k in takes)
         options = {**{k: v for k, v in shared.items() if k in takes},
                    **{k: job[k] for k in takes if k in job}}
-        for source in _sources(base, job["source"], f"{key}.source", where):
+        for source in _sources(base, job["source"], out_dir, f"{key}.source", where):
             jobs.append(_job(len(jobs), entry, kind, source,
                              _absolute_ref(base, target) if target else None,
                              job.get("out"), out_dir, options, base))
@@ -231,11 +231,20 @@ def _absolute_ref(base: Path, text: str) -> str:
 _MAGIC = re.compile(r"[*?[]")
 
 
-def _sources(base: Path, pattern: str, key: str, where: str) -> list[str]:
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _sources(base: Path, pattern: str, out_dir: Path, key: str, where: str) -> list[str]:
+    """The job sources a ``source`` names. A glob never takes what lies in ``out_dir`` (the
+    migration's own outputs, which a second run would otherwise port again), unless the spec's
+    folder itself is in ``out_dir``."""
     path = str(_absolute(base, pattern))
     if not _MAGIC.search(pattern):
         return [path]
     found = sorted(glob.glob(path, recursive=True), key=natural_key)
+    if not _inside(base, out_dir):
+        found = [f for f in found if not _inside(Path(f), out_dir)]
     if not found:
         raise UsageError(f"migration spec key {key}: {pattern!r} matches no file", path=where,
                          hint=f"looked for {path}")
