@@ -40,7 +40,8 @@ STATE_DICT_KINDS = {"safetensors": "safetensors", "pt": "torch-zip"}
 
 def convert(source: Any, out: str | Path, *, rules: Any = None,
             strip_prefix: bool | str | Sequence[str | bool] | None = None,
-            keep: Iterable[str] = (), drop: Iterable[str] = (), cast: str | None = None,
+            keep: str | Iterable[str] = (), drop: str | Iterable[str] = (),
+            cast: str | None = None,
             container: str | None = None, manifest: str | Path | None = None,
             force: bool = False, shard_size: Any = None, progress: bool | None = None,
             fail_on_nonfinite: bool = False, direct_io: bool | None = None,
@@ -71,8 +72,8 @@ def convert(source: Any, out: str | Path, *, rules: Any = None,
     the_rules = _rules(rules)
     dtype = _cast_dtype(cast)
     the_plan, tgt = plan_convert(src, out, kind, rules=the_rules,
-                                 prefixes=_prefix_items(strip_prefix), keep=tuple(keep),
-                                 drop=tuple(drop), dtype=dtype)
+                                 prefixes=_prefix_items(strip_prefix), keep=_globs(keep),
+                                 drop=_globs(drop), dtype=dtype)
     return write_plan(the_plan, src, tgt, out, manifest=manifest, dry_run=dry_run,
                       force=force, shard_size=shard_size, progress=progress,
                       fail_on_nonfinite=fail_on_nonfinite, direct_io=direct_io,
@@ -104,9 +105,8 @@ def plan_convert(src: ParamGraph, out: Path, kind: str, *, rules: Rules | None =
     options = {"convert": {"strip_prefix": list(strip), "keep": list(keep), "drop": list(drop),
                            "cast": dtype, "rules": getattr(rules, "origin", None)}}
     the_plan = Plan(source=describe_graph(src), target={**describe_graph(tgt), "path": str(out)},
-                    tensors=tensors,
-                    unused=tuple(unused), decisions=tuple(_left_out_by_reader(src)),
-                    options=options)
+                    tensors=tensors, unused=tuple(unused),
+                    decisions=tuple(_left_out_by_reader(src)), options=options)
     the_plan.check(src, tgt)
     return the_plan, tgt
 
@@ -123,6 +123,10 @@ def _rules(rules: Any) -> Rules | None:
                          "also has pair, ignore.target or expect", path=found.origin,
                          hint="those steer matching to a target model (weightmap port)")
     return found
+
+
+def _globs(patterns: str | Iterable[str]) -> tuple[str, ...]:
+    return (patterns,) if isinstance(patterns, str) else tuple(patterns)
 
 
 def _cast_dtype(cast: str | None) -> str | None:

@@ -72,6 +72,8 @@ def test_keep_then_drop_on_stored_or_written_names(state, tmp_path):
                        "head.fc.bias": "dropped by --drop '*.bias'",
                        "head.steps": "dropped by --drop 'head.steps'"}
     assert rep.manifest["summary"]["unused_source"] == 3
+    one = convert(state, tmp_path / "one.safetensors", keep="head.fc.*", drop="*.bias")
+    assert [t.target for t in one.plan.tensors] == ["head.fc.weight"]
     with pytest.raises(UsageError, match="no tensor is left to write"):
         convert(state, tmp_path / "none.safetensors", keep=["nothing*"])
     assert not (tmp_path / "none.safetensors").exists()
