@@ -58,3 +58,49 @@ def test_the_command_exits_12_when_a_job_failed(collection, capsys):
     assert captured.err.count("\n") == 1
     assert captured.err.startswith("weightmap: error: 1 of 4 jobs failed; the first: ")
     assert "no such file" in captured.err
+
+
+def test_progress_over_jobs(collection, capsys):
+    root, data = collection
+    weightmap.migrate(data, base_dir=root, jobs=1, progress=True)
+    err = capsys.readouterr().err
+    assert "migrating: 3/3 jobs, " in err and err.endswith("\r")      # drawn, then erased
+
+
+def test_an_interrupted_migration_loses_only_the_job_in_flight(collection):
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+    root, data = collection
+    started = root / "slow_started"
+    (root / "slow.py").write_text(
+        "import pathlib, time\nimport numpy as np\n"
+        f"pathlib.Path({str(started)!r}).touch()\ntime.sleep(60)\n"
+        "model = {'fc.weight': np.zeros((3, 4), np.float32), "
+        "'fc.bias': np.zeros(3, np.float32)}\n")
+    data["jobs"] = [{"source": "runs/run1.safetensors"},
+                    {"source": "runs/run2.safetensors", "target": "slow.py"},
+                    {"source": "runs/run10.safetensors"}]
+    (root / "spec.yaml").write_text(yaml.safe_dump(data))
+    roots = [str(Path(weightmap.__file__).parents[1]), str(Path(weightmap.__file__).parents[1]
+                                                           / "adapters")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(roots)}
+    proc = subprocess.Popen([sys.executable, "-m", "weightmap", "migrate", "spec.yaml",
+                             "--jobs", "1"], cwd=root, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)                      # Ctrl-C on a terminal
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().endswith("interrupted")
+    summary = json.loads((root / "out" / "migration.json").read_text())
+    assert [j["status"] for j in summary["jobs"]] == ["ok", "failed", "failed"]
+    assert summary["jobs"][1]["error"] == "interrupted before it finished"
+    assert sorted(p.name for p in (root / "out").iterdir()) == [
+        "migration.json", "run1.manifest.json", "run1.safetensors"]
+    (root / "slow.py").write_text((root / "slow.py").read_text().replace("time.sleep(60)", ""))
+    again = weightmap.migrate(root / "spec.yaml", jobs=1)
+    assert [j["status"] for j in again.jobs] == ["skipped", "ok", "ok"]

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -84,9 +86,41 @@ def run_local(todo: Todo, workers: int, done: Done) -> None:
             left = left[1:]
 
 
+def _watch_migration(pid: int) -> None:
+    """In a worker: exit once the migration process ``pid`` is gone. A pool's workers otherwise
+    wait for work forever after the migration is killed or interrupted (and a ``forkserver``
+    worker keeps the fork server alive: it holds the pipe whose end tells the server to stop)."""
+    def watch() -> None:
+        while _alive(pid):
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="weightmap-parent-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    """Is process ``pid`` running? A process that has ended but was not reaped yet (a zombie,
+    Linux's /proc says so) counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass
+    return True
+
+
 def _pool_round(todo: list[tuple[Job, bool]], workers: int, done: Done) -> list[tuple[Job, bool]]:
     """Run ``todo`` on one pool; the jobs left unfinished when a worker died."""
-    pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(todo))), mp_context=_context())
+    pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(todo))), mp_context=_context(),
+                               initializer=_watch_migration, initargs=(os.getpid(),))
     left: list[tuple[Job, bool]] = []
     try:
         futures = {pool.submit(run, job, replace): (job, replace) for job, replace in todo}
@@ -100,11 +134,20 @@ def _pool_round(todo: list[tuple[Job, bool]], workers: int, done: Done) -> list[
                     left.append(futures[future])
                     continue
                 done(futures[future][0], result)
-    except BaseException:        # interrupted: the jobs in flight are lost, nothing waits
-        pool.shutdown(wait=False, cancel_futures=True)
+    except BaseException:        # interrupted: the jobs in flight are lost
+        _stop(pool)
         raise
     pool.shutdown(wait=not left, cancel_futures=True)
     return sorted(left, key=lambda item: item[0].index)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """End the pool now: its workers are stopped (on Ctrl-C they were interrupted with us and
+    have cleaned up), so that shutting it down waits for nothing and leaves nothing behind.
+    ``_processes`` is the pool's own table of workers (a public way comes with Python 3.14)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _died(job: Job) -> dict[str, Any]:
