@@ -133,6 +133,12 @@ class KerasAdapter:
         from .live import read_live
         return read_live(obj, origin=origin, **options)
 
+    def model_file_context(self, path: Path) -> Any:
+        """Around running a model file: TensorFlow's start-up logs, if the file is the first
+        to import it, stay off stderr (``quiet.py``)."""
+        from .quiet import quiet_tensorflow_start
+        return quiet_tensorflow_start()
+
 
 ADAPTER = KerasAdapter()
 
