@@ -107,6 +107,28 @@ def reader_limits() -> dict[str, tuple[int, str]]:
     return table
 
 
+def reader_options() -> dict[str, str]:
+    """The read options other than caps the adapters declare (``read_options``): name ->
+    what it does (``container=``, ``config=`` ...)."""
+    out: dict[str, str] = {}
+    for adapter in registry.adapters().values():
+        out.update(getattr(adapter, "read_options", {}))
+    return out
+
+
+def check_read_options(call: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Read options given as keywords to ``call`` (``weightmap.read(path, container=...,
+    max_header_bytes=...)``): a name no adapter declares is a UsageError naming the valid
+    keywords; a cap that is not a positive integer one naming the cap."""
+    from .options import check_keywords
+    if not options:
+        return {}
+    limits = reader_limits()
+    check_keywords(call, options, allowed=[*reader_options(), *limits])
+    caps = parse_limits([f"{k}={v}" for k, v in options.items() if k in limits])
+    return {**{k: v for k, v in options.items() if k not in limits}, **caps}
+
+
 def parse_limits(items: Any) -> dict[str, int]:
     """``["max_header_bytes=1000000", ...]`` (the CLI's ``--limit NAME=VALUE``) -> read options.
     A name no reader declares, or a value that is not a positive integer, is a UsageError

@@ -95,6 +95,8 @@ def _type_modules(obj: Any) -> list[tuple[str, str]]:
 class KerasAdapter:
     name = "keras"
     formats = FORMATS
+    read_options = {"config": "a model config (dict, or a .keras / full .h5 / config.json "
+                              "path) typing a weights-only file"}
 
     def sniff(self, path: Path, head: bytes) -> str | None:
         return sniff(path, head)
