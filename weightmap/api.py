@@ -94,7 +94,7 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
     out_path = emit.output_path(kind, out_path, the_plan, writer_options)
     man_path = Path(manifest) if manifest else emit.manifest_path_for(out_path)
     man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale, output=str(out_path),
-                             target=tgt)
+                             target=tgt, layers=manifest_mod.layer_listing(src, tgt))
     report = report_mod.make(the_plan, man, target=tgt)
     _check_coverage(report, min_coverage, strict)
     if dry_run:
@@ -133,7 +133,8 @@ def load_partial(model: Any, checkpoint: Any, *,
     if tgt.live is None:
         raise UsageError("load_partial needs a live torch or Keras model as its first argument")
     the_plan = _plan(src, tgt, rules=rules, options=opts)
-    man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale, target=tgt)
+    man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale, target=tgt,
+                             layers=manifest_mod.layer_listing(src, tgt))
     report = report_mod.make(the_plan, man, target=tgt)
     _check_coverage(report, min_coverage, strict)
     carried = ((t.target, arr) for t, arr in produce(the_plan, src, tgt, skip_new=True))

@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from .errors import CoverageError, WeightmapError
@@ -52,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     po.add_argument("--no-direct-io", action="store_true",
                     help="write a big safetensors output through the page cache (default: past "
                          "it, read back from the disk, where the file system allows it)")
+    po.add_argument("--report", metavar="HTML",
+                    help="also write the mapping report as one self-contained HTML page")
     po.add_argument("--min-coverage", metavar="F",
                     help="fail (exit 11, nothing written) if less than this share (0..1) of "
                          "the target's elements is carried over")
@@ -60,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
                          "over or ignored by a rule, and every source tensor used or ignored")
     _limit_option(po)
     _plan_options(po)
+    rep = sub.add_parser("report", help="draw a port's manifest as a self-contained HTML page")
+    rep.add_argument("manifest", help="the .manifest.json a port wrote beside its output")
+    rep.add_argument("--html", required=True, metavar="OUT", help="the page to write")
+    rep.add_argument("--force", action="store_true", help="replace an existing page")
     return p
 
 
@@ -82,8 +89,11 @@ def _limit_option(parser: argparse.ArgumentParser) -> None:
 
 def _port(args: argparse.Namespace) -> int:
     from .api import port
+    from .atomic import check_output
     from .sources import parse_limits, read_checkpoint
     limits = parse_limits(args.limit)
+    if args.report:      # refused before anything is written, like the output itself
+        check_output(Path(args.report), force=args.force)
     source, target = (read_checkpoint(text, limits) for text in (args.source, args.target))
     options = {k[len("option_"):]: v for k, v in vars(args).items()
                if k.startswith("option_") and v is not None}
@@ -104,8 +114,6 @@ def _port(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace, rep) -> None:
-    from pathlib import Path
-
     from .atomic import atomic_path, check_output
     from .report import render
     if args.save_plan:
@@ -113,6 +121,9 @@ def _show(args: argparse.Namespace, rep) -> None:
         check_output(path, force=args.force)
         with atomic_path(path) as tmp:
             tmp.write_text(rep.plan.to_json(), encoding="utf-8")
+    if args.report:
+        from . import report_html
+        report_html.write(rep.manifest, args.report, force=args.force)
     if args.json:
         print(json.dumps(rep.to_dict(), indent=1))
     elif not args.quiet:
@@ -143,7 +154,15 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"inspect": _inspect, "port": _port}
+def _report(args: argparse.Namespace) -> int:
+    from . import report_html
+    manifest = report_html.load_manifest(args.manifest)
+    out = report_html.write(manifest, args.html, force=args.force, inputs=(Path(args.manifest),))
+    print(f"wrote {out}")
+    return 0
+
+
+COMMANDS = {"inspect": _inspect, "port": _port, "report": _report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

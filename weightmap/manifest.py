@@ -115,13 +115,27 @@ def _scale_text(scale: float) -> float:
     return float(f"{scale:.12g}")
 
 
+def layer_listing(source: ParamGraph, target: ParamGraph) -> dict[str, list[dict[str, Any]]]:
+    """Both models' layer sequences (execution order where the format knows it), each layer
+    with its op kind and tensors: what a reader of the manifest needs to see the mapping whole
+    (the HTML report draws it) without the two model files at hand."""
+    def listing(graph: ParamGraph) -> list[dict[str, Any]]:
+        return [{"name": layer.name, "op": layer.op,
+                 "tensors": [{"name": p.name, "role": p.role, "shape": list(p.shape),
+                              "dtype": p.dtype} for p in layer.params]}
+                for layer in graph.layers]
+    return {"source": listing(source), "target": listing(target)}
+
+
 def build(plan: Plan, *, freeze: str | FreezePolicy | None = "none",
           lr_scale: Iterable[str] | Mapping[str, float] | None = None,
           output: str | None = None, options: Mapping[str, Any] | None = None,
-          target: ParamGraph | None = None) -> dict[str, Any]:
+          target: ParamGraph | None = None,
+          layers: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The manifest of ``plan``. With the ``target`` graph each entry says whether it is a
     ``parameter`` or a ``buffer`` (running statistics ...), the summary counts both, and a
-    weightless target layer can be the ``until:`` boundary."""
+    weightless target layer can be the ``until:`` boundary; ``layers`` (``layer_listing``)
+    adds both layer sequences."""
     policy = parse_freeze(freeze)
     scales = parse_lr_scales(lr_scale)
     frozen_layers = _frozen_layers(plan, policy, target.meta.get("weightless_after")
@@ -136,6 +150,7 @@ def build(plan: Plan, *, freeze: str | FreezePolicy | None = "none",
         if carried and "decay" in scales:
             scale *= scales["decay"] ** depth[block_of(t.layer)]
         entry = {"layer": t.layer, "status": t.status, "source": list(t.sources),
+                 "shape": list(t.shape), "dtype": t.dtype,
                  "transforms": [s.to_dict() for s in t.steps],
                  "frozen": carried and t.layer in frozen_layers,
                  "lr_scale": _scale_text(scale)}
@@ -143,6 +158,8 @@ def build(plan: Plan, *, freeze: str | FreezePolicy | None = "none",
             entry["kind"] = "buffer" if target.param(t.target).is_buffer else "parameter"
         if t.notes:
             entry["notes"] = list(t.notes)
+        if t.match:
+            entry["match"] = dict(t.match)
         params[t.target] = entry
     return {
         "weightmap_manifest": MANIFEST_VERSION,
@@ -153,6 +170,7 @@ def build(plan: Plan, *, freeze: str | FreezePolicy | None = "none",
         "decisions": list(plan.decisions),
         "params": params,
         "unused": [dict(u) for u in plan.unused],
+        **({"layers": dict(layers)} if layers is not None else {}),
     }
 
 
@@ -178,6 +196,7 @@ def _summary(plan: Plan, params: Mapping[str, Mapping[str, Any]]) -> dict[str, A
 
 
 def check(manifest: Mapping[str, Any]) -> Mapping[str, Any]:
-    if not isinstance(manifest, Mapping) or manifest.get("weightmap_manifest") != MANIFEST_VERSION:
+    if not isinstance(manifest, Mapping) or manifest.get("weightmap_manifest") != MANIFEST_VERSION \
+            or not isinstance(manifest.get("params"), Mapping):
         raise UsageError(f"not a weightmap manifest of version {MANIFEST_VERSION}")
     return manifest["params"]
