@@ -84,6 +84,11 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
     if plan is None:
         the_plan = _plan(src, tgt, rules=rules, options=opts)
     else:
+        dropped = ["rules"] * (rules is not None) + list(opts.as_dict())
+        if dropped:
+            raise UsageError(f"a saved plan is applied as it is: {', '.join(dropped)} would not "
+                             "apply", hint="drop them, or plan again with them (--dry-run "
+                                           "--save-plan) and edit that plan")
         the_plan = plan if isinstance(plan, Plan) else Plan.load(Path(plan))
         the_plan.check(src, tgt)
         the_plan = refresh(the_plan, src, tgt)      # unused sources of the plan as edited

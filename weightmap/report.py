@@ -2,11 +2,13 @@
 
 The text puts the summary first — counts (parameters and buffers apart), coverage, then what to
 look at (decisions, tensors left new and why, unused source tensors) — then the notes, each
-note once with the layers it concerns ("53 batchnorm layers: eps ..."). One line per layer only
+note once with the layers it concerns ("53 BatchNorm layers (...): eps ..."; a decision
+said of several layers in the same words is one ``check:`` line too). One line per layer only
 with ``verbose`` (``-v``).
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -82,7 +84,7 @@ def render(report: PortReport, *, verbose: bool = False) -> str:
     if report.manifest_path:
         lines.append(f"manifest {report.manifest_path}")
     lines += _counts(report.manifest["summary"])
-    lines += [f"check: {d}" for d in report.decisions]
+    lines += [f"check: {d}" for d in _decisions(report, verbose)]
     lines += _left_new(report, verbose)
     if report.unused:
         lines.append(f"unused: {len(report.unused)} source tensor(s): "
@@ -116,6 +118,20 @@ def _counts(s: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _decisions(report: PortReport, verbose: bool) -> list[str]:
+    """The decisions, those that say the same of several layers ("LAYER: text") as one."""
+    layers = {t.layer for t in report.plan.tensors}
+    by_text: dict[str, list[str]] = {}
+    for d in report.decisions:
+        layer, sep, text = d.partition(": ")
+        if sep and layer in layers:
+            by_text.setdefault(text, []).append(layer)
+        else:
+            by_text.setdefault(d, [])
+    return [f"{_layers(report, names, verbose) if len(names) > 1 else names[0]}: {text}"
+            if names else text for text, names in by_text.items()]
+
+
 def _left_new(report: PortReport, verbose: bool) -> list[str]:
     """Tensors left new, grouped by why: a rule, another shape, no counterpart ..."""
     groups = _grouped(report, (t for t in report.plan.tensors if t.status == "new"), new=True)
@@ -131,25 +147,24 @@ def _grouped(report: PortReport, tensors: Iterable[Any], new: bool = False) -> l
         notes = [n for n in t.notes if not n.startswith("decision: ")]
         for note in (notes[:1] or ["no reason recorded"]) if new else notes:
             by_note.setdefault(note, []).append(t)
-    size: dict[str, int] = {}
-    for t in report.plan.tensors:
-        size[t.layer] = size.get(t.layer, 0) + 1
+    size = Counter(t.layer for t in report.plan.tensors)
     lines = []
     for note, ts in by_note.items():
-        layers = list(dict.fromkeys(t.layer for t in ts))
-        whole = not new or all(sum(t.layer == l for t in ts) == size[l] for l in layers)
-        who = _layers(report, layers) if whole else _tensors([t.target for t in ts])
+        mine = Counter(t.layer for t in ts)
+        whole = not new or all(n == size[l] for l, n in mine.items())
+        who = _layers(report, list(mine)) if whole else _tensors([t.target for t in ts])
         lines.append(f"{who}: {note}")
     return lines
 
 
-def _layers(report: PortReport, names: list[str]) -> str:
+def _layers(report: PortReport, names: list[str], verbose: bool = False) -> str:
     ops = {report.layer_ops.get(n, "") for n in names}
     kind = OP_NAMES.get(next(iter(ops)), next(iter(ops))) if len(ops) == 1 and "" not in ops \
         else ""
     if len(names) == 1:
         return names[0] + (f" ({kind})" if kind and kind != names[0] else "")
-    return f"{len(names)} {kind + ' ' if kind else ''}layers ({_names(names, False, shown=3)})"
+    return (f"{len(names)} {kind + ' ' if kind else ''}layers "
+            f"({_names(names, verbose, shown=3)})")
 
 
 def _tensors(names: list[str]) -> str:

@@ -84,7 +84,8 @@ def test_min_coverage_lists_what_stays_new_largest_first(tmp_path, capsys):
 def test_strict_lists_both_sides_and_rules_that_ignore_them_satisfy_it(tmp_path, capsys):
     (tmp_path / "m.py").write_text(NEW_HEAD)
     out = tmp_path / "o.safetensors"
-    err = one_line(run(capsys, "port", SRC, "--to", tmp_path / "m.py", "--out", out, "--strict"), 11)
+    err = one_line(run(capsys, "port", SRC, "--to", tmp_path / "m.py", "--out", out,
+                       "--strict"), 11)
     assert "--strict: 2 target tensor(s) neither carried over nor ignored by a rule: " \
            "classifier.3.weight (10, 32), classifier.3.bias (10,)" in err
     assert "2 source tensor(s) neither used nor ignored by a rule: " \

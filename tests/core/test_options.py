@@ -102,3 +102,13 @@ def test_a_yes_no_keyword_takes_a_bool_not_a_text(tmp_path, flag):
     with pytest.raises(UsageError, match=rf"port\(\) takes {flag}=True or False.*not 'no'"):
         weightmap.port(SRC, SRC, tmp_path / "o.h5", **{flag: "no"})
     assert os.listdir(tmp_path) == []
+
+
+def test_rules_and_plan_options_beside_a_saved_plan_are_refused_not_ignored(tmp_path):
+    pytest.importorskip("torch")
+    saved = tmp_path / "plan.json"
+    saved.write_text(weightmap.plan(SRC, TGT).to_json())
+    with pytest.raises(UsageError, match="saved plan is applied as it is: rules, conv1d_layout"):
+        weightmap.port(SRC, TGT, tmp_path / "o.safetensors", plan=saved,
+                       rules={"ignore": ["fc1"]}, conv1d_layout="in,out")
+    assert sorted(os.listdir(tmp_path)) == ["plan.json"]

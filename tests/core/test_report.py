@@ -131,3 +131,16 @@ def test_print_report_is_what_the_command_line_prints(ported, tmp_path, monkeypa
     data = report.to_dict()
     assert data["summary"]["parameters"] == 2 * BLOCKS * 2 + 2
     json.dumps(data)
+
+
+def test_a_decision_said_of_several_layers_in_the_same_words_is_one_line():
+    from weightmap import manifest, report
+    from weightmap.plans import Plan, TensorPlan
+    tensors = tuple(TensorPlan(f"{l}.weight", l, (2,), "float32", "transferred", ("s",))
+                    for l in ("a", "b", "c"))
+    p = Plan({}, {}, tensors, decisions=("a: pads asymmetrically", "b: pads asymmetrically",
+                                         "c: something else", "a graph-wide fact"))
+    text = str(report.make(p, manifest.build(p)))
+    checks = [l for l in text.splitlines() if l.startswith("check: ")]
+    assert checks == ["check: 2 layers (a, b): pads asymmetrically",
+                      "check: c: something else", "check: a graph-wide fact"]
