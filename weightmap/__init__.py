@@ -44,3 +44,7 @@ def __getattr__(name: str) -> Any:
         from . import api
         return getattr(api, name)
     raise AttributeError(f"module 'weightmap' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PIPELINE})
