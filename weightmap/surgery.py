@@ -24,6 +24,7 @@ from .graph import Param, ParamGraph
 from .match import load_rules
 from .match.names import common_prefixes
 from .match.rules import Rules
+from .options import check_flags, check_keywords
 from .planner import describe_graph
 from .plans import Plan, TensorPlan
 from .report import PortReport
@@ -46,7 +47,7 @@ def convert(source: Any, out: str | Path, *, rules: Any = None,
             force: bool = False, shard_size: Any = None, progress: bool | None = None,
             fail_on_nonfinite: bool = False, direct_io: bool | None = None,
             dry_run: bool = False, source_digest: bool = False, job: Any = None,
-            read_options: Mapping[str, Any] | None = None) -> PortReport:
+            read_options: Mapping[str, Any] | None = None, **options: Any) -> PortReport:
     """Rewrite the checkpoint ``source`` into ``out`` (``.safetensors`` or ``.pt``).
 
     ``strip_prefix``: True strips the wrapper prefixes every name carries (``module.``,
@@ -61,6 +62,9 @@ def convert(source: Any, out: str | Path, *, rules: Any = None,
     what the reader picks, e.g. a Lightning checkpoint's ``state_dict``). ``read_options``: the
     reader's caps (``max_header_bytes=`` ...). The rest as ``port``.
     """
+    check_keywords(convert, options)      # convert takes no plan options
+    check_flags(convert, force=force, progress=progress, fail_on_nonfinite=fail_on_nonfinite,
+                direct_io=direct_io, dry_run=dry_run, source_digest=source_digest)
     out = Path(out)
     kind = emit.kind_of_name(out)
     if kind not in STATE_DICT_KINDS:

@@ -78,3 +78,13 @@ def test_a_worker_builds_a_target_once(collection, monkeypatch):
     results = [run(job) for job in _jobs(root, data)]
     assert [r["built_target"] for r in results] == [True, False, False]
     assert len(jobs_mod._TARGETS) == 1
+
+
+def test_a_job_run_again_keeps_what_its_dead_worker_finished(collection):
+    root, data = collection
+    job = _jobs(root, data)[0]
+    assert run(job)["status"] == "ok"
+    again = run(job, again=True)
+    assert again["status"] == "ok" and again["reason"] == "written before its worker died"
+    assert again["output"] == str(root / "out" / "run1.safetensors")
+    assert run(job)["status"] == "failed"            # a plain second run finds the output

@@ -104,3 +104,18 @@ def test_an_interrupted_migration_loses_only_the_job_in_flight(collection):
     (root / "slow.py").write_text((root / "slow.py").read_text().replace("time.sleep(60)", ""))
     again = weightmap.migrate(root / "spec.yaml", jobs=1)
     assert [j["status"] for j in again.jobs] == ["skipped", "ok", "ok"]
+
+
+def test_min_coverage_goes_to_each_port(collection):
+    root, data = collection
+    from safetensors.numpy import save_file
+    import numpy as np
+    save_file({"fc.weight": np.zeros((3, 4), np.float32), "fc.bias": np.zeros(3, np.float32),
+               "head.weight": np.zeros((2, 3), np.float32)}, str(root / "bigger.safetensors"))
+    summary = weightmap.migrate({**data, "target": "bigger.safetensors", "min_coverage": 0.9},
+                                base_dir=root, jobs=1)
+    assert summary.counts["failed"] == 3
+    assert "less than --min-coverage" in summary.jobs[0]["error"] or \
+        "min" in summary.jobs[0]["error"], summary.jobs[0]["error"]
+    with pytest.raises(UsageError, match=r"migrate\(\) got an unknown keyword 'job'"):
+        weightmap.migrate(data, base_dir=root, job=2)

@@ -75,11 +75,14 @@ def test_globs_that_match_nothing_and_outputs_that_collide(collection):
     assert named.jobs[2].out == str(root / "out" / "x.pt")
 
 
-def test_options_the_port_cannot_take_yet_are_refused(collection):
+def test_options_the_port_cannot_take_yet_are_refused(collection, monkeypatch):
     root, data = collection
-    for key, value in (("verify", True), ("min_coverage", 0.9)):
-        with pytest.raises(UsageError, match=rf"key jobs\[0\].{key}: this weightmap has no "):
-            _load({**data, "jobs": [{"source": "runs/run1.safetensors", key: value}]}, root)
+    job = {"source": "runs/run1.safetensors", "min_coverage": 0.9}
+    assert _load({**data, "jobs": [job]}, root).jobs[0].options["min_coverage"] == 0.9
+    monkeypatch.setattr(spec_mod, "_port_takes", lambda option: option != "min_coverage")
+    with pytest.raises(UsageError, match=r"key jobs\[0\].min_coverage: this weightmap has no "
+                                         r"coverage checks"):
+        _load({**data, "jobs": [job]}, root)
 
 
 def test_the_options_digest_follows_the_rules_and_target_files(collection):

@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import progress as progress_mod
 from ..errors import UsageError, WeightmapError
+from ..options import check_flags, check_keywords
 from . import executors, spec as spec_mod
 from .jobs import make_folder, resume_state
 from .spec import Job, Spec
@@ -23,7 +24,7 @@ __all__ = ["migrate", "Summary", "render"]
 
 def migrate(spec: Any, *, jobs: int | None = None, executor: str = "local",
             ray_address: str | None = None, resume: bool = True, force: bool = False,
-            progress: bool | None = None, base_dir: Any = None) -> Summary:
+            progress: bool | None = None, base_dir: Any = None, **options: Any) -> Summary:
     """Run every job of ``spec`` (a YAML/TOML file, or the same as a dict whose relative paths
     are taken from ``base_dir``) and return the summary, also written to
     ``<out_dir>/migration.json``. One job's failure does not stop the others:
@@ -37,6 +38,8 @@ def migrate(spec: Any, *, jobs: int | None = None, executor: str = "local",
     one). ``progress``: None shows it when stderr is a terminal, False never, True always.
     """
     started = time.perf_counter()
+    check_keywords(migrate, options)
+    check_flags(migrate, resume=resume, force=force, progress=progress)
     if executor not in executors.EXECUTORS:
         raise UsageError(f"unknown executor {executor!r}",
                          hint=f"use {' or '.join(executors.EXECUTORS)}")

@@ -80,7 +80,7 @@ def run_local(todo: Todo, workers: int, done: Done) -> None:
     while left:
         # a worker died: the rest on one fresh worker, in order, so that when it dies too the
         # job it died on is the first one left unfinished
-        left = _pool_round(left, 1, done)
+        left = _pool_round(left, 1, done, again=True)
         if left:
             done(left[0][0], _died(left[0][0]))
             left = left[1:]
@@ -117,13 +117,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _pool_round(todo: list[tuple[Job, bool]], workers: int, done: Done) -> list[tuple[Job, bool]]:
-    """Run ``todo`` on one pool; the jobs left unfinished when a worker died."""
+def _pool_round(todo: list[tuple[Job, bool]], workers: int, done: Done, again: bool = False
+                ) -> list[tuple[Job, bool]]:
+    """Run ``todo`` on one pool (``again``: after a worker died, see ``jobs.run``); the jobs
+    left unfinished when a worker died."""
     pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(todo))), mp_context=_context(),
                                initializer=_watch_migration, initargs=(os.getpid(),))
     left: list[tuple[Job, bool]] = []
     try:
-        futures = {pool.submit(run, job, replace): (job, replace) for job, replace in todo}
+        futures = {pool.submit(run, job, replace, again): (job, replace)
+                   for job, replace in todo}
         pending = set(futures)
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -181,7 +184,9 @@ def run_ray(todo: Todo, address: str | None, done: Done, workers: int | None = N
                              hint="check --ray-address (or RAY_ADDRESS), or leave it out to "
                                   "start a local one") from exc
     try:
-        task = ray.remote(num_cpus=1, max_retries=1)(run)
+        # no retry: a task whose worker died fails (a Ray worker runs one task at a time, so
+        # no other job goes with it); the next run of the migration resumes
+        task = ray.remote(num_cpus=1, max_retries=0)(run)
         queue = list(todo)
         limit = workers or len(queue)
         running: dict[Any, Job] = {}

@@ -82,12 +82,22 @@ def target_of(job: Job) -> Any:
     return _TARGETS[key]
 
 
-def run(job: Job, replace: bool = False) -> dict[str, Any]:
+def run(job: Job, replace: bool = False, again: bool = False) -> dict[str, Any]:
     """Run ``job``; ``replace`` lets it overwrite its earlier output. The result: ``status``
     (``ok`` | ``failed``), ``output``, ``manifest``, ``coverage``, ``tensors``, ``bytes``,
     ``seconds``, ``error`` (one line), ``worker`` (the process id) and ``built_target``
-    (whether this job built its target, the first in its worker to need it)."""
+    (whether this job built its target, the first in its worker to need it).
+
+    ``again``: the job ran before in this migration, in a worker that died before it reported;
+    an output it completed then is kept (the job is ``ok``), one it left stale is replaced."""
     started = time.perf_counter()
+    if again:
+        state = resume_state(job)
+        if state.action == "skip":
+            return {"status": "ok", "output": state.output, "manifest": job.manifest,
+                    "coverage": state.coverage, "seconds": 0.0,
+                    "reason": "written before its worker died"}
+        replace = replace or state.action == "replace"
     result: dict[str, Any] = {"status": "failed", "output": job.out, "manifest": job.manifest,
                               "worker": os.getpid(), "built_target": job.kind == "port"
                               and _target_key(job) not in _TARGETS}
