@@ -106,7 +106,7 @@ def test_an_interrupted_migration_loses_only_the_job_in_flight(collection):
     assert [j["status"] for j in again.jobs] == ["skipped", "ok", "ok"]
 
 
-def test_min_coverage_goes_to_each_port(collection):
+def test_min_coverage_and_strict_go_to_each_port(collection):
     root, data = collection
     from safetensors.numpy import save_file
     import numpy as np
@@ -115,7 +115,11 @@ def test_min_coverage_goes_to_each_port(collection):
     summary = weightmap.migrate({**data, "target": "bigger.safetensors", "min_coverage": 0.9},
                                 base_dir=root, jobs=1)
     assert summary.counts["failed"] == 3
-    assert "less than --min-coverage" in summary.jobs[0]["error"] or \
-        "min" in summary.jobs[0]["error"], summary.jobs[0]["error"]
+    assert summary.jobs[0]["error"].startswith("71.43% of the target's elements carried over, "
+                                               "below --min-coverage 0.9; left new")
+    strict = weightmap.migrate({**data, "out_dir": "strict", "target": "bigger.safetensors",
+                                "strict": True}, base_dir=root, jobs=1)
+    assert strict.jobs[0]["error"].startswith("--strict: 1 target tensor(s) neither carried")
+    assert not (root / "out" / "run1.safetensors").exists()
     with pytest.raises(UsageError, match=r"migrate\(\) got an unknown keyword 'job'"):
         weightmap.migrate(data, base_dir=root, job=2)

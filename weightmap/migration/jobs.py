@@ -149,8 +149,8 @@ def _port(job: Job, replace: bool) -> Any:
     from ..api import port
     o = job.options
     target = target_of(job)
-    extra = {k: o[k] for k in ("freeze", "lr_scale", "new_values", "verify", "min_coverage")
-             if k in o}
+    extra = {k: o[k] for k in ("freeze", "lr_scale", "new_values", "verify", "min_coverage",
+                               "strict") if k in o}
     return port(job.source, target, out=_output(job, target), **_shared(job, replace), **extra)
 
 

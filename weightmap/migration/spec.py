@@ -36,6 +36,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
                                 for k in ("transferred", "new", "decay")}},
     "verify": {"enum": [True, False, "warn"]},
     "min_coverage": {"type": "number", "minimum": 0, "maximum": 1},
+    "strict": {"type": "boolean"},
     "new_values": {"enum": ["construct", "reset"]},
     "cast": {"enum": ["fp32", "fp16", "bf16", "float32", "float16", "bfloat16"]},
     "strip_prefix": {"anyOf": [{"type": "boolean"}, {"type": "string", "minLength": 1},
@@ -48,8 +49,8 @@ OPTIONS: dict[str, dict[str, Any]] = {
                              {"type": "string", "minLength": 1}]},
     "fail_on_nonfinite": {"type": "boolean"},
 }
-PORT_OPTIONS = ("rules", "freeze", "lr_scale", "verify", "min_coverage", "new_values",
-                "shard_size", "fail_on_nonfinite")
+PORT_OPTIONS = ("rules", "freeze", "lr_scale", "verify", "min_coverage", "strict",
+                "new_values", "shard_size", "fail_on_nonfinite")
 CONVERT_OPTIONS = ("rules", "cast", "strip_prefix", "keep", "drop", "container", "shard_size",
                    "fail_on_nonfinite")
 # options of the issues that add them to ``weightmap.port``: refused until port takes them
