@@ -88,3 +88,13 @@ def test_a_job_run_again_keeps_what_its_dead_worker_finished(collection):
     assert again["status"] == "ok" and again["reason"] == "written before its worker died"
     assert again["output"] == str(root / "out" / "run1.safetensors")
     assert run(job)["status"] == "failed"            # a plain second run finds the output
+
+
+def test_the_verify_figure_of_a_manifest():
+    from weightmap.migration.jobs import verify_figure
+    manifest = {"verify": {"passed": True, "tol": 1e-4, "outputs": [
+        {"name": "logits", "max_abs": 1e-6, "rel": 2e-7, "status": "ok"},
+        {"name": "aux", "max_abs": 3e-6, "rel": 5e-7, "status": "ok"},
+        {"name": "x", "rel": None}], "first_divergence": None}}
+    assert verify_figure(manifest) == {"passed": True, "rel": 5e-7}
+    assert verify_figure({"summary": {}}) is None

@@ -44,3 +44,17 @@ def test_check_and_the_written_json(tmp_path):
     assert data["weightmap_migration"] == 1 and data["counts"]["failed"] == 1
     assert [j["status"] for j in data["jobs"]] == ["ok", "failed"]
     assert [p.name for p in tmp_path.iterdir()] == ["migration.json"]   # no temporary left
+
+
+def test_a_verify_column_when_a_job_was_verified(tmp_path, monkeypatch):
+    from dataclasses import replace
+    monkeypatch.chdir(tmp_path)
+    summary = _summary(tmp_path, ["ok", "ok", "failed"])
+    jobs = [dict(j) for j in summary.jobs]
+    jobs[0]["verify"] = {"passed": True, "rel": 3.1e-7}
+    jobs[1]["verify"] = {"passed": False, "rel": 0.25}
+    text = render(replace(summary, jobs=tuple(jobs))).splitlines()
+    assert text[0].split()[:5] == ["job", "status", "coverage", "verify", "time"]
+    assert text[1].split() == ["s0.pt", "ok", "50.0%", "passed", "3.1e-07", "1.25s"]
+    assert text[2].split()[3:5] == ["FAILED", "2.5e-01"]
+    assert text[3].split()[3] == "-"

@@ -56,7 +56,7 @@ def migrate(spec: Any, *, jobs: int | None = None, executor: str = "local",
         if state is not None and state.action == "skip":
             results[job.index] = {"status": "skipped", "reason": state.reason,
                                   "output": state.output, "manifest": job.manifest,
-                                  "coverage": state.coverage}
+                                  "coverage": state.coverage, "verify": state.verify}
         else:
             replace = force or (state is not None and state.action == "replace")
             todo.append((job, replace))
@@ -105,7 +105,8 @@ def _summary(the_spec: Spec, executor: str, workers: int, started: float,
                      "target": job.target, "output": got.get("output", job.out),
                      "manifest": got.get("manifest", job.manifest), "status": got["status"],
                      "error": got.get("error"), "reason": got.get("reason"),
-                     "coverage": got.get("coverage"), "tensors": got.get("tensors"),
+                     "coverage": got.get("coverage"), "verify": got.get("verify"),
+                     "tensors": got.get("tensors"),
                      "bytes": got.get("bytes"), "seconds": got.get("seconds"),
                      "worker": got.get("worker"), "built_target": got.get("built_target")})
     return Summary(spec=the_spec.path, out_dir=the_spec.out_dir, executor=executor,

@@ -28,8 +28,9 @@ from .spec import Job
 class Resume:
     action: str                     # "run" | "replace" | "skip"
     reason: str = ""
-    output: str | None = None       # a skipped job's output and coverage, from its manifest
-    coverage: float | None = None
+    output: str | None = None       # a skipped job's output, coverage and verify figure,
+    coverage: float | None = None   # from its manifest
+    verify: dict[str, Any] | None = None
 
 
 def resume_state(job: Job) -> Resume:
@@ -56,11 +57,22 @@ def resume_state(job: Job) -> Resume:
         return Resume("replace", "its source changed size")
     coverage = (man.get("summary") or {}).get("coverage")
     if now["mtime_ns"] == recorded.get("mtime_ns"):
-        return Resume("skip", "output up to date", output, coverage)
+        return Resume("skip", "output up to date", output, coverage, verify_figure(man))
     if sha256(Path(job.source)) == recorded.get("sha256"):
         return Resume("skip", "output up to date (the source was touched, its content is the "
-                              "same)", output, coverage)
+                              "same)", output, coverage, verify_figure(man))
     return Resume("replace", "its source changed")
+
+
+def verify_figure(manifest: Any) -> dict[str, Any] | None:
+    """``{"passed", "rel"}`` of a verified port (the manifest's ``verify``: the largest
+    relative difference over the model's outputs), or None when it was not verified."""
+    found = manifest.get("verify") if isinstance(manifest, dict) else None
+    if not isinstance(found, dict):
+        return None
+    rels = [o.get("rel") for o in found.get("outputs") or () if isinstance(o, dict)]
+    rels = [r for r in rels if isinstance(r, (int, float))]
+    return {"passed": found.get("passed"), "rel": max(rels) if rels else None}
 
 
 # ---- in the worker ---------------------------------------------------------------------------
@@ -95,7 +107,7 @@ def run(job: Job, replace: bool = False, again: bool = False) -> dict[str, Any]:
         state = resume_state(job)
         if state.action == "skip":
             return {"status": "ok", "output": state.output, "manifest": job.manifest,
-                    "coverage": state.coverage, "seconds": 0.0,
+                    "coverage": state.coverage, "verify": state.verify, "seconds": 0.0,
                     "reason": "written before its worker died"}
         replace = replace or state.action == "replace"
     result: dict[str, Any] = {"status": "failed", "output": job.out, "manifest": job.manifest,
@@ -106,7 +118,7 @@ def run(job: Job, replace: bool = False, again: bool = False) -> dict[str, Any]:
         report = _port(job, replace) if job.kind == "port" else _convert(job, replace)
         summary = report.manifest["summary"]
         result.update(status="ok", output=report.output, coverage=summary["coverage"],
-                      tensors=summary["params"],
+                      tensors=summary["params"], verify=verify_figure(report.manifest),
                       bytes=(fingerprint(report.output) or {}).get("size", 0))
     except WeightmapError as exc:
         result["error"] = str(exc)

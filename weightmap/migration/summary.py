@@ -19,7 +19,8 @@ STATUSES = ("ok", "failed", "skipped")
 class Summary:
     """``jobs``: one dict per job, in spec order: ``source``, ``kind``, ``target``, ``output``,
     ``manifest``, ``status`` (ok | failed | skipped), ``error`` (one line, or None),
-    ``reason`` (why a job was skipped or replaced), ``coverage``, ``tensors``, ``bytes``,
+    ``reason`` (why a job was skipped or replaced), ``coverage``, ``verify`` (a verified
+    port's ``{"passed", "rel"}``, else None), ``tensors``, ``bytes``,
     ``seconds``, ``worker`` (its process id) and ``built_target`` (it built its target: the
     first job of its worker to need it)."""
 
@@ -80,16 +81,30 @@ def _shown(path: str | None) -> str:
     return path if rel.startswith("..") else rel
 
 
+def _verify(figure: Mapping[str, Any] | None) -> str:
+    if not figure:
+        return "-"
+    rel = figure.get("rel")
+    return ("passed" if figure.get("passed") else "FAILED") + \
+        (f" {rel:.1e}" if isinstance(rel, (int, float)) else "")
+
+
 def render(summary: Summary) -> str:
-    """The table: job, status, coverage, time, and the error (or why a job was skipped)."""
-    rows = [("job", "status", "coverage", "time", "error / note")]
+    """The table: job, status, coverage, the verify figure (when a job was verified: passed
+    or FAILED, and the largest relative difference of the outputs), time, and the error (or
+    why a job was skipped)."""
+    verified = any(j.get("verify") for j in summary.jobs)
+    rows = [("job", "status", "coverage") + (("verify",) if verified else ()) +
+            ("time", "error / note")]
     for j in summary.jobs:
         coverage = f"{100 * j['coverage']:.1f}%" if j.get("coverage") is not None else "-"
         seconds = f"{j['seconds']:.2f}s" if j.get("seconds") is not None else "-"
-        rows.append((_shown(j["source"]), j["status"], coverage, seconds,
-                     j.get("error") or j.get("reason") or ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:4], widths)) + "  " + r[4]
+        rows.append((_shown(j["source"]), j["status"], coverage) +
+                    ((_verify(j.get("verify")),) if verified else ()) +
+                    (seconds, j.get("error") or j.get("reason") or ""))
+    cells = len(rows[0]) - 1
+    widths = [max(len(r[i]) for r in rows) for i in range(cells)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:cells], widths)) + "  " + r[cells]
              for r in rows]
     c = summary.counts
     lines.append(f"{len(summary.jobs)} jobs: {c['ok']} ok, {c['failed']} failed, "
