@@ -215,14 +215,20 @@ def _written_dtype(p: Param, dtype: str | None) -> str:
 
 
 def _tensor_plan(p: Param, written: Param, layer_of: dict[str, str]) -> TensorPlan:
+    """A copy of ``p`` (cast if asked). A name tied to another kept one reads that one's
+    tensor (the same bytes), so that a ``.pt`` output stores it once, as torch.save does."""
     steps, notes = (), []
     if written.dtype != p.dtype:
         steps = (Step("cast", {"dtype": written.dtype}),)
         notes.append(f"cast {p.dtype} -> {written.dtype} (round to nearest even)")
     if written.name != p.name:
         notes.append(f"renamed from {p.name}")
-    return TensorPlan(target=written.name, layer=layer_of[written.name], shape=p.shape, dtype=written.dtype,
-                      status="transferred", sources=(p.name,), steps=steps, notes=tuple(notes))
+    source = p.tied_to if written.tied_to else p.name
+    if written.tied_to:
+        notes.append(f"tied to {written.tied_to}")
+    return TensorPlan(target=written.name, layer=layer_of[written.name], shape=p.shape,
+                      dtype=written.dtype, status="transferred", sources=(source,),
+                      steps=steps, notes=tuple(notes))
 
 
 def _left_out_by_reader(src: ParamGraph) -> list[str]:

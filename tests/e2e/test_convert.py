@@ -63,3 +63,13 @@ def test_refusals_are_one_line(tmp_path):
     r = _cli(TORCH / "cnn.pt", "--out", "model.safetensors", "--keep", "nothing*", cwd=tmp_path)
     assert r.returncode == 2 and "no tensor is left to write" in r.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_tied_weights_stay_tied_in_a_pt_output(tmp_path):
+    r = _cli(TORCH / "tied_lm.pt", "--out", "lm.pt", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    got = torch.load(tmp_path / "lm.pt", weights_only=True)
+    original = torch.load(TORCH / "tied_lm.pt", weights_only=True)
+    assert list(got) == list(original)
+    assert all(torch.equal(got[k], original[k]) for k in original)
+    assert got["lm_head.weight"].data_ptr() == got["wte.weight"].data_ptr()   # one storage
