@@ -99,7 +99,8 @@ def render(report: PortReport, *, verbose: bool = False) -> str:
 def render_convert(report: PortReport) -> str:
     """The report of ``weightmap convert``: tensors written and left out, renames, casts."""
     s = report.manifest["summary"]
-    renamed = sum(1 for t in report.plan.tensors if t.sources != (t.target,))
+    renamed = sum(1 for t in report.plan.tensors
+                  if any(n.startswith("renamed from ") for n in t.notes))
     lines = _written(report)
     lines.append(f"tensors written: {s['params']}  left out: {s['unused_source']}  "
                  f"renamed: {renamed}")
