@@ -180,7 +180,7 @@ def _expand(data: Mapping[str, Any], base: Path, spec_path: str | None) -> Spec:
         for source in _sources(base, job["source"], out_dir, f"{key}.source", where):
             jobs.append(_job(len(jobs), entry, kind, source,
                              _absolute_ref(base, target) if target else None,
-                             job.get("out"), out_dir, options, base))
+                             job.get("out"), out_dir, options, base, where))
     unused = [k for k in shared if k not in taken]
     if unused:
         which = "convert jobs (jobs without a target)" if unused[0] in CONVERT_OPTIONS \
@@ -253,7 +253,8 @@ def _sources(base: Path, pattern: str, out_dir: Path, key: str, where: str) -> l
 
 
 def _job(index: int, entry: int, kind: str, source: str, target: str | None,
-         out: str | None, out_dir: Path, options: Mapping[str, Any], base: Path) -> Job:
+         out: str | None, out_dir: Path, options: Mapping[str, Any], base: Path,
+         where: str) -> Job:
     from ..emit import kind_of_name, manifest_path_for, stem_of
     src = Path(source)
     try:
@@ -261,8 +262,9 @@ def _job(index: int, entry: int, kind: str, source: str, target: str | None,
             else stem_of(source)
     except (KeyError, IndexError, ValueError) as exc:
         raise UsageError(f"migration spec key jobs[{entry}].out: {out!r} is not a name "
-                         f"template: {exc!r}", hint="it may use {stem} and {parent}; write a "
-                                                   "brace as {{ or }}") from None
+                         f"template: {exc!r}", path=where,
+                         hint="it may use {stem} and {parent}; write a brace as {{ or }}"
+                         ) from None
     path = _absolute(out_dir, name)
     try:
         kind_of_name(path)
