@@ -29,8 +29,15 @@ def _graphs(source: Any, target: Any, new_values: str = "construct"
     if new_values not in ("construct", "reset"):
         raise UsageError(f"new_values={new_values!r}; one of construct, reset")
     is_file = isinstance(target, (str, os.PathLike)) and split_pyref(os.fspath(target))[0]
-    return read(source), read(target, lazy=True,
-                              **({"new_values": new_values} if is_file else {}))
+    src = read(source)
+    return src, read(target, lazy=True, **({"new_values": new_values,
+                                            "input_hint": input_hint(src)} if is_file else {}))
+
+
+def input_hint(source: ParamGraph) -> Any:
+    """What the source says about its input (per-sample shape), for tracing a target that has
+    no ``example_input`` (docs/matching.md)."""
+    return source.meta.get("input_shape")
 
 
 def plan(source: Any, target: Any, *, rules: Any = None, **options: Any) -> Plan:
@@ -103,7 +110,8 @@ def load_partial(model: Any, checkpoint: Any, *, rules: Any = None, freeze: str 
     All of the matching applies (wrapper prefixes, nested Lightning checkpoints, renamed layers,
     other frameworks). Parameters without a counterpart keep their current values.
     """
-    src, tgt = read(checkpoint), read(model)
+    src = read(checkpoint)
+    tgt = read(model, input_hint=input_hint(src))
     if tgt.live is None:
         raise UsageError("load_partial needs a live torch or Keras model as its first argument")
     the_plan = _plan(src, tgt, rules=rules, options=options)
