@@ -11,7 +11,9 @@ from .errors import UsageError
 from .conversions import prepare_graphs
 from .execute import TensorStream, produce, tensor_nbytes
 from .graph import ParamGraph
-from .match import load_rules, match
+from .conversions.order import paired, registration_variant
+from .match import Matching, Rules, load_rules, match
+from .match.assemble import check_expect
 from .plans import Plan
 from .planner import build_plan
 from .sources import read, split_pyref
@@ -48,9 +50,24 @@ def plan(source: Any, target: Any, *, rules: Any = None, **options: Any) -> Plan
 
 def _plan(src: ParamGraph, tgt: ParamGraph, *, rules: Any, options: Mapping[str, Any]) -> Plan:
     src, tgt = prepare_graphs(src, tgt, options)    # facts readers cannot know alone (layouts)
-    p = build_plan(src, tgt, match(src, tgt, _rules(rules)), options)
+    src, tgt, matching = _match(src, tgt, _rules(rules) or Rules())
+    p = build_plan(src, tgt, matching, options)
     p.check(src, tgt)
     return p
+
+
+def _match(src: ParamGraph, tgt: ParamGraph, rules: Rules
+           ) -> tuple[ParamGraph, ParamGraph, Matching]:
+    """The matching; against a state dict, a traced module in whichever of its two orders
+    pairs more (``conversions/order.py``)."""
+    variant = registration_variant(src, tgt)
+    if variant is None:
+        return src, tgt, match(src, tgt, rules)
+    matching, other = match(src, tgt, rules, check=False), match(*variant, rules, check=False)
+    if paired(other) > paired(matching):
+        (src, tgt), matching = variant, other
+    check_expect(matching, rules)
+    return src, tgt, matching
 
 
 def port(source: Any, target: Any, out: str | Path | None = None, *,

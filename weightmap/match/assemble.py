@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 # Confidence by how a pair was found; weak shape evidence (axes unknown) and a cross-family pair
 # (dense~embedding) lower it.
-BASE_SCORE = {"rule": 1.0, "exact": 1.0, "suffix": 0.9, "structure": 0.8}
+BASE_SCORE = {"rule": 1.0, "exact": 1.0, "suffix": 0.9, "role": 0.85, "structure": 0.8}
 WEAK_FACTOR = 0.7
 CROSS_PENALTY = 0.1
 
@@ -86,7 +86,8 @@ class _Builder:
             return s, how, [text] + rule, d.evidence.get((s, t), [])
         s = d.aligned.get(t)
         if s is not None and ("target", t) not in d.ambiguous and self.compat(s, t).matches:
-            return s, "structure", rule, d.evidence.get((s, t), [])
+            how = "role" if (s, t) in d.by_role else "structure"
+            return s, how, rule, d.evidence.get((s, t), [])
         if f is not None:                  # parameter rules alone: their source's layer
             return f.source, "rule", rule, []
         return None
@@ -108,7 +109,7 @@ class _Builder:
             facts.append("forced although " + (compat.reason() if compat.kind == "shape"
                                                else "the layers differ"))
         shared = self.src.tokens[s] & self.tgt.tokens[t]
-        if how == "structure" and shared:
+        if how in ("structure", "role") and shared:
             facts.append(f"name tokens shared: {', '.join(sorted(shared))}")
         score = BASE_SCORE[how] * (WEAK_FACTOR if compat.kind == "weak" else 1.0)
         score -= CROSS_PENALTY if compat.cross else 0.0
