@@ -1,13 +1,13 @@
 """An input made up for a torch model that comes without ``example_input``, so that its forward
 can still be traced (execution order, the shapes entering each dense layer).
 
-What a model eats is told by its **stem**, the first module in registration order of the first
-kind found among: a convolution (``(1, in_channels, *spatial)`` floats), an embedding
-(``(1, tokens)`` ids), a recurrent layer (``(1, steps, input_size)`` or ``(steps, 1, ...)``)
-and a linear layer (``(1, in_features)``). The spatial size comes from the source graph where it
-is known (``ParamGraph.meta["input_shape"]``: an ONNX graph input, a Keras model's input layer),
-then from a short list of usual sizes (``SPATIAL``; 224 x 224 first for images), tried in order
-until one runs. A model none of them runs keeps registration order, and the report says so with
+What a model eats is told by its **stem**, the module the input enters: the first module in
+registration order of each kind, tried in this order: a convolution (``(1, in_channels,
+*spatial)`` floats), an embedding (``(1, tokens)`` ids), a recurrent layer (``(1, steps,
+input_size)`` or ``(steps, 1, ...)``), a linear layer (``(1, in_features)``). The spatial size
+comes from the source graph where it is known (``ParamGraph.meta["input_shape"]``: an ONNX graph
+input, a Keras model's input layer), then from a short list of usual sizes (``SPATIAL``; 224 x
+224 first for images); the inputs are tried in order until one runs. A model none of them runs keeps registration order, and the report says so with
 the hint to add ``example_input``.
 
 Nothing here allocates weights: a meta-built model runs on stand-ins (``meta_trace``), a model
@@ -60,14 +60,15 @@ class Outcome:
     decision: str | None = None   # for the report when the order is a fallback
 
 
-def find_stem(model: Any, torch: Any) -> Stem | None:
+def find_stems(model: Any, torch: Any) -> list[Stem]:
+    """The first module of each kind in registration order, in ``STEM_KINDS`` order."""
     nn = torch.nn
     found: dict[str, Stem] = {}
     for path, mod in model.named_modules():
         stem = _stem_of(path, mod, nn)
         if stem is not None:
             found.setdefault(stem.kind, stem)
-    return next((found[k] for k in STEM_KINDS if k in found), None)
+    return [found[k] for k in STEM_KINDS if k in found]
 
 
 def _stem_of(path: str, mod: Any, nn: Any) -> Stem | None:
@@ -137,21 +138,23 @@ def synthesize(model: Any, torch: Any, hint: Sequence[Any] | None, origin: str,
                   is not None or next(m.buffers(recurse=False), None) is not None)
     if holders < 2:
         return Outcome(None, "registration order (one layer: nothing to order)")
-    stem = find_stem(model, torch)
-    if stem is None:
+    stems = find_stems(model, torch)
+    if not stems:
         return _fallback(origin, "it has no convolution, embedding, recurrent or linear layer "
                                  "to make an input for")
-    tried = candidates(stem, hint, torch)
-    inputs = [_zeros(c, torch, device) for c in tried]
+    tried = [(stem, c) for stem in stems for c in candidates(stem, hint, torch)]
+    inputs = [_zeros(c, torch, device) for _, c in tried]
     try:
         trace, index = run(inputs)
     except WeightmapError as exc:
-        shapes = ", ".join(describe(c.shape, c.dtype) for c in tried)
+        shapes = ", ".join(describe(c.shape, c.dtype) for _, c in tried[:6]) + \
+            (", ..." if len(tried) > 6 else "")
         reason = " ".join(exc.message.removeprefix("running example_input through the model "
                                                    "failed: ").split())
-        return _fallback(origin, f"it did not run on a synthesized input for its stem "
-                                 f"{stem.path!r} (tried {shapes}; {reason[:_MAX_REASON]})")
-    chosen = tried[index]
+        names = " or ".join(repr(stem.path) for stem in stems)
+        return _fallback(origin, f"it did not run on a synthesized input for its stem {names} "
+                                 f"(tried {shapes}; {reason[:_MAX_REASON]})")
+    stem, chosen = tried[index]
     return Outcome(trace, f"synthesized input {describe(chosen.shape, chosen.dtype)} for the "
                           f"stem {stem.path!r} ({chosen.why})")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import MatchError
+from .forced import rule_params
 from .params import pair_params
 from .prepare import Side, Signatures
 from .result import LayerMatch, Matching, Unmatched
@@ -35,8 +36,7 @@ class _Builder:
     def _matched(self) -> tuple[set[int], set[int]]:
         """Indices that end up in a LayerMatch, known before the Matching is built."""
         pairs = {t: found[0] for t in range(len(self.tgt))
-                 if t not in self.tgt.ignored_layers
-                 and (found := self._found(t)) is not None}
+                 if not self._ignored_target(t) and (found := self._found(t)) is not None}
         return set(pairs), set(pairs.values())
 
     def compat(self, s: int, t: int):
@@ -62,7 +62,7 @@ class _Builder:
     def _target(self, t: int) -> None:
         if not self.tgt.graph.layers[t].params:
             return                                   # nothing to feed, nothing to report
-        if t in self.tgt.ignored_layers:
+        if self._ignored_target(t):
             self.target_left.append(_ignored("target", self.tgt, t))
             return
         found = self._found(t)
@@ -71,7 +71,14 @@ class _Builder:
             return
         s, how, lead, rest = found
         f = self.d.forced.get(t)
-        self._match(s, t, how, lead, rest, f.params if f else None)
+        forced = {**rule_params(f, self.src, self.tgt, t), **f.params} if f else None
+        self._match(s, t, how, lead, rest, forced)
+
+    def _ignored_target(self, t: int) -> bool:
+        """Ignored by a rule, or held out by a graph pass and not paired by a layer rule."""
+        f = self.d.forced.get(t)
+        return t in self.tgt.ignored_layers and not (t in self.tgt.held and f is not None
+                                                     and f.layer_level)
 
     def _found(self, t: int) -> tuple[int, str, list[str], list[str]] | None:
         """(source, how, leading evidence, further evidence) for target ``t``, or None."""
@@ -115,7 +122,8 @@ class _Builder:
         score -= CROSS_PENALTY if compat.cross else 0.0
         pairs, left = pair_params(slayer, tlayer, forced=forced,
                                   skip_source=self.src.ignored_params.keys(),
-                                  skip_target=self.tgt.ignored_params.keys())
+                                  skip_target=self.tgt.ignored_params.keys(),
+                                  by_shape=how == "rule" and not compat.matches)
         self.layers.append(LayerMatch(
             target=tlayer.name, source=slayer.name, strategy="name" if how in ("exact", "suffix")
             else how, score=round(max(score, 0.0), 3),
@@ -129,10 +137,10 @@ class _Builder:
     def _unused_source(self, s: int, used_params: set[str]) -> list[Unmatched]:
         d, src = self.d, self.src
         params = tuple(p.name for p in src.graph.layers[s].params if p.name not in used_params)
-        if s in src.ignored_layers:
-            return [_ignored("source", src, s)]
         if not params:
             return []                    # every tensor feeds a target through pair rules
+        if s in src.ignored_layers:
+            return [_ignored("source", src, s)]
         if ("source", s) in d.ambiguous:
             return [_ambiguous(d.ambiguous[("source", s)], src, self.tgt, params)]
         other = self.aligned_s.get(s, self.conflict_s.get(s))

@@ -46,8 +46,8 @@ def match(source: ParamGraph, target: ParamGraph, rules: Rules | None = None, *,
     d = Decisions(forced=resolve_pairs(rules, src, tgt))
     d.notes += [f"{side.side}: wrapper prefix {p!r} stripped from every name"
                 for side in (src, tgt) for p in side.prefixes]
-    whole = {t: f.source for t, f in d.forced.items() if f.layer_level}
-    src_free = _holding(src) - set(src.ignored_layers) - set(whole.values())
+    whole = {t: (f.source, *f.more) for t, f in d.forced.items() if f.layer_level}
+    src_free = _holding(src) - set(src.ignored_layers) - {s for ss in whole.values() for s in ss}
     tgt_free = _holding(tgt) - set(tgt.ignored_layers) - set(whole)
     d.names = match_names(src, tgt, sigs, src_free, tgt_free)
     anchors = _anchors(src, tgt, d, trusted=source.order in TRUSTED_ORDERS

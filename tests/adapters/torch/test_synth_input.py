@@ -35,23 +35,44 @@ class Tokens(nn.Module):
         return self.out(self.emb(ids) + self.pos(torch.arange(ids.shape[1])))
 
 
-def test_the_stem_is_the_first_convolution_then_embedding_then_linear():
-    assert synth_input.find_stem(Net(), torch) == synth_input.Stem(
-        "conv", "conv", 3, 2, dtype=torch.float32)
-    assert synth_input.find_stem(Tokens(), torch).path == "emb"
+def stem(model):
+    return synth_input.find_stems(model, torch)[0]
+
+
+def test_stems_tried_first_convolution_then_embedding_recurrent_linear():
+    assert synth_input.find_stems(Net(), torch) == [
+        synth_input.Stem("conv", "conv", 3, 2, dtype=torch.float32),
+        synth_input.Stem("head", "linear", 512, dtype=torch.float32)]
+    assert [s.path for s in synth_input.find_stems(Tokens(), torch)] == ["emb", "out"]
     mlp = nn.Sequential(nn.Linear(5, 2), nn.GRU(2, 3, batch_first=True))
-    assert synth_input.find_stem(mlp, torch).kind == "recurrent"
+    assert [s.kind for s in synth_input.find_stems(mlp, torch)] == ["recurrent", "linear"]
+
+
+def test_a_later_stem_kind_runs_when_the_first_does_not():
+    """A 1x1 Conv1d head created last: the input enters the Linear."""
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = nn.Linear(4, 6)
+            self.head = nn.Conv1d(6, 2, 1)
+
+        def forward(self, x):
+            return self.head(self.inp(x).unsqueeze(-1))
+
+    out = synth_input.synthesize(Head(), torch, None, "head.py",
+                                 synth_input.run_live(Head(), torch))
+    assert out.how == "synthesized input (1, 4) float32 for the stem 'inp' (in_features of inp)"
 
 
 def test_sizes_come_from_the_source_graph_first_channels_first_or_last():
-    stem = synth_input.find_stem(Net(), torch)
-    shapes = lambda hint: [c.shape for c in synth_input.candidates(stem, hint, torch)]
+    conv = stem(Net())
+    shapes = lambda hint: [c.shape for c in synth_input.candidates(conv, hint, torch)]
     assert shapes([3, 40, 48])[:2] == [(1, 3, 40, 48), (1, 3, 224, 224)]
     assert shapes([40, 48, 3])[0] == (1, 3, 40, 48)
     assert shapes([None, None, 3])[0] == (1, 3, 224, 224)       # unknown sizes: defaults
     assert shapes([1, 28, 28])[0] == (1, 3, 224, 224)           # another channel count
     assert (1, 3, 32, 32) in shapes(None)
-    tokens = synth_input.candidates(synth_input.find_stem(Tokens(), torch), [5], torch)
+    tokens = synth_input.candidates(stem(Tokens()), [5], torch)
     assert [(c.shape, c.dtype) for c in tokens] == [((1, 5), torch.int64), ((1, 8), torch.int64),
                                                     ((1, 1), torch.int64)]
 
@@ -78,7 +99,7 @@ def test_a_model_no_input_runs_keeps_registration_order_and_says_why():
                                  synth_input.run_live(Pair(), torch))
     assert out.trace is None and out.how.startswith("registration order")
     assert out.decision.startswith("pair.py: layers are in registration order")
-    assert "tried (1, 3, 224, 224) float32" in out.decision
+    assert "stem 'conv' or 'head' (tried (1, 3, 224, 224) float32" in out.decision
     assert "missing 1 required positional argument" in out.decision
     assert "define example_input in the model file" in out.decision
 
