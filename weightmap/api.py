@@ -9,6 +9,7 @@ from typing import Any, Mapping
 from . import emit, manifest as manifest_mod, report as report_mod
 from .errors import UsageError
 from .conversions import prepare_graphs
+from .conversions.adapt import option as adapt_option
 from .execute import TensorStream, produce, tensor_nbytes
 from .graph import ParamGraph
 from .conversions.order import paired, registration_variant
@@ -42,8 +43,11 @@ def input_hint(source: ParamGraph) -> Any:
     return source.meta.get("input_shape")
 
 
-def plan(source: Any, target: Any, *, rules: Any = None, **options: Any) -> Plan:
-    """Match ``source`` to ``target`` and return the checked plan (nothing is written)."""
+def plan(source: Any, target: Any, *, rules: Any = None, adapt: Any = (),
+         **options: Any) -> Plan:
+    """Match ``source`` to ``target`` and return the checked plan (nothing is written).
+    ``adapt``: adaptations to make (``"pos_embed"``, ``"in_chans"``; conversions/adapt.py)."""
+    options = {**options, **adapt_option(adapt)}
     src, tgt = _graphs(source, target)
     return _plan(src, tgt, rules=rules, options=options)
 
@@ -75,7 +79,8 @@ def port(source: Any, target: Any, out: str | Path | None = None, *,
          lr_scale: Any = None, plan: str | Path | Plan | None = None, dry_run: bool = False,
          force: bool = False, shard_size: Any = None, progress: bool | None = None,
          new_values: str = "construct", fail_on_nonfinite: bool = False,
-         direct_io: bool | None = None, **options: Any) -> report_mod.PortReport:
+         direct_io: bool | None = None, adapt: Any = (), **options: Any
+         ) -> report_mod.PortReport:
     """Port ``source`` weights into ``target`` and write the target's weights to ``out``.
 
     Returns the report (``.transferred``, ``.new``, ``.unused``, ``.mismatched``, ``.manifest``).
@@ -85,6 +90,9 @@ def port(source: Any, target: Any, out: str | Path | None = None, *,
     the disk (None: from 64 MB on, where the file system allows it; False: never; True: any
     size). See docs/performance.md.
     ``progress``: None shows it when stderr is a terminal, False never, True always.
+    ``adapt``: target tensors of another size made to fit, as timm does (``"pos_embed"``:
+    position embeddings resampled to the target's grid; ``"in_chans"``: the stem kernel for
+    another number of input channels); status ``adapted`` in the manifest.
     The written file is read back and checked against the plan before success is reported; each
     tensor's SHA-256 and non-finite count go into the manifest (``fail_on_nonfinite`` refuses
     NaN/Inf values, leaving no output).
@@ -93,6 +101,7 @@ def port(source: Any, target: Any, out: str | Path | None = None, *,
     (``new_values="construct"``, built only if some tensor stays new) or of their own module
     reset alone, seeded (``"reset"``: the model is never built in full).
     """
+    options = {**options, **adapt_option(adapt)}
     src, tgt = _graphs(source, target, new_values)
     if plan is None:
         the_plan = _plan(src, tgt, rules=rules, options=options)

@@ -11,7 +11,9 @@ tables; code elsewhere asks it questions:
 * ``BLOCK_ROLES`` / ``TOP_ROLES`` — the order a block, and a whole model, run those parts in;
 * ``FUSED`` — fused projections and the separate ones they stack (``qkv`` = ``q, k, v`` on the
   out axis; ``gate_up`` = ``gate, up``);
-* ``CONFIG_FACTS`` — ``config.json`` keys (Hugging Face) and which layers they describe.
+* ``CONFIG_FACTS`` — ``config.json`` keys (Hugging Face) and which layers they describe;
+* ``POSITION_GRIDS`` / ``PREFIX_TOKENS`` — a ViT's position embeddings and the class,
+  distillation and register tokens ahead of its grid (``--adapt pos_embed``).
 
 A name matches an entry when its last dotted parts equal the entry (case-insensitive); the
 entry with the most parts wins (``attention.output.dense`` is the attention's output projection,
@@ -84,6 +86,11 @@ _TOP_NAMES: dict[str, tuple[str, ...]] = {
 
 # Fused projections and the separate ones they stack on their out axis, in stacking order.
 FUSED = {"qkv": ("q", "k", "v"), "gate_up": ("gate", "up")}
+
+# Absolute position embeddings over a 2-D grid of patches, ``(1, prefix + h·w, d)`` (a ViT's
+# own tensors, not an embedding layer's table), and the tokens that may come before the grid.
+POSITION_GRIDS = ("pos_embed", "position_embeddings", "pos_embedding", "absolute_pos_embed")
+PREFIX_TOKENS = ("cls_token", "dist_token", "reg_token", "register_tokens")
 
 # Hugging Face config.json keys and the layers they describe: key -> (op, attribute).
 # ``rms_norm_eps`` also says the model's weight-only norms are RMSNorms.

@@ -32,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="none | transferred | until:LAYER | first:N (default none)")
     po.add_argument("--lr-scale", action="append", default=[], metavar="GROUP=F",
                     help="learning-rate scale: transferred=F, new=F, decay=F (repeatable)")
+    po.add_argument("--adapt", action="append", default=[], metavar="NAME",
+                    help="make target tensors of another size fit, as timm does (repeatable): "
+                         "pos_embed (resample position embeddings to the target's grid), "
+                         "in_chans (the stem kernel for another number of input channels)")
     po.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     po.add_argument("--save-plan", metavar="F", help="write the plan as editable JSON")
     po.add_argument("--plan", metavar="F", help="apply a saved (possibly edited) plan")
@@ -76,7 +80,7 @@ def _port(args: argparse.Namespace) -> int:
                dry_run=args.dry_run, force=args.force,
                fail_on_nonfinite=args.fail_on_nonfinite, shard_size=args.shard_size,
                progress=False if args.quiet else None, new_values=args.new_values,
-               direct_io=False if args.no_direct_io else None)
+               direct_io=False if args.no_direct_io else None, adapt=args.adapt)
     if args.save_plan:
         path = Path(args.save_plan)
         check_output(path, force=args.force)

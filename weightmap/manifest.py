@@ -22,7 +22,7 @@ from .errors import UsageError
 from .plans import Plan
 
 MANIFEST_VERSION = 1
-CARRIED = ("transferred", "transformed", "synthetic", "partial")
+CARRIED = ("transferred", "transformed", "synthetic", "partial", "adapted")
 
 
 @dataclass(frozen=True)

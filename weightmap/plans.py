@@ -18,8 +18,9 @@ PLAN_VERSION = 1
 
 # transferred: copied as is; transformed: computed from source tensor(s) by steps;
 # new: keeps the target's own value; synthetic: made up so that the port is exact (flagged);
-# partial: only part of the tensor comes from the source.
-STATUSES = ("transferred", "transformed", "new", "synthetic", "partial")
+# partial: only part of the tensor comes from the source; adapted: made to fit a target of
+# another size on request (--adapt: resampled position embeddings, a stem for other channels).
+STATUSES = ("transferred", "transformed", "new", "synthetic", "partial", "adapted")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from .plans import Plan
 
 @dataclass(frozen=True)
 class PortReport:
-    transferred: tuple[str, ...]      # carried over (copied, transformed or synthetic)
+    transferred: tuple[str, ...]      # carried over (copied, transformed, synthetic, adapted)
     new: tuple[str, ...]              # keep the target's own values
     unused: tuple[str, ...]           # source tensors no target tensor uses
     mismatched: tuple[str, ...]       # target tensors whose counterpart had another shape
@@ -50,7 +50,9 @@ def render(report: PortReport, *, verbose: bool = False) -> str:
     lines.append(f"target parameters: {s['params']}  carried over: {s['carried_over']} "
                  f"({100 * s['coverage']:.1f}% of tensors, {100 * s['element_coverage']:.1f}% "
                  f"of elements)  [transferred {s['transferred']}, transformed {s['transformed']}, "
-                 f"synthetic {s['synthetic']}]  new: {s['new']}  frozen: {s['frozen']}")
+                 f"synthetic {s['synthetic']}"
+                 + (f", adapted {s['adapted']}" if s.get("adapted") else "")
+                 + f"]  new: {s['new']}  frozen: {s['frozen']}")
     lines.append(f"source tensors unused: {s['unused_source']}")
     if s.get("verified"):
         lines.append(f"output re-read and checked: {s['params']} tensors (SHA-256 in the "

@@ -62,7 +62,8 @@ def _by_role(tgt: list[Param], src: list[Param]):
     left_t = []
     for role, group in _groups(tgt):
         pool = src_by_role.get(role, [])
-        for t, s in _pair_group(group, pool):
+        pair_group = _pair_unknown if role == UNKNOWN_ROLE else _pair_group
+        for t, s in pair_group(group, pool):
             if s is None:
                 left_t.append(t)
             else:
@@ -117,6 +118,24 @@ def _pair_group(tgt: list[Param], pool: list[Param]) -> list[tuple[Param, Param 
     return out
 
 
+UNKNOWN_ROLE = "other"          # tensors of layers of unknown kind: nothing says how they match
+
+
+def _pair_unknown(tgt: list[Param], pool: list[Param]) -> list[tuple[Param, Param | None]]:
+    """Tensors without a known role pair only where the shapes agree: by leaf name, then in
+    order (a ViT's ``cls_token`` yes, its ``pos_embed`` at another resolution no)."""
+    pool = list(pool)
+    chosen: dict[str, Param] = {}
+    for rule in (lambda t, s: _leaf(s.name) == _leaf(t.name), lambda t, s: True):
+        for t in tgt:
+            same = None if t.name in chosen else next(
+                (s for s in pool if s.shape == t.shape and rule(t, s)), None)
+            if same is not None:
+                chosen[t.name] = same
+                pool.remove(same)
+    return [(t, chosen.get(t.name)) for t in tgt]
+
+
 def _leaf(name: str) -> str:
     return normalize_param_name(name).rpartition(".")[2]
 
@@ -149,6 +168,12 @@ def _recurrent_biases(op: str, tgt: list[Param], src: list[Param]):
 
 
 def _left(side: str, layer: Layer, p: Param, other: Layer) -> Unmatched:
+    twin = next((q for q in other.params if q.role == UNKNOWN_ROLE == p.role
+                 and _leaf(q.name) == _leaf(p.name) and q.shape != p.shape), None)
+    if twin is not None:                    # same name, another size: a shape mismatch
+        return Unmatched(side=side, layer=layer.name, params=(p.name,),
+                         reason=f"shape {p.shape} vs {twin.shape}", kind="shape",
+                         candidates=(twin.name,))
     if p.role == "num_batches_tracked":
         reason = BOOKKEEPING
     elif p.role == "recurrent_bias" and family(layer.op) == "gru":
