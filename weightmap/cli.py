@@ -6,9 +6,10 @@ import gc
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
-from .errors import WeightmapError
+from .errors import CoverageError, WeightmapError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,10 +33,6 @@ def _parser() -> argparse.ArgumentParser:
                     help="none | transferred | until:LAYER | first:N (default none)")
     po.add_argument("--lr-scale", action="append", default=[], metavar="GROUP=F",
                     help="learning-rate scale: transferred=F, new=F, decay=F (repeatable)")
-    po.add_argument("--adapt", action="append", default=[], metavar="NAME",
-                    help="make target tensors of another size fit, as timm does (repeatable): "
-                         "pos_embed (resample position embeddings to the target's grid), "
-                         "in_chans (the stem kernel for another number of input channels)")
     po.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     po.add_argument("--save-plan", metavar="F", help="write the plan as editable JSON")
     po.add_argument("--plan", metavar="F", help="apply a saved (possibly edited) plan")
@@ -56,8 +53,32 @@ def _parser() -> argparse.ArgumentParser:
     po.add_argument("--no-direct-io", action="store_true",
                     help="write a big safetensors output through the page cache (default: past "
                          "it, read back from the disk, where the file system allows it)")
+    po.add_argument("--report", metavar="HTML",
+                    help="also write the mapping report as one self-contained HTML page")
+    po.add_argument("--min-coverage", metavar="F",
+                    help="fail (exit 11, nothing written) if less than this share (0..1) of "
+                         "the target's elements is carried over")
+    po.add_argument("--strict", action="store_true",
+                    help="fail (exit 11, nothing written) unless every target tensor is carried "
+                         "over or ignored by a rule, and every source tensor used or ignored")
     _limit_option(po)
+    _plan_options(po)
+    rep = sub.add_parser("report", help="draw a port's manifest as a self-contained HTML page")
+    rep.add_argument("manifest", help="the .manifest.json a port wrote beside its output")
+    rep.add_argument("--html", required=True, metavar="OUT", help="the page to write")
+    rep.add_argument("--force", action="store_true", help="replace an existing page")
     return p
+
+
+def _plan_options(parser: argparse.ArgumentParser) -> None:
+    """``--NAME VALUE`` (repeatable) for each plan option with a command-line spelling
+    (``options.PlanOptions``); the option's check reads the list of texts."""
+    from .options import PlanOptions
+    for spec in PlanOptions.specs():
+        if spec.metadata["metavar"]:
+            parser.add_argument("--" + spec.name.replace("_", "-"), dest=f"option_{spec.name}",
+                                action="append", metavar=spec.metadata["metavar"],
+                                help=spec.metadata["doc"].replace("%", "%%"))
 
 
 def _limit_option(parser: argparse.ArgumentParser) -> None:
@@ -67,32 +88,48 @@ def _limit_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _port(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .api import port
-    from .atomic import atomic_path, check_output
-    from .report import render
+    from .atomic import check_output
     from .sources import parse_limits, read_checkpoint
     limits = parse_limits(args.limit)
+    if args.report:      # refused before anything is written, like the output itself
+        check_output(Path(args.report), force=args.force)
     source, target = (read_checkpoint(text, limits) for text in (args.source, args.target))
-    rep = port(source, target, args.out, manifest=args.manifest, rules=args.rules,
-               freeze=args.freeze, lr_scale=args.lr_scale, plan=args.plan,
-               dry_run=args.dry_run, force=args.force,
-               fail_on_nonfinite=args.fail_on_nonfinite, shard_size=args.shard_size,
-               progress=False if args.quiet else None, new_values=args.new_values,
-               direct_io=False if args.no_direct_io else None, adapt=args.adapt)
+    options = {k[len("option_"):]: v for k, v in vars(args).items()
+               if k.startswith("option_") and v is not None}
+    try:
+        rep = port(source, target, args.out, manifest=args.manifest, rules=args.rules,
+                   freeze=args.freeze, lr_scale=args.lr_scale, plan=args.plan,
+                   dry_run=args.dry_run, force=args.force,
+                   fail_on_nonfinite=args.fail_on_nonfinite, shard_size=args.shard_size,
+                   progress=False if args.quiet else None, new_values=args.new_values,
+                   direct_io=False if args.no_direct_io else None,
+                   min_coverage=args.min_coverage, strict=args.strict, **options)
+    except CoverageError as exc:      # a dry run still shows (and saves) what it planned
+        if args.dry_run and getattr(exc, "report", None) is not None:
+            _show(args, exc.report)
+        raise
+    _show(args, rep)
+    return 0
+
+
+def _show(args: argparse.Namespace, rep) -> None:
+    from .atomic import atomic_path, check_output
+    from .report import render
     if args.save_plan:
         path = Path(args.save_plan)
         check_output(path, force=args.force)
         with atomic_path(path) as tmp:
             tmp.write_text(rep.plan.to_json(), encoding="utf-8")
+    if args.report:
+        from . import report_html
+        report_html.write(rep.manifest, args.report, force=args.force)
     if args.json:
         print(json.dumps(rep.to_dict(), indent=1))
     elif not args.quiet:
         if args.dry_run:
             print(_render_plan(rep.plan))
         print(render(rep, verbose=args.verbose))
-    return 0
 
 
 def _render_plan(plan) -> str:
@@ -117,7 +154,15 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"inspect": _inspect, "port": _port}
+def _report(args: argparse.Namespace) -> int:
+    from . import report_html
+    manifest = report_html.load_manifest(args.manifest)
+    out = report_html.write(manifest, args.html, force=args.force, inputs=(Path(args.manifest),))
+    print(f"wrote {out}")
+    return 0
+
+
+COMMANDS = {"inspect": _inspect, "port": _port, "report": _report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

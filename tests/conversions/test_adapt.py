@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import weightmap
-from weightmap.conversions.adapt import option, prefix_tokens, requested
+from weightmap.conversions.adapt import check_option, prefix_tokens, requested
 from weightmap.errors import UsageError
 
 
@@ -23,7 +23,7 @@ def vit_state(grid, cls=True, channels=3, reg=0, dim=4):
 
 def test_option_names_are_checked():
     assert requested(["pos_embed", "in_chans,pos_embed"]) == ("pos_embed", "in_chans")
-    assert option(()) == {} and option("in_chans") == {"adapt": ["in_chans"]}
+    assert check_option("in_chans") == ["in_chans"]
     with pytest.raises(UsageError, match="unknown adaptation 'pos' .*pos_embed, in_chans"):
         requested("pos")
 

@@ -17,6 +17,7 @@ pytest.importorskip("onnx")
 from safetensors.torch import load_file  # noqa: E402
 
 import weightmap  # noqa: E402
+from weightmap import sources  # noqa: E402
 from weightmap.sources import load_python_object  # noqa: E402
 
 MODEL = Path(__file__).parent / "models" / "resnet_bn_torch.py"
@@ -171,6 +172,6 @@ def test_onnx_export_into_a_model_file_without_example_input(tmp_path):
         got = target(x).numpy()
     assert rel_error(got, expected) <= 1e-5, rel_error(got, expected)
     assert not any("registration order" in d for d in report.decisions)
-    graph = weightmap.read(f"{RESNET}:ResNet", lazy=True, input_hint=[3, 16, 16])
+    graph = sources.read(f"{RESNET}:ResNet", lazy=True, input_hint=[3, 16, 16])   # as api does
     assert graph.meta["trace_input"] == ("synthesized input (1, 3, 16, 16) float32 for the stem "
                                          "'stem' (spatial size from the source graph)")

@@ -128,9 +128,9 @@ def test_tensors_of_unknown_kind_pair_by_name_only_where_the_shapes_agree(mk):
     r = pair_params(s, t)
     assert pairs_of(r) == [("cls_token", ("cls_token",), "")]
     assert left_of(r) == [("target", "<root>", ("pos_embed",), "shape",
-                           "shape (1, 257, 8) vs (1, 65, 8)"),
+                           "tensor shape (1, 257, 8) vs (1, 65, 8)"),
                           ("source", "<root>", ("pos_embed",), "shape",
-                           "shape (1, 65, 8) vs (1, 257, 8)")]
+                           "tensor shape (1, 65, 8) vs (1, 257, 8)")]
 
 
 def test_a_rule_between_layers_of_other_kinds_pairs_leftovers_by_shape(mk):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from .. import arch
 from ..errors import ConversionError, UsageError
@@ -175,7 +175,6 @@ def adapt(ctx: PlanContext) -> None:
                     used.update(plan.sources)
 
 
-def option(value: Any) -> Mapping[str, Any]:
-    """``{"adapt": [...]}`` for the plan options, or {} when nothing is asked."""
-    names = requested(value)
-    return {"adapt": list(names)} if names else {}
+def check_option(value: Any) -> list[str]:
+    """The ``adapt`` plan option (``options.PlanOptions``) as the plan records it."""
+    return list(requested(value))

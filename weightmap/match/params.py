@@ -172,7 +172,7 @@ def _left(side: str, layer: Layer, p: Param, other: Layer) -> Unmatched:
                  and _leaf(q.name) == _leaf(p.name) and q.shape != p.shape), None)
     if twin is not None:                    # same name, another size: a shape mismatch
         return Unmatched(side=side, layer=layer.name, params=(p.name,),
-                         reason=f"shape {p.shape} vs {twin.shape}", kind="shape",
+                         reason=f"tensor shape {p.shape} vs {twin.shape}", kind="shape",
                          candidates=(twin.name,))
     if p.role == "num_batches_tracked":
         reason = BOOKKEEPING
