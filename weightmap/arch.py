@@ -146,9 +146,10 @@ def top_role(name: str) -> str | None:
 
 
 def role_of(name: str) -> str | None:
-    """A layer's role: inside a block if its name has a block index, else outside."""
+    """A layer's role: inside a block if its name has a block index, else outside (or, for a
+    model of one unnumbered block, ``attn.q``, inside)."""
     block = split_block(name)
-    return block_role(block[2]) if block else top_role(name)
+    return block_role(block[2]) if block else top_role(name) or block_role(name)
 
 
 def fused_kind(role: str | None) -> str | None:

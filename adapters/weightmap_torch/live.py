@@ -7,10 +7,9 @@ module that owns some of them directly; its op kind and attributes come from its
 (``synth_input``: channels from the stem, spatial size from the source graph's
 ``input_hint`` or a usual size); registration order only when neither runs, and then the graph's
 ``meta["decisions"]`` say so. ``meta["trace_input"]`` says which. A module never called by the
-forward follows its
-nearest called ancestor layer (``nn.MultiheadAttention`` uses ``out_proj``'s weights without
-calling it); the rest come last, in registration order. Data is read from the tensors only when
-asked, as copies; the model itself is never changed.
+forward follows its nearest called ancestor layer (``nn.MultiheadAttention`` uses
+``out_proj``'s weights without calling it); the rest come last, in registration order. Data is
+read from the tensors only when asked, as copies; the model itself is never changed.
 """
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ registration order of each kind, tried in this order: a convolution (``(1, in_ch
 input_size)`` or ``(steps, 1, ...)``), a linear layer (``(1, in_features)``). The spatial size
 comes from the source graph where it is known (``ParamGraph.meta["input_shape"]``: an ONNX graph
 input, a Keras model's input layer), then from a short list of usual sizes (``SPATIAL``; 224 x
-224 first for images); the inputs are tried in order until one runs. A model none of them runs keeps registration order, and the report says so with
-the hint to add ``example_input``.
+224 first for images); the inputs are tried in order until one runs. A model none of them runs
+keeps registration order, and the report says so with the hint to add ``example_input``.
 
 Nothing here allocates weights: a meta-built model runs on stand-ins (``meta_trace``), a model
 with real weights runs on CPU as it is (eval mode, no gradients, modes put back).

@@ -18,7 +18,8 @@ from weightmap import arch
     ("model.layers.0.post_attention_layernorm", "norm_mid"),
     ("model.embed_tokens", "embed_tokens"), ("bert.embeddings.LayerNorm", "embed_norm"),
     ("model.norm", "final_norm"), ("lm_head", "head"), ("patch_embed.proj", "embed_patch"),
-    ("layer1.0.conv1", None), ("features.3", None), ("blocks.0.attn.mystery", None)])
+    ("attn.wv", "v"), ("layer1.0.conv1", None), ("features.3", None),
+    ("blocks.0.attn.mystery", None)])
 def test_roles_from_the_trailing_name_parts(name, role):
     assert arch.role_of(name) == role
 

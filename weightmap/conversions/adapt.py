@@ -30,6 +30,7 @@ from ..plans import TensorPlan
 from ..transforms import Step
 from .base import PlanContext, register_pass
 from .generic import cast_steps, layout_steps
+from .transformer_layout import leaf
 
 ADAPTATIONS = ("pos_embed", "in_chans")
 MAX_PREFIX = 16
@@ -49,12 +50,8 @@ def requested(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _leaf(name: str) -> str:
-    return name.rpartition(".")[2]
-
-
 def _grid(param: Param) -> bool:
-    return _leaf(param.name) in arch.POSITION_GRIDS and len(param.shape) == 3 \
+    return leaf(param.name) in arch.POSITION_GRIDS and len(param.shape) == 3 \
         and param.shape[0] == 1
 
 
@@ -69,7 +66,7 @@ def prefix_tokens(source: ParamGraph, tokens_s: int, tokens_t: int) -> int | Non
     fits = [p for p in range(MAX_PREFIX + 1)
             if _square(tokens_s - p) and _square(tokens_t - p)]
     counted = sum(p.shape[-2] for p in source.params()
-                  if _leaf(p.name) in arch.PREFIX_TOKENS and len(p.shape) == 3)
+                  if leaf(p.name) in arch.PREFIX_TOKENS and len(p.shape) == 3)
     if counted in fits:
         return counted
     return fits[0] if len(fits) == 1 else None

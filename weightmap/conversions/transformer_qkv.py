@@ -1,5 +1,5 @@
-"""Fused projections ⇄ the separate ones they stack (qkv ⇄ q/k/v, gate_up ⇄ gate/up), as a plan
-pass over what the matcher left.
+"""Fused projections ⇄ the separate ones they stack (qkv ⇄ q/k/v, gate_up ⇄ gate/up), as a
+plan pass over what the matcher left.
 
 A fused projection stacks its parts along its out axis: ``(3E, E)`` for an ``nn.Linear`` qkv,
 ``(E, 3E)`` for GPT-2's ``Conv1D`` ``c_attn`` (split on its last axis), ``(2F, E)`` for a
@@ -32,7 +32,7 @@ from ..graph import Layer, Param, ParamGraph
 from ..plans import TensorPlan
 from ..transforms import Step
 from .base import PlanContext, register_graph_pass
-from .generic import cast_steps
+from .generic import cast_steps, stacked
 from .transformer_layout import IN_OUT, OUT_IN, Pending, fit_note, kernel_undecided, leaf, orient
 
 
@@ -300,28 +300,20 @@ def _sliced(shape: tuple[int, ...], step: Step) -> tuple[int, ...]:
 
 
 def _merge(group: Parts, fused: Layer) -> list[TensorPlan]:
-    kernels = [l.param("kernel") for l in group.layers]
-    biases = [l.param("bias") for l in group.layers]
-    if len({k.axes for k in kernels}) != 1:
-        raise ConversionError(f"the {'/'.join(parts_of(group.kind))} kernels are stored in "
-                              f"different layouts", tensor=fused.name)
-    axes = kernels[0].axes
-    axis = axes.index("out")
-    total = list(kernels[0].shape)
-    total[axis] = sum(k.shape[axis] for k in kernels)
+    kernels = tuple(l.param("kernel") for l in group.layers)
+    biases = tuple(l.param("bias") for l in group.layers)
     plans = []
     for p in fused.params:
         if p.role == "kernel":
-            stacked = replace(kernels[0], shape=tuple(total))
+            whole, cat = stacked(kernels, p)
             try:
-                steps, notes = orient(stacked, p, False, kernel_undecided(fused, p))
+                steps, notes = orient(whole, p, False, kernel_undecided(fused, p))
             except Pending:
                 raise ConversionError("square fused kernel", tensor=p.name) from None
-            sources, cat = kernels, Step("concat", {"axis": axis})
+            sources = kernels
         elif p.role == "bias" and all(b is not None for b in biases):
-            steps, notes = [], []
-            steps += cast_steps(biases[0], p)
-            sources, cat = biases, Step("concat", {"axis": 0})
+            (_, cat), steps, notes = stacked(biases, p), cast_steps(biases[0], p), []
+            sources = biases
         else:
             continue
         note = f"merged from {group.label} (concat on the out axis)"
