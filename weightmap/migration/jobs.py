@@ -77,20 +77,23 @@ def verify_figure(manifest: Any) -> dict[str, Any] | None:
 
 # ---- in the worker ---------------------------------------------------------------------------
 
-# targets built in this process: (target, new_values) -> graph; a worker builds each once
-_TARGETS: dict[tuple[str, str], Any] = {}
+# targets built in this process: (target, new_values, input hint) -> graph; a worker builds
+# each once (a model file without example_input is traced on an input its source suggests,
+# ``api.input_hint``: sources that suggest another input get their own build)
+_TARGETS: dict[tuple[str, str, str], Any] = {}
 
 
-def _target_key(job: Job) -> tuple[str, str]:
-    return (str(job.target), job.options.get("new_values", "construct"))
+def _target_key(job: Job, hint: Any = None) -> tuple[str, str, str]:
+    return (str(job.target), job.options.get("new_values", "construct"),
+            json.dumps(hint, sort_keys=True, default=str))
 
 
-def target_of(job: Job) -> Any:
+def target_of(job: Job, hint: Any = None) -> Any:
     """The job's target graph, built on the first job that needs it in this process."""
     from ..api import target_graph
-    key = _target_key(job)
+    key = _target_key(job, hint)
     if key not in _TARGETS:
-        _TARGETS[key] = target_graph(job.target, key[1])
+        _TARGETS[key] = target_graph(job.target, key[1], hint)
     return _TARGETS[key]
 
 
@@ -103,6 +106,7 @@ def run(job: Job, replace: bool = False, again: bool = False) -> dict[str, Any]:
     ``again``: the job ran before in this migration, in a worker that died before it reported;
     an output it completed then is kept (the job is ``ok``), one it left stale is replaced."""
     started = time.perf_counter()
+    built = len(_TARGETS)
     if again:
         state = resume_state(job)
         if state.action == "skip":
@@ -111,8 +115,7 @@ def run(job: Job, replace: bool = False, again: bool = False) -> dict[str, Any]:
                     "reason": "written before its worker died"}
         replace = replace or state.action == "replace"
     result: dict[str, Any] = {"status": "failed", "output": job.out, "manifest": job.manifest,
-                              "worker": os.getpid(), "built_target": job.kind == "port"
-                              and _target_key(job) not in _TARGETS}
+                              "worker": os.getpid()}
     try:
         make_folder(Path(job.stem).parent)        # an out: template may name sub-folders
         report = _port(job, replace) if job.kind == "port" else _convert(job, replace)
@@ -130,6 +133,7 @@ def run(job: Job, replace: bool = False, again: bool = False) -> dict[str, Any]:
                           f"weightmap; run the job alone with WEIGHTMAP_DEBUG=1 for the trace)"
         if os.environ.get("WEIGHTMAP_DEBUG"):
             raise
+    result["built_target"] = len(_TARGETS) > built
     result["seconds"] = round(time.perf_counter() - started, 3)
     return result
 
@@ -158,12 +162,14 @@ def _shared(job: Job, replace: bool) -> dict[str, Any]:
 
 
 def _port(job: Job, replace: bool) -> Any:
-    from ..api import port
+    from ..api import input_hint, port
+    from ..sources import read
     o = job.options
-    target = target_of(job)
+    source = read(job.source)
+    target = target_of(job, input_hint(source))
     extra = {k: o[k] for k in ("freeze", "lr_scale", "new_values", "verify", "min_coverage",
                                "strict") if k in o}
-    return port(job.source, target, out=_output(job, target), **_shared(job, replace), **extra)
+    return port(source, target, out=_output(job, target), **_shared(job, replace), **extra)
 
 
 def _convert(job: Job, replace: bool) -> Any:
