@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import emit, manifest as manifest_mod, report as report_mod
+from . import atomic, emit, manifest as manifest_mod, report as report_mod
 from .errors import UsageError
 from .conversions import prepare_graphs
 from .execute import TensorStream, produce, tensor_nbytes
-from .graph import ParamGraph
+from .graph import MappedData, ParamGraph
 from .match import load_rules, match
 from .plans import Plan
 from .planner import build_plan
@@ -51,7 +51,8 @@ def port(source: Any, target: Any, out: str | Path | None = None, *,
          lr_scale: Any = None, plan: str | Path | Plan | None = None, dry_run: bool = False,
          force: bool = False, shard_size: Any = None, progress: bool | None = None,
          new_values: str = "construct", fail_on_nonfinite: bool = False,
-         direct_io: bool | None = None, **options: Any) -> report_mod.PortReport:
+         direct_io: bool | None = None, save_plan: str | Path | None = None,
+         before_publish: Any = None, **options: Any) -> report_mod.PortReport:
     """Port ``source`` weights into ``target`` and write the target's weights to ``out``.
 
     Returns the report (``.transferred``, ``.new``, ``.unused``, ``.mismatched``, ``.manifest``).
@@ -63,7 +64,11 @@ def port(source: Any, target: Any, out: str | Path | None = None, *,
     ``progress``: None shows it when stderr is a terminal, False never, True always.
     The written file is read back and checked against the plan before success is reported; each
     tensor's SHA-256 and non-finite count go into the manifest (``fail_on_nonfinite`` refuses
-    NaN/Inf values, leaving no output).
+    NaN/Inf values, leaving no output). ``save_plan`` writes the plan as JSON too (with the
+    output, or alone on a dry run). ``before_publish(files)`` is called with ``{final path:
+    temporary path}`` once the output is written and read back, before anything is published;
+    an error it raises leaves nothing (``weightmap.emit.write``). Every written path is checked
+    against every file the port reads (``input_files``), with ``force`` too.
     A target ``model.py`` is built without weights where it can (torch: the meta device); the
     tensors that stay new then take the values of a normal construction of the file
     (``new_values="construct"``, built only if some tensor stays new) or of their own module
@@ -82,18 +87,42 @@ def port(source: Any, target: Any, out: str | Path | None = None, *,
     out_path = emit.output_path(kind, out_path, the_plan, writer_options)
     man_path = Path(manifest) if manifest else emit.manifest_path_for(out_path)
     man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale, output=str(out_path))
+    inputs = input_files(src, tgt)
+    plan_path = Path(save_plan) if save_plan else None
     if dry_run:
+        if plan_path is not None:
+            atomic.write_texts({plan_path: the_plan.to_json()}, force=force, inputs=inputs)
         return report_mod.make(the_plan, man)
-    inputs = [Path(p) for p in (src.source, tgt.source) if Path(p.split(":")[0]).exists()]
     bar = _progress(the_plan, progress)
     try:
         emit.write(kind, out_path, the_plan, tgt, TensorStream(the_plan, src, tgt, bar),
                    force=force, inputs=inputs, manifest=man, manifest_path=man_path,
-                   options=writer_options, fail_on_nonfinite=fail_on_nonfinite)
+                   save_plan=plan_path, options=writer_options,
+                   fail_on_nonfinite=fail_on_nonfinite, before_publish=before_publish)
     finally:
         if bar is not None:
             bar.close()
     return report_mod.make(the_plan, man, output=str(out_path), manifest_path=str(man_path))
+
+
+def input_files(*graphs: ParamGraph) -> list[Path]:
+    """Every file the port reads: each graph's source file (a model ``.py``, a checkpoint, a
+    shard index; for a folder its index), and every file tensor data is read from (all shards of
+    a sharded checkpoint, an ONNX model's external data files)."""
+    files: dict[str, Path] = {}
+    for graph in graphs:
+        source = Path(graph.source.split(":")[0] if split_pyref(graph.source)[0] is not None
+                      else graph.source)
+        named = [source]
+        if source.is_dir() and graph.meta.get("index"):
+            named.append(source / str(graph.meta["index"]))
+        for p in graph.params():
+            if isinstance(p.data, MappedData):
+                named.append(Path(p.data.path))
+        for path in named:
+            if path.is_file():
+                files.setdefault(os.path.realpath(path), path)
+    return list(files.values())
 
 
 def load_partial(model: Any, checkpoint: Any, *, rules: Any = None, freeze: str = "none",

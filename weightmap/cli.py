@@ -5,7 +5,9 @@ import argparse
 import gc
 import json
 import os
+import signal
 import sys
+import threading
 from typing import Sequence
 
 from .errors import WeightmapError
@@ -66,7 +68,6 @@ def _port(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .api import port
-    from .atomic import atomic_path, check_output
     from .report import render
     from .sources import parse_limits, read_checkpoint
     limits = parse_limits(args.limit)
@@ -76,12 +77,7 @@ def _port(args: argparse.Namespace) -> int:
                dry_run=args.dry_run, force=args.force,
                fail_on_nonfinite=args.fail_on_nonfinite, shard_size=args.shard_size,
                progress=False if args.quiet else None, new_values=args.new_values,
-               direct_io=False if args.no_direct_io else None)
-    if args.save_plan:
-        path = Path(args.save_plan)
-        check_output(path, force=args.force)
-        with atomic_path(path) as tmp:
-            tmp.write_text(rep.plan.to_json(), encoding="utf-8")
+               direct_io=False if args.no_direct_io else None, save_plan=args.save_plan)
     if args.json:
         print(json.dumps(rep.to_dict(), indent=1))
     elif not args.quiet:
@@ -114,6 +110,21 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"inspect": _inspect, "port": _port}
+# what `timeout`, `docker stop` and a closed terminal send: handled as Ctrl-C is, so the port
+# cleans up what it was writing and exits 128 + the signal's number
+_TERMINATING = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+def _interrupt(signo: int, _frame) -> None:
+    raise Interrupted(signo)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the main thread is, like Ctrl-C's KeyboardInterrupt."""
+
+    def __init__(self, signo: int) -> None:
+        super().__init__(signo)
+        self.signo = signo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,14 +137,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {signo: signal.signal(signo, _interrupt) for signo in _TERMINATING}
     try:
         return COMMANDS[args.command](args)
     except WeightmapError as exc:
         print(f"weightmap: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("weightmap: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signo = getattr(exc, "signo", signal.SIGINT)
+        print(f"weightmap: interrupted by {signal.Signals(signo).name}", file=sys.stderr)
+        return 128 + signo
     except BrokenPipeError:
         return 0
     except MemoryError:
@@ -147,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"weightmap; rerun with WEIGHTMAP_DEBUG=1 for the trace and report it)",
               file=sys.stderr)
         return 70
+    finally:
+        for signo, handler in previous.items():
+            signal.signal(signo, handler)
 
 
 def run() -> None:

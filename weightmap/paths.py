@@ -23,6 +23,7 @@ import re
 import stat
 from pathlib import Path
 
+from .atomic import STAGE_PREFIX
 from .errors import FormatError, UnsafeInputError
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -36,6 +37,9 @@ def check_plain_name(name: object, *, what: str, referrer: Path) -> str:
     if name.startswith(("/", "\\")) or _DRIVE.match(name) or os.path.isabs(name):
         raise UnsafeInputError(f"{what} {name!r} is an absolute path", path=referrer,
                                hint="a checkpoint may only name files inside its own folder")
+    if any(part.startswith(STAGE_PREFIX) for part in parts):
+        raise FormatError(f"{what} {name!r} lies in a weightmap staging folder (an unfinished "
+                          f"output)", path=referrer, hint="a checkpoint never names one")
     if ".." in parts or "\x00" in name:
         raise UnsafeInputError(f"{what} {name!r} climbs out of the folder ('..')", path=referrer,
                                hint="a checkpoint may only name files inside its own folder")

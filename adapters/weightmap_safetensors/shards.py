@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from weightmap.atomic import STAGE_PREFIX
 from weightmap.errors import FormatError, UsageError
 from weightmap.paths import resolve_inside
 
@@ -61,8 +62,10 @@ def find_index(folder: Path) -> Path | None:
 
 
 def shard_files(folder: Path) -> list[Path]:
-    """The ``*.safetensors`` regular files directly in ``folder``, in natural order."""
-    return sorted((p for p in folder.iterdir() if p.name.endswith(".safetensors") and p.is_file()),
+    """The ``*.safetensors`` regular files directly in ``folder``, in natural order (names of
+    weightmap's staging folders, ``.weightmap-tmp-*``, are never shards)."""
+    return sorted((p for p in folder.iterdir() if p.name.endswith(".safetensors")
+                   and not p.name.startswith(STAGE_PREFIX) and p.is_file()),
                   key=lambda p: natural_key(p.name))
 
 

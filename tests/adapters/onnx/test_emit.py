@@ -382,12 +382,15 @@ def test_external_constants_are_copied_into_the_output_data(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["o.onnx", "o.onnx.data", "t"]
     x = rng.standard_normal((4, 64)).astype(np.float32)
     np.testing.assert_allclose(_run(tmp_path / "o.onnx", {"x": x})[0], x * c + new_w, rtol=1e-6)
-    # the initializers are inline, so the caller could not check the data file: the writer does
+    # the initializers are inline, so only the written model tells of its data file: it is
+    # checked as it is staged, before anything is published (replaced only with force)
     (tmp_path / "p.onnx.data").write_bytes(b"keep")
-    with pytest.raises(UsageError, match="external data file exists"):
-        _write(target, {"w": new_w}, tmp_path / "p.onnx", force=True)
+    with pytest.raises(UsageError, match="p.onnx.data: the output file exists"):
+        _write(target, {"w": new_w}, tmp_path / "p.onnx")
     assert (tmp_path / "p.onnx.data").read_bytes() == b"keep"
     assert not (tmp_path / "p.onnx").exists()
+    _write(target, {"w": new_w}, tmp_path / "p.onnx", force=True)
+    np.testing.assert_allclose(_run(tmp_path / "p.onnx", {"x": x})[0], x * c + new_w, rtol=1e-6)
 
 
 def test_port_from_safetensors_into_an_onnx_target(tmp_path):
