@@ -10,7 +10,7 @@ import sys
 import threading
 from typing import Sequence
 
-from .errors import WeightmapError
+from .errors import WeightmapError, printable
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,7 +95,7 @@ def _render_plan(plan) -> str:
         steps = " | ".join(s.describe() for s in t.steps)
         lines.append(f"  {t.target} {list(t.shape)} {t.status} <- {src}"
                      + (f"  [{steps}]" if steps else ""))
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)     # names come from the files
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -157,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug of ours: one line for the user, the trace on request
         if os.environ.get("WEIGHTMAP_DEBUG"):
             raise
-        text = " ".join(str(exc).split())
+        text = printable(" ".join(str(exc).split()))
         print(f"weightmap: internal error: {type(exc).__name__}: {text} (this is a bug in "
               f"weightmap; rerun with WEIGHTMAP_DEBUG=1 for the trace and report it)",
               file=sys.stderr)

@@ -46,6 +46,13 @@ def check_plain_name(name: object, *, what: str, referrer: Path) -> str:
     return name
 
 
+def natural_key(name: str) -> tuple:
+    """``model-2`` before ``model-10``: runs of decimal digits compare as numbers. Only what
+    ``int`` reads counts as a digit (``isdecimal``): ``²`` is a digit to ``isdigit`` but not to
+    ``int``, and a file name holding one must not crash the sort."""
+    return tuple(int(p) if p.isdecimal() else p for p in re.split(r"(\d+)", name))
+
+
 def hf_cache_root(folder: Path) -> Path | None:
     """The nearest enclosing ``models--*`` folder of ``folder`` (unresolved path), if any."""
     for candidate in [folder, *folder.parents]:

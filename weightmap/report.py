@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .errors import printable
 from .plans import Plan
 
 
@@ -74,4 +75,4 @@ def render(report: PortReport, *, verbose: bool = False) -> str:
         lines.append(f"unused: {shown}")
     for d in report.decisions:
         lines.append(f"check: {d}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)     # names come from the files

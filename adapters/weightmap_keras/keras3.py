@@ -25,6 +25,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from weightmap.errors import FormatError
 from weightmap.graph import Layer, ParamGraph, TensorData
+from weightmap.paths import natural_key
 from weightmap.zipcheck import check_archive
 
 from .build import Weight, make_layer, rnn_class
@@ -145,7 +146,7 @@ def scan(f: Any, loc: Location, base: int | None) -> tuple[dict[str, Owner], lis
 
 
 def _index_key(key: str) -> tuple:
-    return (0, int(key), "") if key.isdigit() else (1, 0, key)
+    return (0, int(key), "") if key.isdecimal() else (1, 0, key)
 
 
 # ----------------------------------------------------------------------------- no config
@@ -190,10 +191,6 @@ def ordered_children(group: Any, read_at: Any) -> tuple[list[str], str]:
     if order is not None and sorted(order) == sorted(names) and _numbering_holds(order):
         return order, "hdf5-creation-order"
     return sorted(names, key=natural_key), "natural-sort"
-
-
-def natural_key(name: str) -> tuple:
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
 
 
 def _numbering_holds(order: Sequence[str]) -> bool:

@@ -9,14 +9,13 @@ inside the folder; Hugging Face cache symlinks into ``blobs/`` allowed).
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from weightmap.atomic import STAGE_PREFIX
 from weightmap.errors import FormatError, UsageError
-from weightmap.paths import resolve_inside
+from weightmap.paths import natural_key, resolve_inside
 
 from .header import parse_json_object
 
@@ -34,11 +33,6 @@ class ShardSet:
     shards: tuple[tuple[str, Path], ...]            # (name as listed, resolved path)
     weight_map: Mapping[str, str] = field(default_factory=dict)   # tensor -> shard name
     index_metadata: Mapping[str, Any] = field(default_factory=dict)
-
-
-def natural_key(text: str) -> list[Any]:
-    """``model-2`` before ``model-10``: digit runs compare as numbers."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
 def is_index_name(path: Path) -> bool:

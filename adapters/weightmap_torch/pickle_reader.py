@@ -139,8 +139,13 @@ def _tensor(storage: Any, offset: Any, size: Any, stride: Any, dtype: str,
                           "rank")
     checked_nbytes(shape, dtype)           # rank and size product within bounds
     flags = metadata if isinstance(metadata, dict) else {}
-    return TensorRef(storage, offset, shape, strides, dtype,
-                     negative=bool(flags.get("neg")), conjugate=bool(flags.get("conj")))
+    negative = bool(flags.get("neg"))
+    if negative and dtype == "bool":
+        raise FormatError("a bool tensor carries torch's lazy negation bit, which torch never "
+                          "sets on one (bools cannot be negated)",
+                          hint="the file is forged or corrupt")
+    return TensorRef(storage, offset, shape, strides, dtype, negative=negative,
+                     conjugate=bool(flags.get("conj")))
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride):
