@@ -248,9 +248,18 @@ def _graphs(graph: Any) -> Iterator[Any]:
 
 
 def _other_tensors(model: Any) -> Iterator[Any]:
-    """Tensors that are not top-level initializers: subgraph initializers, attribute tensors."""
-    for graph in _graphs(model.graph):
-        if graph is not model.graph:
+    """Tensors that are not top-level initializers: subgraph initializers, attribute tensors of
+    the graph, its subgraphs and the model-local functions (whose bodies are nodes too, and may
+    hold subgraphs)."""
+    bodies = list(_graphs(model.graph))
+    for function in model.functions:
+        bodies.append(function)
+        for node in function.node:
+            for attr in node.attribute:
+                for sub in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
+                    bodies.extend(_graphs(sub))
+    for graph in bodies:
+        if graph is not model.graph and hasattr(graph, "initializer"):
             yield from graph.initializer
         for node in graph.node:
             for attr in node.attribute:
