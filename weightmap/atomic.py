@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import shutil
 import signal
@@ -47,6 +46,11 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from .errors import OutputError, UsageError
+
+try:
+    import fcntl
+except ImportError:            # no flock (Windows): staging folders are never taken as left over
+    fcntl = None
 
 STAGE_PREFIX = ".weightmap-tmp-"
 _OLD = ".weightmap-old"          # inside a staging folder: the files a forced port replaces
@@ -129,8 +133,10 @@ def abandoned(path: os.PathLike | str) -> Path | None:
 
 def _held(folder: Path) -> bool:
     """Whether a process holds the lock of staging folder ``folder``."""
+    if fcntl is None:
+        return True
     try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
         return False
     try:
@@ -150,14 +156,14 @@ def clear_abandoned(folder: Path) -> None:
     except OSError:
         return
     now = time.time()
-    for entry in entries:
+    for entry in entries if fcntl is not None else ():
         if not entry.name.startswith(STAGE_PREFIX):
             continue
         with contextlib.suppress(OSError):
             if not entry.is_dir(follow_symlinks=False) or \
                     now - entry.stat(follow_symlinks=False).st_mtime < STALE_SECONDS:
                 continue
-            fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY)
+            fd = os.open(entry.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)    # fails while a port holds it
                 shutil.rmtree(entry.path)
@@ -180,10 +186,11 @@ class Stage:
             clear_abandoned(final.parent)
             try:
                 stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=final.parent))
-                fd = os.open(stage, os.O_RDONLY | os.O_DIRECTORY)
+                fd = os.open(stage, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
             except OSError as exc:
                 raise output_error(final, exc) from exc
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)      # held until the folder is removed
             self._dirs[key] = (final.parent, stage, fd)
         return self._dirs[key][1] / final.name
 
@@ -229,8 +236,9 @@ class Stage:
                     raise output_error(current, exc) from exc
                 raise
         kept = {_spelled(p) for p in order}
+        read = {identity(p) for p in inputs} - {None}
         for old in obsolete:
-            if _spelled(Path(old)) not in kept:
+            if _spelled(Path(old)) not in kept and identity(old) not in read:
                 with contextlib.suppress(OSError):
                     os.unlink(old)
         return order
@@ -239,26 +247,21 @@ class Stage:
         """``staged`` to ``final``; returns where the file it replaced is kept, if any."""
         try:
             os.link(staged, final)                  # fails if the name exists: no clobbering
-            os.unlink(staged)
-            return None
         except FileExistsError:
             if not force:
-                raise UsageError("the output file appeared while the port ran (another port "
-                                 "to the same file?)", path=final,
-                                 hint="nothing of this port was kept; pass --force to replace "
-                                      "it, or choose another --out") from None
+                raise _appeared(final) from None
         except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK,
-                                 errno.ENOSYS):
+            if exc.errno not in _NO_LINKS:
                 raise
             if not os.path.lexists(final):           # no hard links here: check, then rename
                 os.rename(staged, final)
                 return None
             if not force:
-                raise UsageError("the output file appeared while the port ran (another port "
-                                 "to the same file?)", path=final,
-                                 hint="nothing of this port was kept; pass --force to replace "
-                                      "it, or choose another --out") from None
+                raise _appeared(final) from None
+        else:
+            with contextlib.suppress(OSError):      # the staging folder goes anyway
+                os.unlink(staged)
+            return None
         old = staged.parent / _OLD
         old.mkdir(exist_ok=True)
         keep = old / final.name
@@ -266,8 +269,7 @@ class Stage:
             os.link(final, keep)                    # the old file stays where it is
             os.replace(staged, final)
         except OSError as exc:
-            if os.path.lexists(keep) or exc.errno not in (errno.EPERM, errno.EOPNOTSUPP,
-                                                          errno.ENOTSUP, errno.EMLINK):
+            if os.path.lexists(keep) or exc.errno not in _NO_LINKS:
                 raise
             os.rename(final, keep)                  # no hard links here
             try:
@@ -294,6 +296,16 @@ class Stage:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._dirs.clear()
+
+
+# link() fails so on file systems without hard links (FAT, some FUSE and network mounts)
+_NO_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS)
+
+
+def _appeared(final: Path) -> UsageError:
+    return UsageError("the output file appeared while the port ran (another port to the same "
+                      "file?)", path=final, hint="nothing of this port was kept; pass --force "
+                      "to replace it, or choose another --out")
 
 
 @contextlib.contextmanager
