@@ -204,8 +204,11 @@ class Stage:
         return out
 
     def sync(self) -> None:
-        """Every staged file on the disk (a file already fsynced costs next to nothing)."""
+        """Every staged file with the permissions a new file gets (``usual_mode``: writers
+        and libraries create theirs their own way) and on the disk (a file already fsynced
+        costs next to nothing)."""
         for staged in self.files().values():
+            usual_mode(staged)
             _fsync_path(staged)
 
     def publish(self, last: Sequence[Path] = (), *, force: bool = False,
@@ -356,6 +359,27 @@ def _fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def usual_mode(path: Path) -> None:
+    """Give ``path`` the permissions a new file gets (0666 less the umask), as ``open`` would:
+    temporary files are created 0600, and an output is not a secret."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (``/proc/self/status`` on Linux); else
+    set and restored at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def open_output(path: Path) -> int:

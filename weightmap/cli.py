@@ -8,9 +8,10 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Sequence
 
-from .errors import WeightmapError, printable
+from .errors import CoverageError, WeightmapError, printable
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,8 +55,32 @@ def _parser() -> argparse.ArgumentParser:
     po.add_argument("--no-direct-io", action="store_true",
                     help="write a big safetensors output through the page cache (default: past "
                          "it, read back from the disk, where the file system allows it)")
+    po.add_argument("--report", metavar="HTML",
+                    help="also write the mapping report as one self-contained HTML page")
+    po.add_argument("--min-coverage", metavar="F",
+                    help="fail (exit 11, nothing written) if less than this share (0..1) of "
+                         "the target's elements is carried over")
+    po.add_argument("--strict", action="store_true",
+                    help="fail (exit 11, nothing written) unless every target tensor is carried "
+                         "over or ignored by a rule, and every source tensor used or ignored")
     _limit_option(po)
+    _plan_options(po)
+    rep = sub.add_parser("report", help="draw a port's manifest as a self-contained HTML page")
+    rep.add_argument("manifest", help="the .manifest.json a port wrote beside its output")
+    rep.add_argument("--html", required=True, metavar="OUT", help="the page to write")
+    rep.add_argument("--force", action="store_true", help="replace an existing page")
     return p
+
+
+def _plan_options(parser: argparse.ArgumentParser) -> None:
+    """``--NAME VALUE`` (repeatable) for each plan option with a command-line spelling
+    (``options.PlanOptions``); the option's check reads the list of texts."""
+    from .options import PlanOptions
+    for spec in PlanOptions.specs():
+        if spec.metadata["metavar"]:
+            parser.add_argument("--" + spec.name.replace("_", "-"), dest=f"option_{spec.name}",
+                                action="append", metavar=spec.metadata["metavar"],
+                                help=spec.metadata["doc"].replace("%", "%%"))
 
 
 def _limit_option(parser: argparse.ArgumentParser) -> None:
@@ -65,26 +90,43 @@ def _limit_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _port(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .api import port
-    from .report import render
+    from .atomic import check_output
     from .sources import parse_limits, read_checkpoint
     limits = parse_limits(args.limit)
+    if args.report:      # refused before anything is written, like the output itself
+        check_output(Path(args.report), force=args.force)
     source, target = (read_checkpoint(text, limits) for text in (args.source, args.target))
-    rep = port(source, target, args.out, manifest=args.manifest, rules=args.rules,
-               freeze=args.freeze, lr_scale=args.lr_scale, plan=args.plan,
-               dry_run=args.dry_run, force=args.force,
-               fail_on_nonfinite=args.fail_on_nonfinite, shard_size=args.shard_size,
-               progress=False if args.quiet else None, new_values=args.new_values,
-               direct_io=False if args.no_direct_io else None, save_plan=args.save_plan)
+    options = {k[len("option_"):]: v for k, v in vars(args).items()
+               if k.startswith("option_") and v is not None}
+    try:
+        rep = port(source, target, args.out, manifest=args.manifest, rules=args.rules,
+                   freeze=args.freeze, lr_scale=args.lr_scale, plan=args.plan,
+                   dry_run=args.dry_run, force=args.force,
+                   fail_on_nonfinite=args.fail_on_nonfinite, shard_size=args.shard_size,
+                   progress=False if args.quiet else None, new_values=args.new_values,
+                   direct_io=False if args.no_direct_io else None,
+                   min_coverage=args.min_coverage, strict=args.strict,
+                   save_plan=args.save_plan, **options)
+    except CoverageError as exc:      # a dry run still shows (and saves) what it planned
+        if args.dry_run and getattr(exc, "report", None) is not None:
+            _show(args, exc.report)
+        raise
+    _show(args, rep)
+    return 0
+
+
+def _show(args: argparse.Namespace, rep) -> None:
+    from .report import render
+    if args.report:
+        from . import report_html
+        report_html.write(rep.manifest, args.report, force=args.force)
     if args.json:
         print(json.dumps(rep.to_dict(), indent=1))
     elif not args.quiet:
         if args.dry_run:
             print(_render_plan(rep.plan))
         print(render(rep, verbose=args.verbose))
-    return 0
 
 
 def _render_plan(plan) -> str:
@@ -109,7 +151,15 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"inspect": _inspect, "port": _port}
+def _report(args: argparse.Namespace) -> int:
+    from . import report_html
+    manifest = report_html.load_manifest(args.manifest)
+    out = report_html.write(manifest, args.html, force=args.force, inputs=(Path(args.manifest),))
+    print(f"wrote {out}")
+    return 0
+
+
+COMMANDS = {"inspect": _inspect, "port": _port, "report": _report}
 # what `timeout`, `docker stop` and a closed terminal send: handled as Ctrl-C is, so the port
 # cleans up what it was writing and exits 128 + the signal's number
 _TERMINATING = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))

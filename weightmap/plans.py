@@ -22,6 +22,12 @@ PLAN_VERSION = 1
 # new: keeps the target's own value; synthetic: made up so that the port is exact (flagged);
 # partial: only part of the tensor comes from the source.
 STATUSES = ("transferred", "transformed", "new", "synthetic", "partial")
+# A tensor has a value from the source: every status but new and synthetic (made up).
+FROM_SOURCE = ("transferred", "transformed", "partial")
+# How a new tensor's note begins when a rule ignores it, or when its layer's counterpart has
+# other shapes (the report and the coverage checks read them).
+IGNORED = "ignored by rule"
+SHAPE_MISMATCH = "shape mismatch with"
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,11 @@ class TensorPlan:
         if self.status not in STATUSES:
             raise PlanError(f"unknown status {self.status!r}; one of {', '.join(STATUSES)}",
                             tensor=self.target)
+
+    @property
+    def ignored(self) -> bool:
+        """Left new because a rule ignores it."""
+        return self.status == "new" and any(n.startswith(IGNORED) for n in self.notes)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"target": self.target, "layer": self.layer,
@@ -97,14 +108,19 @@ class Plan:
     source: Mapping[str, Any]              # {"path", "format", "framework"}
     target: Mapping[str, Any]
     tensors: tuple[TensorPlan, ...]        # every target parameter, in target order
-    unused: tuple[Mapping[str, Any], ...] = ()  # source tensors no target uses: {name, reason}
+    # source tensors no target uses: {name, shape, reason[, kind: the matcher's "ignored" ...]}
+    unused: tuple[Mapping[str, Any], ...] = ()
     decisions: tuple[str, ...] = ()        # what a user should look at
     options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    # decisions as data: {kind: "unused_same_shape", target: layer, sources: [layers], shape,
+    # text (also among the decisions)}
+    suggestions: tuple[Mapping[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"weightmap_plan": PLAN_VERSION, "source": dict(self.source),
                 "target": dict(self.target), "options": dict(self.options),
                 "decisions": list(self.decisions),
+                "suggestions": [dict(s) for s in self.suggestions],
                 "tensors": [t.to_dict() for t in self.tensors],
                 "unused": [dict(u) for u in self.unused]}
 
@@ -116,15 +132,15 @@ class Plan:
         if d.get("weightmap_plan") != PLAN_VERSION:
             raise PlanError(f"not a weightmap plan of version {PLAN_VERSION} "
                             f"(found weightmap_plan={d.get('weightmap_plan')!r:.40})")
-        unused = _typed(d, "unused", list, "a list", None, [])
-        if not all(isinstance(u, dict) and isinstance(u.get("name"), str) for u in unused):
-            raise PlanError("'unused' lists objects with a 'name' string")
+        unused = _records(d, "unused", "name", ("reason", "kind"))
+        suggestions = _records(d, "suggestions", "text", ("kind", "target"))
         return cls(source=_typed(d, "source", dict, "an object", None, {}),
                    target=_typed(d, "target", dict, "an object", None, {}),
                    tensors=tuple(TensorPlan.from_dict(t) for t in
                                  _typed(d, "tensors", list, "a list", None, [])),
                    unused=tuple(unused), decisions=tuple(_strings(d, "decisions", None)),
-                   options=_typed(d, "options", dict, "an object", None, {}))
+                   options=_typed(d, "options", dict, "an object", None, {}),
+                   suggestions=tuple(suggestions))
 
     @classmethod
     def load(cls, path: Path) -> "Plan":
@@ -198,6 +214,19 @@ def _typed(d: Mapping[str, Any], key: str, kind: type, what: str, tensor: str | 
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise PlanError(f"{key!r} must be {what}, found {_kind(value)}", tensor=tensor)
     return value
+
+
+def _records(d: Mapping[str, Any], key: str, required: str, texts: tuple[str, ...]
+             ) -> list[dict]:
+    """A list of objects, each with a string ``required`` and strings (if present) at
+    ``texts`` (``unused``: name, reason, kind; ``suggestions``: text, kind, target)."""
+    records = _typed(d, key, list, "a list of objects", None, [])
+    for r in records:
+        if not isinstance(r, dict) or not isinstance(r.get(required), str) or \
+                any(not isinstance(r[k], str) for k in texts if k in r):
+            raise PlanError(f"{key!r} lists objects with a {required!r} string (and "
+                            f"{', '.join(texts)} strings), found {r!r:.80}")
+    return records
 
 
 def _strings(d: Mapping[str, Any], key: str, tensor: str | None) -> list[str]:

@@ -95,6 +95,8 @@ def _type_modules(obj: Any) -> list[tuple[str, str]]:
 class KerasAdapter:
     name = "keras"
     formats = FORMATS
+    read_options = {"config": "a model config (dict, or a .keras / full .h5 / config.json "
+                              "path) typing a weights-only file"}
 
     def sniff(self, path: Path, head: bytes) -> str | None:
         return sniff(path, head)
@@ -132,6 +134,12 @@ class KerasAdapter:
     def read_live(self, obj: Any, *, origin: str | None = None, **options: Any) -> ParamGraph:
         from .live import read_live
         return read_live(obj, origin=origin, **options)
+
+    def model_file_context(self, path: Path) -> Any:
+        """Around running a model file: TensorFlow's start-up logs, if the file is the first
+        to import it, stay off stderr (``quiet.py``)."""
+        from .quiet import quiet_tensorflow_start
+        return quiet_tensorflow_start()
 
 
 ADAPTER = KerasAdapter()

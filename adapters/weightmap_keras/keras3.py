@@ -230,7 +230,7 @@ def assemble(specs: Sequence[LayerSpec], owners: Mapping[str, Owner],
     claims (a subclassed model's attributes) become opaque layers named by their path."""
     layers: list[Layer] = []
     claimed: set[str] = set()
-    weightless = []
+    weightless: dict[str, str] = {}          # weightless layer -> the layer before it ("")
     for spec in specs:
         if check_paths:
             _check_owner(spec, owners, source)
@@ -239,7 +239,7 @@ def assemble(specs: Sequence[LayerSpec], owners: Mapping[str, Owner],
         claimed.update(o.path for o in mine)
         weights = _weights(spec.class_name, spec.config, spec.k3_path, mine)
         if not weights:
-            weightless.append(spec.name)
+            weightless[spec.name] = layers[-1].name if layers else ""
             continue
         layers.append(make_layer(spec.name, spec.class_name, spec.config, weights,
                                  flatten.get(spec.name)))
@@ -248,7 +248,7 @@ def assemble(specs: Sequence[LayerSpec], owners: Mapping[str, Owner],
             cls = class_from_name(path.rsplit("/", 1)[-1]) or class_from_name(owner.name or "")
             weights = _weights(cls, None, path, [owner])
             layers.append(make_layer(path or owner.name or "<model>", cls, None, weights))
-    meta = dict(meta, weightless_layers=weightless)
+    meta = dict(meta, weightless_layers=list(weightless), weightless_after=weightless)
     return ParamGraph(format=fmt, framework="keras", source=source, layers=tuple(layers),
                       order=order, meta=meta, live=live)
 
