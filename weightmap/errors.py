@@ -16,13 +16,13 @@ def printable(text: object) -> str:
     text = str(text)
     if text.isprintable() and text.isascii():
         return text
-    return "".join(c if c.isprintable() or (c == " ") else _escaped(c) for c in text)
+    return "".join(c if c.isprintable() else _escaped(c) for c in text)
 
 
 def _escaped(c: str) -> str:
-    code = ord(c)
-    if unicodedata.category(c) in ("Zs", "Zl", "Zp") and code != 0x2028 and code != 0x2029:
+    if unicodedata.category(c) == "Zs":
         return c                            # spaces of other scripts print as spaces
+    code = ord(c)
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 \
         else f"\\U{code:08x}"
 
