@@ -6,7 +6,6 @@ byte is written; ``weightmap port --plan F`` applies a (possibly edited) plan.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -15,6 +14,7 @@ from .dtypes import DTYPES
 from .errors import PlanError, UsageError
 from .graph import ParamGraph
 from .transforms import Step, check_steps
+from .transforms.core import finite_number
 
 PLAN_VERSION = 1
 
@@ -211,7 +211,7 @@ def _typed(d: Mapping[str, Any], key: str, kind: type, what: str, tensor: str | 
     value = d.get(key, default)
     if value is _MISSING:
         raise PlanError(f"the plan lacks the key {key!r}", tensor=tensor)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+    if not isinstance(value, kind):
         raise PlanError(f"{key!r} must be {what}, found {_kind(value)}", tensor=tensor)
     return value
 
@@ -241,7 +241,7 @@ def _value(value: Any, shape: tuple[int, ...], tensor: str) -> Any:
     of the tensor's shape}``."""
     if value is None:
         return None
-    if isinstance(value, dict) and set(value) == {"fill"} and _number(value["fill"]):
+    if isinstance(value, dict) and set(value) == {"fill"} and finite_number(value["fill"]):
         return value["fill"]
     if isinstance(value, dict) and set(value) == {"values"}:
         import numpy as np
@@ -254,11 +254,3 @@ def _value(value: Any, shape: tuple[int, ...], tensor: str) -> Any:
     raise PlanError('\'value\' must be {"fill": a number} or {"values": numbers nested in '
                     f'the tensor\'s shape {list(shape)}}}', tensor=tensor)
 
-
-def _number(value: Any) -> bool:
-    """A finite JSON number (not a boolean) that any dtype's arithmetic takes."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return -2**63 <= value < 2**64
-    return isinstance(value, float) and math.isfinite(value)

@@ -144,16 +144,6 @@ def test_kill_9_mid_write_leaves_nothing_a_reader_accepts(big_source, tmp_path, 
                                                          "next.safetensors"]
 
 
-def _die_at_read_back(monkeypatch):
-    """Stand-in for ``kill -9`` at the read-back check: the process ends with no clean-up."""
-    import weightmap.emit as emit_mod
-
-    def die(*args, **kwargs):
-        raise SystemExit("killed")      # as abrupt for the files: nothing removes them ...
-
-    monkeypatch.setattr(emit_mod, "check_written", die)
-
-
 def test_killed_before_the_check_a_sharded_output_shows_no_shard(tmp_path):
     """A sharded output is invisible until verified: killed between writing the shards and
     reading them back, nothing in the folder is a checkpoint."""

@@ -78,7 +78,8 @@ def _sizes(v: Any) -> bool:
     return _ints(v) and all(x >= 0 for x in v)
 
 
-def _number(v: Any) -> bool:
+def finite_number(v: Any) -> bool:
+    """A finite number (not a bool) any dtype's arithmetic takes: a step argument, a fill."""
     return (_int(v) or isinstance(v, (float, np.floating))) and math.isfinite(v)
 
 
@@ -91,12 +92,13 @@ def _dtype(v: Any) -> bool:
 # step's arguments are checked before any transform sees them.
 ARG_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "axis": (lambda v: _int(v) or (_ints(v) and len(v) > 0),     # bn_fold_kernel: several
-             "an integer or a list of integers"), "index": (_int, "an integer"), "units": (_int, "an integer"),
+             "an integer or a list of integers"),
+    "index": (_int, "an integer"), "units": (_int, "an integer"),
     "start": (_int, "an integer"), "stop": (_int, "an integer"),
     "before": (_int, "an integer"), "after": (_int, "an integer"),
     "perm": (_ints, "a list of integers"), "shape": (_sizes, "a list of sizes"),
-    "factor": (_number, "a finite number"), "eps": (_number, "a finite number"),
-    "eps_from": (_number, "a finite number"), "eps_to": (_number, "a finite number"),
+    "factor": (finite_number, "a finite number"), "eps": (finite_number, "a finite number"),
+    "eps_from": (finite_number, "a finite number"), "eps_to": (finite_number, "a finite number"),
     "dtype": (_dtype, "a dtype name"),
     "parts": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
               "a list of names"),
