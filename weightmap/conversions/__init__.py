@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from .base import PASSES, LayerPair, PlanContext, convert, lookup, register, register_pass
 from .base import GRAPH_PASSES, prepare_graphs, register_graph_pass
+from . import transformer_order  # noqa: F401  (graph pass: name-sorted transformers, first)
 from . import generic, dense, depthwise  # noqa: F401  (modules register themselves)
 from . import norm, fusion  # noqa: F401  (normalisation algebra, conv+BN pass)
 from . import transformer  # noqa: F401  (Conv1D layouts, fused qkv, tied heads)
 from . import recurrent, recurrent_stack, recurrent_embedding  # noqa: F401  (RNN gates)
 from . import prelu, padding, separable  # noqa: F401  (PReLU, padding warnings, separable)
+from . import adapt  # noqa: F401  (--adapt: position embeddings, stem channels; the last pass)
 
 __all__ = ["PASSES", "LayerPair", "PlanContext", "convert", "lookup", "register",
            "register_pass", "GRAPH_PASSES", "prepare_graphs", "register_graph_pass"]

@@ -100,6 +100,10 @@ ARG_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "factor": (finite_number, "a finite number"), "eps": (finite_number, "a finite number"),
     "eps_from": (finite_number, "a finite number"), "eps_to": (finite_number, "a finite number"),
     "dtype": (_dtype, "a dtype name"),
+    "prefix": (lambda v: _int(v) and v >= 0, "a count (an integer >= 0)"),
+    "channels": (lambda v: _int(v) and v > 0, "a positive integer"),
+    "grid": (lambda v: _sizes(v) and len(v) == 2, "two sizes [h, w]"),
+    "size": (lambda v: _sizes(v) and len(v) == 2, "two sizes [h, w]"),
     "parts": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
               "a list of names"),
 }
