@@ -159,6 +159,7 @@ def _read_module(module: Any, origin: str, example_input: Any, torch: Any,
     meta["trace_input"] = how
     if synthesized is not None and synthesized.decision:
         meta["decisions"] = [synthesized.decision]
+    meta["weightless_after"] = _weightless_after(module, owners, trace)
     if trace is not None:
         meta["not_called"] = [path or "<root>" for path, mod, _ in owners
                               if id(mod) not in trace.first_call]
@@ -166,6 +167,36 @@ def _read_module(module: Any, origin: str, example_input: Any, torch: Any,
             meta["registration_order"] = registered     # see conversions/order.py
     return ParamGraph(format=FORMAT, framework="torch", source=origin, layers=tuple(layers),
                       order="execution" if trace is not None else "registration", meta=meta)
+
+
+def _weightless_after(module: Any, owners: list, trace: live_trace.Trace | None
+                      ) -> dict[str, str]:
+    """Each module that holds no tensor, itself or below (a pooling, an activation, a
+    flatten), -> the layer that runs just before it ("" for none), so that ``--freeze
+    until:features.4`` can name a MaxPool. Execution order when traced (a module never called
+    has no place), else registration order."""
+    weighted = {path for path, _, _ in owners}
+
+    def holds(path: str) -> bool:
+        return any(p == path or p.startswith(path + ".") for p in weighted)
+
+    out: dict[str, str] = {}
+    if trace is not None:
+        called = sorted((trace.first_call[id(mod)], path) for path, mod, _ in owners
+                        if id(mod) in trace.first_call)
+        for path, mod in module.named_modules():
+            if not path or holds(path) or id(mod) not in trace.first_call:
+                continue
+            when = trace.first_call[id(mod)]
+            out[path] = max((c for c in called if c[0] < when), default=(0, ""))[1]
+        return out
+    last = ""
+    for path, mod in module.named_modules():
+        if path in weighted:
+            last = path
+        elif path and not holds(path):
+            out[path] = last
+    return out
 
 
 def _execution_order(owners: list, trace: live_trace.Trace) -> list:

@@ -101,6 +101,17 @@ def test_execution_order_and_flatten_shape():
     assert "flatten_input_shape" not in g.layer("spare").attrs
 
 
+def test_each_weightless_module_knows_the_layer_run_before_it():
+    """The boundary of ``--freeze until:pool``: execution order when traced (``pool`` runs
+    after ``bn`` though registered after ``conv``), registration order when nothing runs."""
+    model = CNN()
+    g = ADAPTER.read_live(model, example_input=torch.randn(2, 3, 5, 5))
+    assert g.meta["weightless_after"] == {"pool": "bn", "flat": "bn"}
+    g = ADAPTER.read_live(nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2), nn.Flatten(),
+                                        nn.Linear(4, 2)), example_input=None)
+    assert g.meta["weightless_after"]["1"] == "0"
+
+
 def test_data_is_lazy_and_equal_to_the_tensors():
     model = CNN()
     g = ADAPTER.read_live(model)
