@@ -9,13 +9,13 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-from . import coverage, emit, manifest as manifest_mod, report as report_mod
+from . import atomic, coverage, emit, manifest as manifest_mod, report as report_mod
 from .conversions import prepare_graphs
 from .errors import CoverageError, UsageError
 from .execute import TensorStream, produce, tensor_nbytes
-from .graph import ParamGraph
+from .graph import MappedData, ParamGraph
 from .conversions.order import paired, registration_variant
 from .match import Matching, load_rules, match
 from .match.assemble import check_expect
@@ -49,7 +49,9 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
          shard_size: str | int | None = None, progress: bool | None = None,
          new_values: str = "construct", fail_on_nonfinite: bool = False,
          direct_io: bool | None = None, min_coverage: float | None = None,
-         strict: bool = False, **options: Any) -> report_mod.PortReport:
+         strict: bool = False, save_plan: PathLike | None = None,
+         before_publish: Callable[[dict[Path, Path]], None] | None = None,
+         **options: Any) -> report_mod.PortReport:
     """Port ``source``'s weights into ``target`` and write the target's weights to ``out``.
 
     Returns the report: ``print(report)`` shows the command line's summary;
@@ -75,13 +77,23 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
     over always fails. These checks run before anything is written.
     ``**options``: plan options (``options.PlanOptions``); any other keyword is a UsageError.
 
+    ``save_plan``: write the plan as JSON too (published with the output, or alone on a dry
+    run). ``before_publish(files)``: called with ``{final path: temporary path}`` once the
+    output is written and read back, before anything is published; an error it raises leaves
+    nothing and keeps an existing output (``weightmap.emit.write``).
+
     The written file is read back and checked against the plan before success is reported;
-    each tensor's SHA-256 and non-finite count go into the manifest.
+    each tensor's SHA-256 and non-finite count go into the manifest. Every written path is
+    checked first against every file the port reads (``input_files``), with ``force`` too; the
+    output appears whole with its manifest, or not at all (docs/security.md, "Outputs").
     """
     opts = PlanOptions.of_call(port, options)
     check_flags(port, dry_run=dry_run, force=force, progress=progress, direct_io=direct_io,
                 fail_on_nonfinite=fail_on_nonfinite, strict=strict)
     min_coverage = coverage.check_min_coverage(min_coverage)
+    if before_publish is not None and not callable(before_publish):
+        raise UsageError(f"before_publish= is a {type(before_publish).__name__}",
+                         hint="give a function taking {final path: temporary path}")
     src, tgt = _graphs(source, target, new_values)
     if plan is None:
         the_plan = _plan(src, tgt, rules=rules, options=opts)
@@ -103,15 +115,19 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
     man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale, output=str(out_path),
                              target=tgt, layers=manifest_mod.layer_listing(src, tgt))
     report = report_mod.make(the_plan, man, target=tgt)
+    inputs = input_files(src, tgt)
+    plan_path = Path(save_plan) if save_plan else None
+    if dry_run and plan_path is not None:     # saved even when the coverage check fails
+        atomic.write_texts({plan_path: the_plan.to_json()}, force=force, inputs=inputs)
     _check_coverage(report, min_coverage, strict)
     if dry_run:
         return report
-    inputs = [Path(p) for p in (src.source, tgt.source) if Path(p.split(":")[0]).exists()]
     bar = _progress(the_plan, progress)
     try:
         emit.write(kind, out_path, the_plan, tgt, TensorStream(the_plan, src, tgt, bar),
                    force=force, inputs=inputs, manifest=man, manifest_path=man_path,
-                   options=writer_options, fail_on_nonfinite=fail_on_nonfinite)
+                   save_plan=plan_path, options=writer_options,
+                   fail_on_nonfinite=fail_on_nonfinite, before_publish=before_publish)
     finally:
         if bar is not None:
             bar.close()
@@ -211,6 +227,26 @@ def _check_coverage(report: report_mod.PortReport, min_coverage: float | None,
     except CoverageError as exc:
         exc.report = report
         raise
+
+
+def input_files(*graphs: ParamGraph) -> list[Path]:
+    """Every file the port reads: each graph's source file (a model ``.py``, a checkpoint, a
+    shard index; for a folder its index), and every file tensor data is read from (all shards of
+    a sharded checkpoint, an ONNX model's external data files)."""
+    files: dict[str, Path] = {}
+    for graph in graphs:
+        source = Path(graph.source.split(":")[0] if split_pyref(graph.source)[0] is not None
+                      else graph.source)
+        named = [source]
+        if source.is_dir() and graph.meta.get("index"):
+            named.append(source / str(graph.meta["index"]))
+        for p in graph.params():
+            if isinstance(p.data, MappedData):
+                named.append(Path(p.data.path))
+        for path in named:
+            if path.is_file():
+                files.setdefault(os.path.realpath(path), path)
+    return list(files.values())
 
 
 def _progress(the_plan: Plan, show: bool | None):
