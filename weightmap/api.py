@@ -9,14 +9,14 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-from . import coverage, emit, manifest as manifest_mod, report as report_mod
+from . import atomic, coverage, emit, manifest as manifest_mod, report as report_mod
 from .conversions import prepare_graphs
 from .errors import CoverageError, UsageError
 from .execute import TensorStream, produce, tensor_nbytes
 from .fingerprint import fingerprint
-from .graph import ParamGraph
+from .graph import MappedData, ParamGraph
 from .conversions.order import paired, registration_variant
 from .match import Matching, load_rules, match
 from .match.assemble import check_expect
@@ -39,8 +39,7 @@ def plan(source: Any, target: Any, *, rules: PathLike | Rules | Mapping | None =
     ``conv1d_layout="in,out"``); any other keyword is a UsageError.
     """
     opts = PlanOptions.of_call(plan, options)
-    src = read(source)
-    tgt = target_graph(target, hint=input_hint(src))
+    src, tgt = _graphs(source, target)
     return _plan(src, tgt, rules=rules, options=opts)
 
 
@@ -51,8 +50,10 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
          shard_size: str | int | None = None, progress: bool | None = None,
          new_values: str = "construct", fail_on_nonfinite: bool = False,
          direct_io: bool | None = None, min_coverage: float | None = None,
-         strict: bool = False, source_digest: bool = False,
-         job: Mapping[str, Any] | None = None, **options: Any) -> report_mod.PortReport:
+         strict: bool = False, save_plan: PathLike | None = None,
+         before_publish: Callable[[dict[Path, Path]], None] | None = None,
+         source_digest: bool = False, job: Mapping[str, Any] | None = None,
+         **options: Any) -> report_mod.PortReport:
     """Port ``source``'s weights into ``target`` and write the target's weights to ``out``.
 
     Returns the report: ``print(report)`` shows the command line's summary;
@@ -76,20 +77,29 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
     elements is carried over; ``strict``: fail unless every target tensor is carried over or
     ignored by a rule and every source tensor used or ignored. A port that carries nothing
     over always fails. These checks run before anything is written.
+    ``**options``: plan options (``options.PlanOptions``); any other keyword is a UsageError.
+
+    ``save_plan``: write the plan as JSON too (published with the output, or alone on a dry
+    run). ``before_publish(files)``: called with ``{final path: temporary path}`` once the
+    output is written and read back, before anything is published; an error it raises leaves
+    nothing and keeps an existing output (``weightmap.emit.write``).
     ``source_digest``: record the source's SHA-256 in the manifest (its size and modification
     time are always recorded); ``job``: JSON data recorded as the manifest's ``job`` entry (a
     migration records each job's options there, docs/migrate.md).
-    ``**options``: plan options (``options.PlanOptions``); any other keyword is a UsageError.
 
     The written file is read back and checked against the plan before success is reported;
-    each tensor's SHA-256 and non-finite count go into the manifest.
+    each tensor's SHA-256 and non-finite count go into the manifest. Every written path is
+    checked first against every file the port reads (``input_files``), with ``force`` too; the
+    output appears whole with its manifest, or not at all (docs/security.md, "Outputs").
     """
     opts = PlanOptions.of_call(port, options)
     check_flags(port, dry_run=dry_run, force=force, progress=progress, direct_io=direct_io,
                 fail_on_nonfinite=fail_on_nonfinite, strict=strict, source_digest=source_digest)
     min_coverage = coverage.check_min_coverage(min_coverage)
-    src = read(source)
-    tgt = target_graph(target, new_values, input_hint(src))
+    if before_publish is not None and not callable(before_publish):
+        raise UsageError(f"before_publish= is a {type(before_publish).__name__}",
+                         hint="give a function taking {final path: temporary path}")
+    src, tgt = _graphs(source, target, new_values)
     if plan is None:
         the_plan = _plan(src, tgt, rules=rules, options=opts)
     else:
@@ -105,6 +115,7 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
                       lr_scale=lr_scale, dry_run=dry_run, force=force, shard_size=shard_size,
                       progress=progress, fail_on_nonfinite=fail_on_nonfinite,
                       direct_io=direct_io, min_coverage=min_coverage, strict=strict,
+                      save_plan=save_plan, before_publish=before_publish,
                       source_digest=source_digest, job=job)
 
 
@@ -114,8 +125,10 @@ def write_plan(the_plan: Plan, src: ParamGraph, tgt: ParamGraph, out: PathLike |
                dry_run: bool = False, force: bool = False, shard_size: str | int | None = None,
                progress: bool | None = None, fail_on_nonfinite: bool = False,
                direct_io: bool | None = None, min_coverage: float | None = None,
-               strict: bool = False, source_digest: bool = False,
-               job: Mapping[str, Any] | None = None) -> report_mod.PortReport:
+               strict: bool = False, save_plan: PathLike | None = None,
+               before_publish: Callable[[dict[Path, Path]], None] | None = None,
+               source_digest: bool = False, job: Mapping[str, Any] | None = None
+               ) -> report_mod.PortReport:
     """Check a plan's coverage and execute it into ``out`` in ``tgt``'s format (the emit stage
     of ``port``, shared with ``convert``): streamed, atomic, read back, with the manifest."""
     kind = emit.output_kind(tgt, Path(out) if out else None)
@@ -127,19 +140,23 @@ def write_plan(the_plan: Plan, src: ParamGraph, tgt: ParamGraph, out: PathLike |
     man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale, output=str(out_path),
                              target=tgt, layers=manifest_mod.layer_listing(src, tgt))
     report = report_mod.make(the_plan, man, target=tgt)
+    inputs = input_files(src, tgt)
+    plan_path = Path(save_plan) if save_plan else None
+    if dry_run and plan_path is not None:     # saved even when the coverage check fails
+        atomic.write_texts({plan_path: the_plan.to_json()}, force=force, inputs=inputs)
     _check_coverage(report, min_coverage, strict)
     if dry_run:
         return report
     man["source"].update(fingerprint(src.source, digest=source_digest))
     if job is not None:
         man["job"] = dict(job)
-    inputs = [Path(p) for p in (src.source, tgt.source) if Path(p.split(":")[0]).exists()]
     bar = _progress(the_plan, progress)
     try:
         emit.write(kind, out_path, the_plan, tgt,
                    TensorStream(the_plan, src, tgt, bar, census=manifest_mod.Census(man)),
                    force=force, inputs=inputs, manifest=man, manifest_path=man_path,
-                   options=writer_options, fail_on_nonfinite=fail_on_nonfinite)
+                   save_plan=plan_path, options=writer_options,
+                   fail_on_nonfinite=fail_on_nonfinite, before_publish=before_publish)
     finally:
         if bar is not None:
             bar.close()
@@ -190,13 +207,24 @@ def _rules(rules: Any) -> Rules | None:
                           "rename / ignore / pair / expect (docs/rules.md)")
 
 
+def _graphs(source: Any, target: Any, new_values: str = "construct"
+            ) -> tuple[ParamGraph, ParamGraph]:
+    _check_new_values(new_values)
+    src = read(source)
+    return src, target_graph(target, new_values, input_hint(src))
+
+
+def _check_new_values(new_values: str) -> None:
+    if new_values not in ("construct", "reset"):
+        raise UsageError(f"new_values={new_values!r}; one of construct, reset")
+
+
 def target_graph(target: Any, new_values: str = "construct", hint: Any = None) -> ParamGraph:
     """The target's graph, built without weights where it can be (a torch model.py on meta);
     ``hint``: what the source says about its input (``input_hint``), for tracing a model file
     that has no ``example_input``. A graph may serve several ports (a migration builds each
     target once per hint)."""
-    if new_values not in ("construct", "reset"):
-        raise UsageError(f"new_values={new_values!r}; one of construct, reset")
+    _check_new_values(new_values)
     is_file = isinstance(target, (str, os.PathLike)) and split_pyref(os.fspath(target))[0]
     return read(target, lazy=True, **({"new_values": new_values, "input_hint": hint}
                                       if is_file else {}))
@@ -240,6 +268,26 @@ def _check_coverage(report: report_mod.PortReport, min_coverage: float | None,
     except CoverageError as exc:
         exc.report = report
         raise
+
+
+def input_files(*graphs: ParamGraph) -> list[Path]:
+    """Every file the port reads: each graph's source file (a model ``.py``, a checkpoint, a
+    shard index; for a folder its index), and every file tensor data is read from (all shards of
+    a sharded checkpoint, an ONNX model's external data files)."""
+    files: dict[str, Path] = {}
+    for graph in graphs:
+        source = Path(graph.source.split(":")[0] if split_pyref(graph.source)[0] is not None
+                      else graph.source)
+        named = [source]
+        if source.is_dir() and graph.meta.get("index"):
+            named.append(source / str(graph.meta["index"]))
+        for p in graph.params():
+            if isinstance(p.data, MappedData):
+                named.append(Path(p.data.path))
+        for path in named:
+            if path.is_file():
+                files.setdefault(os.path.realpath(path), path)
+    return list(files.values())
 
 
 def _progress(the_plan: Plan, show: bool | None):

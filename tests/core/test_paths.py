@@ -107,7 +107,9 @@ def test_hf_cache_relaxation_stops_at_the_repo_folder(tmp_path):
     assert hf_cache_root(tmp_path) is None
 
 
-def test_natural_key():
+def test_natural_key_orders_numbers_and_takes_any_digit():
+    from weightmap.paths import natural_key
     assert sorted(["a10", "a9", "b1", "a09x"], key=natural_key) == ["a9", "a09x", "a10", "b1"]
+    assert sorted(["m-1²1", "m-٣", "m-2"], key=natural_key) == ["m-1²1", "m-2", "m-٣"]
     assert sorted(["run-10/last.ckpt", "run-2/last.ckpt", "run-1/last.ckpt"], key=natural_key) \
         == ["run-1/last.ckpt", "run-2/last.ckpt", "run-10/last.ckpt"]

@@ -95,7 +95,7 @@ def test_an_interrupted_migration_loses_only_the_job_in_flight(collection):
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGINT)                      # Ctrl-C on a terminal
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and err.strip().endswith("interrupted")
+    assert proc.returncode == 130 and err.strip().endswith("interrupted by SIGINT")
     summary = json.loads((root / "out" / "migration.json").read_text())
     assert [j["status"] for j in summary["jobs"]] == ["ok", "failed", "failed"]
     assert summary["jobs"][1]["error"] == "interrupted before it finished"

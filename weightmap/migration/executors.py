@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -33,6 +34,7 @@ EXECUTORS = ("local", "ray")
 # memory one worker may need besides its source: an interpreter with torch or TensorFlow
 # loaded, and a target model built in full (measured: docs/migrate.md)
 WORKER_BASE_BYTES = 1 << 30
+STOP_SECONDS = 5      # a stopped job's time to clean up before its worker exits anyway
 
 
 def default_workers(todo: Todo) -> int:
@@ -87,15 +89,35 @@ def run_local(todo: Todo, workers: int, done: Done) -> None:
 
 
 def _watch_migration(pid: int) -> None:
-    """In a worker: exit once the migration process ``pid`` is gone. A pool's workers otherwise
-    wait for work forever after the migration is killed or interrupted (and a ``forkserver``
-    worker keeps the fork server alive: it holds the pipe whose end tells the server to stop)."""
+    """In a worker: SIGTERM interrupts the job in flight as Ctrl-C does (the port cleans up what
+    it was writing), and the worker ends once the migration process ``pid`` is gone. A pool's
+    workers otherwise wait for work forever after the migration is killed or interrupted (and a
+    ``forkserver`` worker keeps the fork server alive: it holds the pipe whose end tells the
+    server to stop)."""
+    signal.signal(signal.SIGTERM, _interrupted)
+
     def watch() -> None:
         while _alive(pid):
             time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)          # the job in flight stops and cleans up
+        time.sleep(STOP_SECONDS)
         os._exit(1)
 
     threading.Thread(target=watch, name="weightmap-parent-watch", daemon=True).start()
+
+
+def _run_in_worker(job: Job, replace: bool, again: bool) -> dict[str, Any]:
+    """``jobs.run`` in a pool worker. Interrupted (Ctrl-C, or SIGTERM when the migration stops
+    its pool), the job has cleaned up what it was writing; the worker then ends instead of
+    taking the next job."""
+    try:
+        return run(job, replace, again)
+    except KeyboardInterrupt:
+        os._exit(130)
+
+
+def _interrupted(signo: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(signo)
 
 
 def _alive(pid: int) -> bool:
@@ -125,7 +147,7 @@ def _pool_round(todo: list[tuple[Job, bool]], workers: int, done: Done, again: b
                                initializer=_watch_migration, initargs=(os.getpid(),))
     left: list[tuple[Job, bool]] = []
     try:
-        futures = {pool.submit(run, job, replace, again): (job, replace)
+        futures = {pool.submit(_run_in_worker, job, replace, again): (job, replace)
                    for job, replace in todo}
         pending = set(futures)
         while pending:
@@ -145,11 +167,19 @@ def _pool_round(todo: list[tuple[Job, bool]], workers: int, done: Done, again: b
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
-    """End the pool now: its workers are stopped (on Ctrl-C they were interrupted with us and
-    have cleaned up), so that shutting it down waits for nothing and leaves nothing behind.
-    ``_processes`` is the pool's own table of workers (a public way comes with Python 3.14)."""
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
+    """End the pool now: its workers are stopped (SIGTERM: the job in flight cleans up what it
+    was writing; killed if it has not ended within ``STOP_SECONDS``), so that shutting the pool
+    down waits for nothing and leaves nothing behind. ``_processes`` is the pool's own table of
+    workers (a public way comes with Python 3.14)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
         process.terminate()
+    deadline = time.monotonic() + STOP_SECONDS
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
     pool.shutdown(wait=True, cancel_futures=True)
 
 

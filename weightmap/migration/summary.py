@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..atomic import atomic_path
+from ..atomic import write_texts
 from ..errors import MigrationError
 
 SUMMARY_VERSION = 1
@@ -69,8 +69,7 @@ class Summary:
 def write(summary: Summary) -> Path:
     """``<out_dir>/migration.json``, written atomically (replacing the previous run's)."""
     path = Path(summary.path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(summary.to_dict(), indent=1) + "\n", encoding="utf-8")
+    write_texts({path: json.dumps(summary.to_dict(), indent=1) + "\n"}, force=True)
     return path
 
 
