@@ -11,8 +11,8 @@ from .errors import WeightmapError
 from .graph import Layer, Param, ParamGraph
 
 __version__ = "0.1.0"
-__all__ = ["read", "inspect", "plan", "port", "load_partial", "Layer", "Param", "ParamGraph",
-           "WeightmapError", "__version__"]
+__all__ = ["read", "inspect", "plan", "port", "verify", "load_partial", "Layer", "Param",
+           "ParamGraph", "WeightmapError", "__version__"]
 
 
 def read(source: Any, **options: Any) -> ParamGraph:
@@ -42,3 +42,11 @@ def load_partial(model: Any, checkpoint: Any, **options: Any):
     """Load what fits of ``checkpoint`` into the live torch/Keras ``model`` in place."""
     from .api import load_partial as _load_partial
     return _load_partial(model, checkpoint, **options)
+
+
+def verify(source: Any, target: Any, weights: Any, **options: Any):
+    """Run ``source`` and ``target`` (with the ported ``weights``) on one probe, compare their
+    outputs and paired layers; returns a VerifyResult (``.passed``, ``.summary()``,
+    ``.to_dict()``). See docs/verify.md."""
+    from .equivalence import verify as _verify
+    return _verify(source, target, weights, **options)

@@ -51,7 +51,8 @@ def port(source: Any, target: Any, out: str | Path | None = None, *,
          lr_scale: Any = None, plan: str | Path | Plan | None = None, dry_run: bool = False,
          force: bool = False, shard_size: Any = None, progress: bool | None = None,
          new_values: str = "construct", fail_on_nonfinite: bool = False,
-         direct_io: bool | None = None, **options: Any) -> report_mod.PortReport:
+         direct_io: bool | None = None, verify: bool | str = False, source_model: Any = None,
+         verify_tol: float | None = None, **options: Any) -> report_mod.PortReport:
     """Port ``source`` weights into ``target`` and write the target's weights to ``out``.
 
     Returns the report (``.transferred``, ``.new``, ``.unused``, ``.mismatched``, ``.manifest``).
@@ -68,7 +69,13 @@ def port(source: Any, target: Any, out: str | Path | None = None, *,
     tensors that stay new then take the values of a normal construction of the file
     (``new_values="construct"``, built only if some tensor stays new) or of their own module
     reset alone, seeded (``"reset"``: the model is never built in full).
+    ``verify``: run the source and the written target on one probe and compare them before the
+    output is put in place (docs/verify.md); True refuses a port that fails (VerifyError, no
+    output), ``"warn"`` keeps it and reports. ``source_model`` builds a source given as weights
+    only; ``verify_tol`` is the relative tolerance. The result is ``report.verify`` and the
+    manifest's ``verify``.
     """
+    check_mode = _verify_mode(verify, dry_run)
     src, tgt = _graphs(source, target, new_values)
     if plan is None:
         the_plan = _plan(src, tgt, rules=rules, options=options)
@@ -86,14 +93,58 @@ def port(source: Any, target: Any, out: str | Path | None = None, *,
         return report_mod.make(the_plan, man)
     inputs = [Path(p) for p in (src.source, tgt.source) if Path(p.split(":")[0]).exists()]
     bar = _progress(the_plan, progress)
+    proof = _Proof(check_mode, source, target, src, tgt, the_plan, man, source_model,
+                   verify_tol, out_path.name) if check_mode else None
     try:
         emit.write(kind, out_path, the_plan, tgt, TensorStream(the_plan, src, tgt, bar),
                    force=force, inputs=inputs, manifest=man, manifest_path=man_path,
-                   options=writer_options, fail_on_nonfinite=fail_on_nonfinite)
+                   options=writer_options, fail_on_nonfinite=fail_on_nonfinite,
+                   before_commit=proof)
     finally:
         if bar is not None:
             bar.close()
-    return report_mod.make(the_plan, man, output=str(out_path), manifest_path=str(man_path))
+    return report_mod.make(the_plan, man, output=str(out_path), manifest_path=str(man_path),
+                           verify=proof.result if proof else None)
+
+
+_VERIFY_MODES = {False: None, True: "fail", "warn": "warn"}
+
+
+def _verify_mode(verify: Any, dry_run: bool) -> str | None:
+    """None (no verification), "fail" or "warn"."""
+    if verify is None:
+        return None
+    if not isinstance(verify, (bool, str)) or verify not in _VERIFY_MODES:
+        raise UsageError(f"verify={verify!r}; one of False, True, 'warn'")
+    mode = _VERIFY_MODES[verify]
+    if mode and dry_run:
+        raise UsageError("verification runs the written model; a dry run writes none",
+                         hint="drop --dry-run, or --verify")
+    return mode
+
+
+class _Proof:
+    """The port's verification, run on the written file before it is put in place."""
+
+    def __init__(self, mode, source, target, src, tgt, the_plan, man, source_model, tol,
+                 out_name):
+        self.mode, self.source, self.target, self.src, self.tgt = mode, source, target, src, tgt
+        self.plan, self.manifest, self.source_model = the_plan, man, source_model
+        self.tol, self.out_name = tol, out_name
+        self.result = None
+
+    def __call__(self, written: Path) -> None:
+        from . import equivalence
+        from .errors import VerifyError
+        tol = equivalence.DEFAULT_TOL if self.tol is None else self.tol
+        self.result = equivalence.check(
+            self.source, self.target, written, self.src, self.tgt,
+            equivalence.entries_from_plan(self.plan), source_model=self.source_model, tol=tol,
+            weights_name=self.out_name)
+        self.manifest["verify"] = self.result.to_dict()
+        if not self.result.passed and self.mode == "fail":
+            raise VerifyError(self.result.summary(), hint="nothing was written; --verify=warn "
+                              "(verify='warn') keeps the output and reports")
 
 
 def load_partial(model: Any, checkpoint: Any, *, rules: Any = None, freeze: str = "none",

@@ -52,8 +52,31 @@ def _parser() -> argparse.ArgumentParser:
     po.add_argument("--no-direct-io", action="store_true",
                     help="write a big safetensors output through the page cache (default: past "
                          "it, read back from the disk, where the file system allows it)")
+    po.add_argument("--verify", nargs="?", const="fail", metavar="warn",
+                    help="run the source and the written target on one probe and compare "
+                         "outputs and paired layers before the output is put in place; a "
+                         "failure leaves no output (exit 10); --verify=warn keeps it and "
+                         "reports")
+    _verify_options(po)
     _limit_option(po)
+    ve = sub.add_parser("verify", help="run a source and its ported target on one probe and "
+                                       "compare them, naming the first layer that diverges")
+    ve.add_argument("source", help="source checkpoint, or model.py[:NAME]")
+    ve.add_argument("--to", required=True, dest="target",
+                    help="target: model.py[:NAME], an .onnx file or a Keras model file")
+    ve.add_argument("--weights", required=True,
+                    help="the port's output (its manifest beside it says which layers pair)")
+    ve.add_argument("--json", action="store_true", help="print the result as JSON")
+    _verify_options(ve)
     return p
+
+
+def _verify_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source-model", metavar="FILE.py[:NAME]",
+                        help="the file that builds the source model, when the source is "
+                             "weights only (a state dict, safetensors)")
+    parser.add_argument("--tol", type=float, default=None, metavar="T",
+                        help="relative tolerance of the comparison (default 1e-4)")
 
 
 def _limit_option(parser: argparse.ArgumentParser) -> None:
@@ -76,7 +99,9 @@ def _port(args: argparse.Namespace) -> int:
                dry_run=args.dry_run, force=args.force,
                fail_on_nonfinite=args.fail_on_nonfinite, shard_size=args.shard_size,
                progress=False if args.quiet else None, new_values=args.new_values,
-               direct_io=False if args.no_direct_io else None)
+               direct_io=False if args.no_direct_io else None,
+               verify=_verify_flag(args.verify), source_model=args.source_model,
+               verify_tol=args.tol)
     if args.save_plan:
         path = Path(args.save_plan)
         check_output(path, force=args.force)
@@ -89,6 +114,23 @@ def _port(args: argparse.Namespace) -> int:
             print(_render_plan(rep.plan))
         print(render(rep, verbose=args.verbose))
     return 0
+
+
+def _verify_flag(value: str | None) -> bool | str:
+    from .errors import UsageError
+    if value not in (None, "fail", "warn"):
+        raise UsageError(f"--verify={value}; write --verify or --verify=warn")
+    return {None: False, "fail": True, "warn": "warn"}[value]
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .equivalence import DEFAULT_TOL, verify
+    from .equivalence.result import render
+    from .errors import VerifyError
+    result = verify(args.source, args.target, args.weights, source_model=args.source_model,
+                    tol=DEFAULT_TOL if args.tol is None else args.tol)
+    print(json.dumps(result.to_dict(), indent=1) if args.json else render(result))
+    return 0 if result.passed else VerifyError.exit_code
 
 
 def _render_plan(plan) -> str:
@@ -113,7 +155,7 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"inspect": _inspect, "port": _port}
+COMMANDS = {"inspect": _inspect, "port": _port, "verify": _verify}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

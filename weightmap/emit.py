@@ -120,14 +120,18 @@ def write(kind: str, out: Path, plan: Plan, target: ParamGraph,
           tensors: Callable[[], Iterator[tuple[TensorPlan, np.ndarray]]], *,
           force: bool = False, inputs=(), manifest: dict[str, Any] | None = None,
           manifest_path: Path | None = None, options: Mapping[str, Any] | None = None,
-          read_back_check: bool = True, fail_on_nonfinite: bool = False) -> None:
+          read_back_check: bool = True, fail_on_nonfinite: bool = False,
+          before_commit: Callable[[Path], None] | None = None) -> None:
     """Write the output (and manifest) atomically: on any failure neither file remains.
 
     A writer that takes ``final_path`` is told the output's final name (an ONNX model names its
     external data file after it). A writer may return side files it has already renamed into
     place; they are removed if anything after that fails. ``options`` (``writer_options``) go
     to the writer as keywords. With ``read_back_check`` the written file is read back and checked
-    against the plan before it is renamed into place (a sharded output through its index)."""
+    against the plan before it is renamed into place (a sharded output through its index).
+    ``before_commit(tmp)`` runs on the written, checked file before the manifest is written and
+    anything is renamed into place (the port's verification: it may fill the manifest, or
+    raise to keep nothing)."""
     options = writer_options(kind, options)
     check_output(out, force=force, inputs=inputs)
     for side in side_outputs(kind, out, target, plan, options):
@@ -155,6 +159,8 @@ def write(kind: str, out: Path, plan: Plan, target: ParamGraph,
                     _record_check(manifest, check_written(tmp, plan, where=str(out),
                                                           read_back=read_back),
                                   fail_on_nonfinite)
+            if before_commit is not None:
+                before_commit(tmp)
             if manifest_path is not None and manifest is not None:
                 with atomic_path(manifest_path) as mtmp:
                     mtmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")

@@ -17,6 +17,7 @@ class PortReport:
     plan: Plan = field(compare=False, repr=False, hash=False)
     output: str | None = None
     manifest_path: str | None = None
+    verify: Any = field(default=None, compare=False, hash=False)   # VerifyResult, or None
 
     @property
     def decisions(self) -> tuple[str, ...]:
@@ -26,18 +27,20 @@ class PortReport:
         return {"output": self.output, "manifest": self.manifest_path,
                 "summary": self.manifest["summary"], "decisions": list(self.decisions),
                 "transferred": list(self.transferred), "new": list(self.new),
-                "mismatched": list(self.mismatched), "unused": list(self.unused)}
+                "mismatched": list(self.mismatched), "unused": list(self.unused),
+                "verify": self.verify.to_dict() if self.verify is not None else None}
 
 
 def make(plan: Plan, manifest: Mapping[str, Any], output: str | None = None,
-         manifest_path: str | None = None) -> PortReport:
+         manifest_path: str | None = None, verify: Any = None) -> PortReport:
     carried = tuple(t.target for t in plan.tensors if t.status != "new")
     new = tuple(t.target for t in plan.tensors if t.status == "new")
     mismatched = tuple(t.target for t in plan.tensors if t.status == "new" and any(
         n.startswith(("shape", "conversion failed")) for n in t.notes))
     return PortReport(transferred=carried, new=new,
                       unused=tuple(u["name"] for u in plan.unused), mismatched=mismatched,
-                      manifest=manifest, plan=plan, output=output, manifest_path=manifest_path)
+                      manifest=manifest, plan=plan, output=output, manifest_path=manifest_path,
+                      verify=verify)
 
 
 def render(report: PortReport, *, verbose: bool = False) -> str:
@@ -74,4 +77,6 @@ def render(report: PortReport, *, verbose: bool = False) -> str:
         lines.append(f"unused: {shown}")
     for d in report.decisions:
         lines.append(f"check: {d}")
+    if report.verify is not None:
+        lines.append(report.verify.summary())
     return "\n".join(lines)

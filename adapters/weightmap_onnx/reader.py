@@ -35,7 +35,7 @@ def build_graph(model: Any, *, source: str, model_path: Path, folder: Path | Non
         raise FormatError("sparse initializers are not supported", path=model_path,
                           tensor=graph.sparse_initializer[0].values.name or None,
                           hint="densify them (onnx.numpy_helper) and save again")
-    inits = _initializers(graph, model_path=model_path, folder=folder)
+    inits = initializers(graph, model_path=model_path, folder=folder)
     shapes, shape_note = infer_shapes(model) if shape_inference else ({}, "off")
     info = GraphInfo.build(graph, inits, shapes)
     builder = _Builder(info)
@@ -47,7 +47,8 @@ def build_graph(model: Any, *, source: str, model_path: Path, folder: Path | Non
                       layers=tuple(builder.layers), order="execution", meta=meta)
 
 
-def _initializers(graph: Any, *, model_path: Path, folder: Path | None) -> dict[str, Initializer]:
+def initializers(graph: Any, *, model_path: Path, folder: Path | None
+                 ) -> dict[str, Initializer]:
     inits: dict[str, Initializer] = {}
     for tensor in graph.initializer:
         if tensor.name in inits:
@@ -100,11 +101,7 @@ class _Builder:
         self.layers.append(Layer(name=UNCONSUMED, op="opaque", params=params, attrs=attrs))
 
     def _layer_name(self, index: int, node: Any) -> str:
-        name = node.name or f"{node.op_type}_{index}"
-        if name in self.layer_names:
-            name = f"{name}#{index}"
-        self.layer_names.add(name)
-        return name
+        return layer_name(index, node, self.layer_names)
 
     def _param(self, slot: Slot, layer: str, op: str) -> Param:
         root = self.info.root(slot.name)
@@ -124,6 +121,28 @@ class _Builder:
             if slot.axes is DEFAULT_AXES else slot.axes
         return Param(name=name, role=slot.role, shape=init.shape, dtype=init.dtype, axes=axes,
                      data=init.data, tied_to=tied)
+
+
+def layer_name(index: int, node: Any, taken: set[str]) -> str:
+    """The layer name of the node at ``index``: its own name, else ``<op>_<index>``; a name
+    already in ``taken`` gets ``#<index>``. Adds it to ``taken``."""
+    name = node.name or f"{node.op_type}_{index}"
+    if name in taken:
+        name = f"{name}#{index}"
+    taken.add(name)
+    return name
+
+
+def layer_outputs(info: GraphInfo) -> dict[str, str]:
+    """Layer name -> the value holding that layer's output (a MatMul's, after the bias Add
+    folded into its layer), replaying the walk ``build_graph`` names layers by."""
+    taken: set[str] = set()
+    out = {}
+    for index, node, draft in layer_drafts(info):
+        last = info.nodes[draft.merged[-1]] if draft.merged else node
+        if last.output and last.output[0]:
+            out[layer_name(index, node, taken)] = last.output[0]
+    return out
 
 
 def _activation(node: Any, draft: Draft) -> str:
