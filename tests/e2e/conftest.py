@@ -1,6 +1,7 @@
 """What every exact port of this folder also proves by ``verify``: the figures it measured."""
 import math
 
+import numpy as np
 import pytest
 
 EXACT = 1e-5      # the suite's bar for an exact float32 port, relative to the largest output
@@ -31,3 +32,28 @@ def check_proven(report_or_result, *, exact=EXACT, outputs=True, skipped_ok=()):
 @pytest.fixture
 def proven():
     return check_proven
+
+
+def randomise_keras(model, seed=0, tiny_variance_every=0):
+    """Seeded weights: He-scaled kernels, non-zero biases, BatchNorm gammas and variances in
+    0.5..1.5 (every ``tiny_variance_every``-th variance 1e-6, where epsilons weigh)."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for w in model.weights:
+        shape, name = tuple(w.shape), w.path
+        if name.endswith(("moving_variance", "gamma")):
+            v = rng.uniform(0.5, 1.5, shape)
+            if tiny_variance_every and name.endswith("moving_variance"):
+                v[::tiny_variance_every] = 1e-6
+        elif len(shape) == 1:
+            v = rng.normal(0, 0.2, shape)
+        else:
+            v = rng.normal(0, np.sqrt(2.0 / np.prod(shape[:-1])), shape)
+        values.append(v.astype(np.float32))
+    model.set_weights(values)
+    return model
+
+
+@pytest.fixture(scope="session")
+def randomised_keras():
+    return randomise_keras

@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -37,26 +36,11 @@ def _build_keras():
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory):
+def source(tmp_path_factory, randomised_keras):
     """Random weights, non-zero biases; BatchNorm variances of 1e-6 in every third channel,
     where Keras' epsilon 1e-3 against torch's 1e-5 weighs."""
     keras.utils.set_random_seed(0)
-    model = _build_keras()
-    rng = np.random.default_rng(0)
-    values = []
-    for w in model.weights:
-        shape, name = tuple(w.shape), w.path
-        if name.endswith("moving_variance"):
-            v = rng.uniform(0.5, 1.5, shape)
-            v[::3] = 1e-6
-        elif name.endswith("gamma"):
-            v = rng.uniform(0.5, 1.5, shape)
-        elif len(shape) == 1:
-            v = rng.normal(0, 0.2, shape)
-        else:
-            v = rng.normal(0, np.sqrt(2.0 / np.prod(shape[:-1])), shape)
-        values.append(v.astype(np.float32))
-    model.set_weights(values)
+    model = randomised_keras(_build_keras(), tiny_variance_every=3)
     path = tmp_path_factory.mktemp("proof") / "proof.keras"
     model.save(path)
     return path
