@@ -12,9 +12,11 @@
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from weightmap.dataflow import FED_BY, fed_by
 from weightmap.errors import FormatError
 from weightmap.graph import Layer, Param, ParamGraph
 from weightmap.layouts import axes_for
@@ -26,6 +28,7 @@ from .tensors import Initializer, read_initializer
 FORMAT = "onnx"
 UNCONSUMED = "<unconsumed>"
 _DENSE_INPUT_OPS = {"Flatten", "Reshape"}
+_POOLING_OPS = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax"}
 
 
 def build_graph(model: Any, *, source: str, model_path: Path, folder: Path | None,
@@ -44,7 +47,26 @@ def build_graph(model: Any, *, source: str, model_path: Path, folder: Path | Non
     builder.add_unconsumed()
     meta = _model_meta(model, info, builder, shape_note)
     return ParamGraph(format=FORMAT, framework="onnx", source=source,
-                      layers=tuple(builder.layers), order="execution", meta=meta)
+                      layers=tuple(with_fed_by(builder.layers, info, builder.node_layer)),
+                      order="execution", meta=meta)
+
+
+def with_fed_by(layers: list[Layer], info: GraphInfo, node_layer: dict[int, str]
+                ) -> list[Layer]:
+    """Each node layer with ``attrs["fed_by"]``: the layers whose outputs reach its data
+    inputs through nodes without weights (``weightmap.dataflow``)."""
+    ids = {i: node_layer.get(i, f"#{i}") for i in range(len(info.nodes))}
+    inputs: dict[str, list[str]] = {}
+    for i, node in enumerate(info.nodes):
+        mine = inputs.setdefault(ids[i], [])
+        for value in node.input:
+            producer = info.producers.get(value) if value and info.root(value) is None \
+                else None
+            if producer is not None and ids[producer] != ids[i]:
+                mine.append(ids[producer])
+    flows = fed_by(inputs, set(node_layer.values()))
+    return [replace(l, attrs={**l.attrs, FED_BY: flows[l.name]}) if l.name in flows else l
+            for l in layers]
 
 
 def initializers(graph: Any, *, model_path: Path, folder: Path | None
@@ -68,9 +90,11 @@ class _Builder:
         self.taken: set[str] = set()              # param names in use
         self.layer_names: set[str] = set()
         self.shared: dict[str, list[str]] = {}    # holder -> params tied to it
+        self.node_layer: dict[int, str] = {}      # node index -> the layer it belongs to
 
     def add(self, index: int, node: Any, draft: Draft) -> None:
         name = self._layer_name(index, node)
+        self.node_layer.update({i: name for i in (index, *draft.merged)})
         params = tuple(self._param(slot, name, draft.op) for slot in draft.slots)
         attrs = {"node_index": index, "op_type": node.op_type, **draft.attrs}
         if node.domain not in DEFAULT_DOMAINS:
@@ -154,14 +178,20 @@ def _activation(node: Any, draft: Draft) -> str:
 
 
 def flatten_attrs(info: GraphInfo, value: str) -> dict[str, Any]:
-    """``flatten_input_shape`` (without batch) when ``value`` is a Flatten/Reshape to 2-D of a
-    tensor with spatial axes, from shape inference; ``data_format`` channels_last only when that
-    tensor came out of a Transpose to channels-last, as Keras exports do."""
+    """What a dense node reads (``dense_input``): ``pooled`` from a global pooling or a
+    ReduceMean/ReduceMax, ``flatten`` from a Flatten/Reshape to 2-D of a tensor with spatial
+    axes, with ``flatten_input_shape`` (without batch) from shape inference; ``data_format``
+    channels_last only when that tensor came out of a Transpose to channels-last, as Keras
+    exports do. Nothing when the graph does not say."""
     index = info.producers.get(value)
     if index is None:
         return {}
     node = info.nodes[index]
-    if node.op_type not in _DENSE_INPUT_OPS or node.domain not in DEFAULT_DOMAINS:
+    if node.domain not in DEFAULT_DOMAINS:
+        return {}
+    if node.op_type in _POOLING_OPS:
+        return {"dense_input": "pooled"}
+    if node.op_type not in _DENSE_INPUT_OPS:
         return {}
     if node.op_type == "Flatten" and _axis(node) != 1:
         return {}
@@ -170,9 +200,11 @@ def flatten_attrs(info: GraphInfo, value: str) -> dict[str, Any]:
         return {}
     x = node.input[0]
     shape = info.shapes.get(x)
-    if not shape or len(shape) < 3 or any(d is None for d in shape[1:]):
-        return {}
-    return {"flatten_input_shape": list(shape[1:]),
+    if shape is not None and len(shape) < 3:
+        return {"dense_input": "features"}          # a vector reshaped, not a feature map
+    if not shape or any(d is None for d in shape[1:]):
+        return {"dense_input": "flatten"}           # a flatten of a shape nothing inferred
+    return {"dense_input": "flatten", "flatten_input_shape": list(shape[1:]),
             "data_format": "channels_last" if _to_channels_last(info, x, len(shape))
             else "channels_first"}
 
