@@ -91,8 +91,9 @@ def run_file(path: Path, fmt: str, *, graph: ParamGraph, weights: Any = None) ->
         try:
             if keras.__name__ == "keras":
                 model = keras.saving.load_model(str(path), compile=False, safe_mode=True)
-            else:
-                model = keras.models.load_model(str(path), compile=False)
+            else:              # load_model does these two, and compiles and more besides
+                model = keras.models.model_from_config(zero_initializers(config))
+                model.load_weights(str(path))
         except Exception as exc:       # Keras' own refusal or failure, in one line
             raise VerifyError(f"Keras cannot rebuild the model from its config: "
                               f"{type(exc).__name__}: {_one_line(exc)}", path=path) from exc
@@ -100,6 +101,20 @@ def run_file(path: Path, fmt: str, *, graph: ParamGraph, weights: Any = None) ->
     if weights is not None:
         what += f" with {load(model, weights, keras)}"
     return KerasRunner(model, keras, what, graph)
+
+
+def zero_initializers(config: Any) -> Any:
+    """``config`` with every ``*_initializer`` a ``Zeros``: the weights are loaded from the
+    file right after the model is built, so drawing random values first (a transient copy of
+    every weight) is work for nothing. ``load_weights`` refuses a file that lacks a weight of
+    the model, so none keeps its zeros."""
+    if isinstance(config, Mapping):
+        return {k: {"class_name": "Zeros", "config": {}}
+                if k.endswith("_initializer") and isinstance(v, Mapping)
+                else zero_initializers(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [zero_initializers(v) for v in config]
+    return config
 
 
 def run_live(obj: Any, *, graph: ParamGraph, weights: Any = None, example_input: Any = None,

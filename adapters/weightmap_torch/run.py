@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -35,7 +35,11 @@ def run_file(path: Path, fmt: str, *, graph: ParamGraph, weights: Any = None) ->
 
 
 def run_live(obj: Any, *, graph: ParamGraph, weights: Any = None, example_input: Any = None,
-             owned: bool = False) -> "TorchRunner":
+             owned: bool = False, rebuild: Callable[[], Any] | None = None) -> "TorchRunner":
+    """A runner of ``obj``, with ``weights`` loaded. A model built on the meta device (a model
+    file run lazily) takes the loaded tensors as its own (``assign``: no initialisation, no
+    second copy); when that leaves a tensor without values (a buffer the file computes, a
+    tied weight the file omits), the model is built normally by ``rebuild`` and loaded."""
     torch = _torch()
     if not isinstance(obj, torch.nn.Module):
         raise VerifyError(f"a {type(obj).__name__} holds weights only, not the code of its "
@@ -43,9 +47,11 @@ def run_live(obj: Any, *, graph: ParamGraph, weights: Any = None, example_input:
     module = obj if owned or weights is None else copy.deepcopy(obj)
     loaded = None
     if weights is not None:
-        loaded = load(module, weights, torch)
-    meta = [n for n, t in module.state_dict(keep_vars=True).items()
-            if isinstance(t, torch.Tensor) and t.device.type == "meta"]
+        loaded = load(module, weights, torch, assign=bool(_meta(module, torch)))
+    if _meta(module, torch) and rebuild is not None:
+        module = rebuild()
+        loaded = load(module, weights, torch) if weights is not None else None
+    meta = _meta(module, torch)
     if meta:
         raise VerifyError(f"{len(meta)} tensor(s) of the model are on the meta device and have "
                           f"no values, e.g. {meta[0]}", hint="pass a model built normally")
@@ -53,9 +59,15 @@ def run_live(obj: Any, *, graph: ParamGraph, weights: Any = None, example_input:
     return TorchRunner(module, example_input, what, torch)
 
 
+def _meta(module: Any, torch: Any) -> list[str]:
+    """Parameters and buffers (persistent or not) without values."""
+    return [n for n, t in [*module.named_parameters(), *module.named_buffers()]
+            if t.device.type == "meta"]
+
+
 # ---- weights ------------------------------------------------------------------------------------
 
-def load(module: Any, weights: Any, torch: Any) -> str:
+def load(module: Any, weights: Any, torch: Any, assign: bool = False) -> str:
     """Load ``weights`` (a graph's tensors, or a file) into ``module``; VerifyError when they do
     not fit it exactly (names tied to a loaded tensor, as an untied copy of a tied head, may
     be absent). Returns what was loaded, for the report."""
@@ -68,13 +80,16 @@ def load(module: Any, weights: Any, torch: Any) -> str:
     own = module.state_dict(keep_vars=True)
     state = _fit_prefix(state, set(own))
     try:
-        result = module.load_state_dict(state, strict=False)
+        result = module.load_state_dict(state, strict=False, assign=assign)
     except RuntimeError as exc:                 # shapes that do not fit
         text = " ".join(str(exc).split())
         raise VerifyError(f"the weights do not fit the model: {text[:300]}") from exc
+    own = module.state_dict(keep_vars=True)
     loaded = {own[k].data_ptr() for k in state if k in own and own[k].device.type != "meta"}
-    missing = [k for k in result.missing_keys
-               if not (own[k].device.type != "meta" and own[k].data_ptr() in loaded)]
+    missing = [k for k in result.missing_keys if own[k].device.type == "meta"
+               or own[k].data_ptr() not in loaded]
+    if assign:                     # a tied tensor left on meta: rebuilt and loaded normally
+        missing = [k for k in missing if own[k].device.type != "meta"]
     if missing or result.unexpected_keys:
         parts = []
         if missing:

@@ -3,13 +3,15 @@
 An adapter that can execute models of its framework offers (see ``weightmap.registry``)::
 
     run_file(path, fmt, *, graph, weights=None) -> Runner
-    run_live(obj, *, graph, weights=None, example_input=None, owned=False) -> Runner
+    run_live(obj, *, graph, weights=None, example_input=None, owned=False[, rebuild]) -> Runner
 
 ``weights`` is what to load into the model before it runs: a ``Path`` (a weights file, loaded
 with the framework's own loader, as a user would load it) or a ``ParamGraph`` (its tensors,
 loaded by name); None runs the model with its own weights. ``owned=False`` means the object is
 the caller's: a runner that loads weights into it must leave it as it was (a copy, or the old
-values put back by ``close``). A model a runner cannot run (a checkpoint without architecture,
+values put back by ``close``). A model file is built lazily where its framework allows
+(torch: on the meta device) and comes with ``rebuild=`` (a function building it normally) for
+a runner that needs values the weights do not give. A model a runner cannot run (a checkpoint without architecture,
 a Keras config holding code) is a ``VerifyError`` saying why; nothing from a checkpoint is ever
 executed.
 """

@@ -15,7 +15,7 @@ from typing import Any
 from .. import registry
 from ..errors import MissingDependencyError, VerifyError, WeightmapError
 from ..graph import ParamGraph
-from ..sources import detect, load_python_object, split_pyref
+from ..sources import detect, load_python_lazily, split_pyref
 from .runner import Runner
 
 SOURCE_HINT = ("pass --source-model FILE.py[:NAME] (Python: source_model=), the file that "
@@ -55,15 +55,17 @@ def _open(model: Any, graph: ParamGraph, *, weights: Any, owned: bool) -> Runner
     if isinstance(model, (str, os.PathLike)):
         text = os.fspath(model)
         pyfile, name = split_pyref(text)
-        if pyfile is not None:
-            obj, example = load_python_object(pyfile, name)
-            return _live(obj, graph, weights, example, owned=True, origin=text)
+        if pyfile is not None:       # built lazily where its framework can (torch: meta)
+            obj, example, extra = load_python_lazily(pyfile, name)
+            rebuild = extra.get("rebuild")
+            return _live(obj, graph, weights, example, owned=True, origin=text,
+                         rebuild=(lambda: rebuild()[0]) if rebuild else None)
         return _file(Path(text), graph, weights)
     return _live(model, graph, weights, None, owned)
 
 
 def _live(obj: Any, graph: ParamGraph, weights: Any, example: Any, owned: bool,
-          origin: str | None = None) -> Runner:
+          origin: str | None = None, rebuild: Any = None) -> Runner:
     if isinstance(obj, dict):
         raise VerifyError("a dict of tensors holds weights only, not the model's code")
     for adapter in registry.adapters().values():
@@ -72,8 +74,9 @@ def _live(obj: Any, graph: ParamGraph, weights: Any, example: Any, owned: bool,
             run = getattr(adapter, "run_live", None)
             if run is None:
                 break
+            extra = {"rebuild": rebuild} if rebuild is not None else {}
             return _guard(lambda: run(obj, graph=graph, weights=weights, example_input=example,
-                                      owned=owned), origin)
+                                      owned=owned, **extra), origin)
     kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
     raise VerifyError(f"no adapter runs a live {kind}")
 
