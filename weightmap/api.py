@@ -143,8 +143,9 @@ class _Proof:
             weights_name=self.out_name)
         self.manifest["verify"] = self.result.to_dict()
         if not self.result.passed and self.mode == "fail":
-            raise VerifyError(self.result.summary(), hint="nothing was written; --verify=warn "
-                              "(verify='warn') keeps the output and reports")
+            raise VerifyError(self.result.summary(), hint="nothing was written; rerun with "
+                              "--verify=warn (Python: verify='warn') to keep the output and "
+                              "see every layer")
 
 
 def load_partial(model: Any, checkpoint: Any, *, rules: Any = None, freeze: str = "none",

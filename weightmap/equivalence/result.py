@@ -21,6 +21,8 @@ def _fmt(value: float | None) -> str:
         return "n/a"
     if not math.isfinite(value):
         return "inf"
+    if value == 0:
+        return "0"
     return f"{value:.2g}" if value >= 0.01 else f"{value:.1e}"
 
 
