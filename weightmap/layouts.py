@@ -1,7 +1,9 @@
-"""Axis labels of each framework's parameters, as data.
+"""Axis labels of each framework's parameters and layer outputs, as data.
 
 Transposes are derived from these labels, never guessed from rank: a square dense kernel looks
-the same in (out, in) and (in, out), only the convention tells them apart.
+the same in (out, in) and (in, out), only the convention tells them apart. The labels of what a
+layer outputs (``activation_axes``) let a verification put a Keras (n, h, w, c) feature map
+beside a torch (n, c, h, w) one, or an ONNX LSTM's (t, dir, n, h) beside torch's (n, t, dir·h).
 """
 from __future__ import annotations
 

@@ -86,3 +86,12 @@ def test_a_tied_target_tensor_joins_nothing():
 def test_synthetic_tensors_are_named():
     entries = _entries(**{"bn1.gamma": ("bn1", "synthetic", ())})
     assert pair_layers(entries, SRC, TGT).synthetic == ["bn1.gamma"]
+
+
+def test_a_fused_layer_against_its_split_parts():
+    src = _graph("torch", ("qkv", ["kernel"]))
+    tgt = _graph("torch", ("q", ["kernel"]), ("k", ["kernel"]), ("v", ["kernel"]))
+    entries = [Entry(f"{n}.kernel", n, "transformed", ("qkv.kernel",)) for n in "qkv"]
+    pair, = pair_layers(entries, src, tgt).pairs
+    assert (pair.source, pair.target) == ("qkv", "v")
+    assert pair.parts("target") == ("q", "k", "v") and pair.parts("source") == ()

@@ -104,3 +104,22 @@ def test_a_source_without_architecture_is_a_failed_result_not_an_exception(tmp_p
     assert "cannot run the source" in result.notes[0] and "--source-model" in result.notes[0]
     with pytest.raises(weightmap.WeightmapError, match="no such weights file"):
         weightmap.verify(src, src, tmp_path / "missing.safetensors")
+
+
+def test_split_parts_are_compared_side_by_side():
+    src, tgt = _graph("torch", ["qkv"]), _graph("torch", ["q", "k", "v"])
+    entries = [Entry(f"{n}.kernel", n, "transformed", ("qkv.kernel",)) for n in "qkv"]
+    fused = RNG.standard_normal((2, 5, 12))
+    parts = dict(zip("qkv", np.split(fused, 3, axis=-1)))
+    pairing = pair_layers(entries, src, tgt)
+    out = np.ones((2, 3))
+    run_s = Run([("output", out)], layers={"qkv": fused})
+    run_t = Run([("output", out)], layers=parts)
+    result = _judge(pairing, src, tgt, run_s, run_t, PROBE, {"tol": 1e-4, "synthetic": ()}, {})
+    layer, = result.layers
+    assert layer.status == "ok" and layer.rel == 0.0
+    assert layer.note == "the outputs of q, k, v side by side"
+    swapped = dict(parts, k=parts["v"], v=parts["k"])
+    result = _judge(pairing, src, tgt, run_s, Run([("output", out)], layers=swapped), PROBE,
+                    {"tol": 1e-4, "synthetic": ()}, {})
+    assert result.layers[0].status == "diverged"

@@ -16,6 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from ..errors import UsageError, VerifyError, WeightmapError
 from ..graph import ParamGraph
 from ..layouts import activation_axes, feature_map_axes
@@ -97,8 +99,8 @@ def check(source: Any, target: Any, weights: Path, src: ParamGraph, tgt: ParamGr
         runners.append(open_target(target, tgt, weights))
         sr, tr = runners
         probe = probe_mod.make(src, tgt, sr.inputs(), tr.inputs(), seed)
-        run_s = _run(sr, "source", probe.feeds["source"], [p.source for p in pairing.pairs])
-        run_t = _run(tr, "target", probe.feeds["target"], [p.target for p in pairing.pairs])
+        run_s = _run(sr, "source", probe.feeds["source"], _capture(pairing, "source"))
+        run_t = _run(tr, "target", probe.feeds["target"], _capture(pairing, "target"))
     except VerifyError as exc:
         return VerifyResult(passed=False, notes=(str(exc),), **base)
     finally:
@@ -108,6 +110,15 @@ def check(source: Any, target: Any, weights: Path, src: ParamGraph, tgt: ParamGr
     if weights_name:
         ran["target"] = ran["target"].replace(Path(weights).name, weights_name)
     return _judge(pairing, src, tgt, run_s, run_t, probe.info, base, ran)
+
+
+def _capture(pairing: Pairing, side: str) -> list[str]:
+    """The layers whose outputs ``side`` must keep: each pair's last one, and split parts."""
+    names: dict[str, None] = {}
+    for pair in pairing.pairs:
+        names[pair.source if side == "source" else pair.target] = None
+        names.update(dict.fromkeys(pair.parts(side)))
+    return list(names)
 
 
 def _run(runner: Runner, side: str, feeds, capture) -> Run:
@@ -174,20 +185,42 @@ def _compare_pair(k: int, seq: Sequenced, src: ParamGraph, tgt: ParamGraph, run_
         return skipped(run_t.skipped.get(pair.target, "the target did not run this layer"))
     s_op, s_attrs = _described(run_s, src.layer(pair.source))
     t_op, t_attrs = _described(run_t, tgt.layer(pair.target))
+    a_units = activation_axes(src.framework, s_op, s_attrs, a.ndim)
+    b_units = activation_axes(tgt.framework, t_op, t_attrs, b.ndim)
+    joined = ""
     try:
-        a2, b2 = side_by_side(a, activation_axes(src.framework, s_op, s_attrs, a.ndim),
-                              b, activation_axes(tgt.framework, t_op, t_attrs, b.ndim))
+        try:
+            a2, b2 = side_by_side(a, a_units, b, b_units)
+        except Incomparable:
+            a, b = _joined_parts(pair, "source", run_s, a, a_units), \
+                _joined_parts(pair, "target", run_t, b, b_units)
+            a2, b2 = side_by_side(a, a_units, b, b_units)
+            side = "source" if pair.parts("source") else "target"
+            joined = f"the outputs of {', '.join(pair.parts(side))} side by side"
         a3, b3, note = reconcile(activation_of(s_op, s_attrs), activation_of(t_op, t_attrs),
                                  a2, b2)
     except Incomparable as exc:
         return skipped(str(exc))
     fig = figures(a3, b3)
-    if len(pair.source_layers) > 1 or len(pair.target_layers) > 1:
+    if not joined and (len(pair.source_layers) > 1 or len(pair.target_layers) > 1):
         joined = f"compared after {' + '.join(pair.target_layers)} <- " \
                  f"{' + '.join(pair.source_layers)}"
-        note = "; ".join(filter(None, [joined, note]))
+    note = "; ".join(filter(None, [joined, note]))
     return LayerFigure(pair.source, pair.target, k, fig.max_abs, fig.rel,
                        "ok" if fig.within(tol) else "diverged", note)
+
+
+def _joined_parts(pair, side: str, run: Run, last, units) -> Any:
+    """The outputs of ``side``'s split parts side by side on their channel axis (q, k, v as
+    the fused qkv gives them), or ``last`` when the side has no parts or one was not taken."""
+    parts = pair.parts(side)
+    arrays = [run.layers.get(name) for name in parts]
+    if not parts or any(a is None for a in arrays) or units is None or "c" not in units:
+        return last
+    try:
+        return np.concatenate(arrays, axis=list(units).index("c"))
+    except ValueError:                     # parts of other shapes: not split of one layer
+        return last
 
 
 def _described(run: Run, layer) -> tuple[str, Any]:

@@ -6,8 +6,9 @@ sides (a conv bias folded into the BatchNorm's mean), an ONNX Conv with its Batc
 and the torch Conv + BatchNorm it was unfused into, two Keras LSTM layers and one stacked torch
 LSTM. Inside a component the intermediate outputs differ by design; its *last* source layer and
 its *last* target layer (in execution order) compute the same thing, and that is the pair
-compared. A target tensor tied to another (one tensor, two names) joins nothing: its values
-follow its holder.
+compared. A layer fused on one side and split into parallel layers on the other (a ``qkv``
+against ``q, k, v``) is compared against the split layers' outputs side by side. A target tensor
+tied to another (one tensor, two names) joins nothing: its values follow its holder.
 
 Where the models compute different things on purpose (a new head, a deeper target, layers left
 new, source layers dropped), pairs are compared only up to the first target layer that keeps a
@@ -43,6 +44,14 @@ class Pair:
     target: str                        # the component's last target layer
     source_layers: tuple[str, ...]
     target_layers: tuple[str, ...]
+
+    def parts(self, side: str) -> tuple[str, ...]:
+        """One layer split into parallel parts on the other side (a fused qkv against q, k,
+        v): the parts, in order, when ``side`` holds several layers of one kind and the other
+        side one; else ()."""
+        mine, theirs = (self.source_layers, self.target_layers) if side == "source" else \
+            (self.target_layers, self.source_layers)
+        return mine if len(mine) > 1 and len(theirs) == 1 else ()
 
 
 @dataclass

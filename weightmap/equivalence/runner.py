@@ -3,7 +3,8 @@
 An adapter that can execute models of its framework offers (see ``weightmap.registry``)::
 
     run_file(path, fmt, *, graph, weights=None) -> Runner
-    run_live(obj, *, graph, weights=None, example_input=None, owned=False[, rebuild]) -> Runner
+    run_live(obj, *, graph, weights=None, example_input=None, owned=False
+             [, rebuild]) -> Runner
 
 ``weights`` is what to load into the model before it runs: a ``Path`` (a weights file, loaded
 with the framework's own loader, as a user would load it) or a ``ParamGraph`` (its tensors,
