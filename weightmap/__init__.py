@@ -13,40 +13,38 @@ from .graph import Layer, Param, ParamGraph
 __version__ = "0.1.0"
 __all__ = ["read", "inspect", "plan", "port", "verify", "load_partial", "Layer", "Param",
            "ParamGraph", "WeightmapError", "__version__"]
+# The pipeline's entry points (weightmap/api.py; verify: weightmap/equivalence), imported when
+# first used: their signatures and docstrings are the API's own (docs/api.md, docs/verify.md).
+_PIPELINE = {"plan": "api", "port": "api", "load_partial": "api", "verify": "equivalence"}
 
 
-def read(source: Any, **options: Any) -> ParamGraph:
-    """Read a checkpoint path, ``model.py[:NAME]`` or live model into a ParamGraph (specs only)."""
-    from .sources import read as _read
+def read(source: Any, *, example_input: Any = None, **options: Any) -> ParamGraph:
+    """Read a checkpoint path, ``model.py[:NAME]`` or live model into a ParamGraph (specs only;
+    tensor data is read when asked). ``example_input``: for a live torch model, an input to
+    trace its execution order with. ``**options``: the read options the adapters declare —
+    ``container=``, ``opaque_globals=`` (torch), ``config=`` (Keras), ``shape_inference=``
+    (ONNX) — and reader caps for a trusted file, e.g. ``max_header_bytes=67108864``
+    (docs/api.md); any other keyword is a UsageError naming the valid ones."""
+    from .sources import check_read_options, read as _read
+    options = check_read_options(read, options)
+    if example_input is not None:
+        options["example_input"] = example_input
     return _read(source, **options)
 
 
 def inspect(source: Any, **options: Any) -> dict[str, Any]:
-    """The description ``weightmap inspect --json`` prints: format, totals, layers; no tensor data."""
-    return read(source, **options).describe()
+    """The description ``weightmap inspect --json`` prints: format, totals, layers; no tensor
+    data. ``**options`` as for ``read``."""
+    from .sources import check_read_options, read as _read
+    return _read(source, **check_read_options(inspect, options)).describe()
 
 
-def plan(source: Any, target: Any, **options: Any):
-    """Match source to target and return the checked Plan (writes nothing)."""
-    from .api import plan as _plan
-    return _plan(source, target, **options)
+def __getattr__(name: str) -> Any:
+    if name in _PIPELINE:
+        import importlib
+        return getattr(importlib.import_module(f".{_PIPELINE[name]}", __name__), name)
+    raise AttributeError(f"module 'weightmap' has no attribute {name!r}")
 
 
-def port(source: Any, target: Any, out: Any = None, **options: Any):
-    """Port source weights into target, write them in the target's format, return the report."""
-    from .api import port as _port
-    return _port(source, target, out, **options)
-
-
-def load_partial(model: Any, checkpoint: Any, **options: Any):
-    """Load what fits of ``checkpoint`` into the live torch/Keras ``model`` in place."""
-    from .api import load_partial as _load_partial
-    return _load_partial(model, checkpoint, **options)
-
-
-def verify(source: Any, target: Any, weights: Any, **options: Any):
-    """Run ``source`` and ``target`` (with the ported ``weights``) on one probe, compare their
-    outputs and paired layers; returns a VerifyResult (``.passed``, ``.summary()``,
-    ``.to_dict()``). See docs/verify.md."""
-    from .equivalence import verify as _verify
-    return _verify(source, target, weights, **options)
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PIPELINE})

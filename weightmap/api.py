@@ -1,26 +1,174 @@
-"""The pipeline, top to bottom: read → match → plan → check → execute/emit → manifest + report."""
+"""The pipeline, top to bottom: read → match → plan → check → execute/emit → manifest + report.
+
+The public functions take their own arguments as keyword-only parameters; every other keyword
+is a plan option of ``options.PlanOptions``, and a keyword that is neither is a UsageError
+naming the valid ones (docs/api.md).
+"""
 from __future__ import annotations
 
 import importlib
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
-from . import emit, manifest as manifest_mod, report as report_mod
-from .errors import UsageError
+from . import coverage, emit, equivalence, manifest as manifest_mod, report as report_mod
 from .conversions import prepare_graphs
+from .errors import CoverageError, UsageError
 from .execute import TensorStream, produce, tensor_nbytes
 from .graph import ParamGraph
 from .match import load_rules, match
+from .match.rules import Rules
+from .options import PlanOptions, check_flags
 from .plans import Plan
-from .planner import build_plan
+from .planner import build_plan, refresh
 from .sources import read, split_pyref
 
+PathLike = str | os.PathLike
 
-def _rules(rules: Any):
-    if rules is None or not isinstance(rules, (str, Path)):
+
+def plan(source: Any, target: Any, *, rules: PathLike | Rules | Mapping | None = None,
+         **options: Any) -> Plan:
+    """Match ``source`` to ``target`` and return the checked plan; nothing is written.
+
+    ``source``: a checkpoint path, ``model.py[:NAME]`` or a live model; ``target``: the same,
+    or an ``.onnx`` file. ``rules``: a rules file (YAML/TOML), a ``Rules`` or a dict of the
+    same keys (docs/rules.md). ``**options``: plan options (``options.PlanOptions``, e.g.
+    ``conv1d_layout="in,out"``); any other keyword is a UsageError.
+    """
+    opts = PlanOptions.of_call(plan, options)
+    src, tgt = _graphs(source, target)
+    return _plan(src, tgt, rules=rules, options=opts)
+
+
+def port(source: Any, target: Any, out: PathLike | None = None, *,
+         manifest: PathLike | None = None, rules: PathLike | Rules | Mapping | None = None,
+         freeze: str = "none", lr_scale: Iterable[str] | Mapping[str, float] | None = None,
+         plan: PathLike | Plan | None = None, dry_run: bool = False, force: bool = False,
+         shard_size: str | int | None = None, progress: bool | None = None,
+         new_values: str = "construct", fail_on_nonfinite: bool = False,
+         direct_io: bool | None = None, min_coverage: float | None = None,
+         strict: bool = False, verify: bool | str = False, source_model: Any = None,
+         verify_tol: float | None = None, **options: Any) -> report_mod.PortReport:
+    """Port ``source``'s weights into ``target`` and write the target's weights to ``out``.
+
+    Returns the report: ``print(report)`` shows the command line's summary;
+    ``.transferred``, ``.new``, ``.unused``, ``.mismatched``, ``.manifest``, ``.to_dict()``.
+
+    ``out``: the output file; its suffix picks the format (default: SOURCE_to_TARGET with the
+    target's suffix, in the current folder). ``manifest``: its path (default beside ``out``).
+    ``rules``: a rules file, ``Rules`` or dict (docs/rules.md). ``freeze``: ``none``,
+    ``transferred``, ``until:LAYER`` or ``first:N``; ``lr_scale``: ``["transferred=0.1",
+    "decay=0.8"]`` or a dict (docs/manifest.md). ``plan``: apply a saved (possibly edited) plan
+    instead of matching. ``dry_run``: plan, check and report; write nothing. ``force``:
+    replace an existing output. ``shard_size`` (``"2GB"``): shard a larger safetensors output
+    with an index file. ``progress``: None shows it when stderr is a terminal, False never,
+    True always. ``new_values``: the values of tensors that stay new in a ``model.py`` target
+    built without weights — ``"construct"`` (a normal construction of the file, built only if
+    some tensor stays new) or ``"reset"`` (each owning module reset alone, seeded).
+    ``fail_on_nonfinite``: refuse NaN/Inf in the output (nothing is kept). ``direct_io``: a
+    big safetensors output is written past the page cache and read back from the disk (None:
+    from 64 MB on, where the file system allows it; False: never; True: any size).
+    ``min_coverage``: fail (CoverageError) when less than this share (0..1) of the target's
+    elements is carried over; ``strict``: fail unless every target tensor is carried over or
+    ignored by a rule and every source tensor used or ignored. A port that carries nothing
+    over always fails. These checks run before anything is written.
+    ``verify``: run the source and the written target on one probe and compare their outputs
+    and paired layers before the output is put in place (docs/verify.md): True refuses a port
+    that fails (VerifyError, nothing kept), ``"warn"`` keeps it; the result is
+    ``report.verify`` and the manifest's ``verify``. ``source_model``: the ``model.py[:NAME]``
+    (or live model) that builds a source given as weights only; ``verify_tol``: the relative
+    tolerance (default 1e-4).
+    ``**options``: plan options (``options.PlanOptions``); any other keyword is a UsageError.
+
+    The written file is read back and checked against the plan before success is reported;
+    each tensor's SHA-256 and non-finite count go into the manifest.
+    """
+    opts = PlanOptions.of_call(port, options)
+    check_flags(port, dry_run=dry_run, force=force, progress=progress, direct_io=direct_io,
+                fail_on_nonfinite=fail_on_nonfinite, strict=strict)
+    min_coverage = coverage.check_min_coverage(min_coverage)
+    check_mode = equivalence.port_mode(verify, dry_run)
+    src, tgt = _graphs(source, target, new_values)
+    if plan is None:
+        the_plan = _plan(src, tgt, rules=rules, options=opts)
+    else:
+        dropped = ["rules"] * (rules is not None) + list(opts.as_dict())
+        if dropped:
+            raise UsageError(f"a saved plan is applied as it is: {', '.join(dropped)} would not "
+                             "apply", hint="drop them, or plan again with them (--dry-run "
+                                           "--save-plan) and edit that plan")
+        the_plan = plan if isinstance(plan, Plan) else Plan.load(Path(plan))
+        the_plan.check(src, tgt)
+        the_plan = refresh(the_plan, src, tgt)      # unused sources of the plan as edited
+    kind = emit.output_kind(tgt, Path(out) if out else None)
+    out_path = Path(out) if out else emit.default_output(src, tgt, kind)
+    writer_options = emit.writer_options(kind, {"shard_size": shard_size,
+                                                "direct_io": direct_io})
+    out_path = emit.output_path(kind, out_path, the_plan, writer_options)
+    man_path = Path(manifest) if manifest else emit.manifest_path_for(out_path)
+    man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale, output=str(out_path),
+                             target=tgt, layers=manifest_mod.layer_listing(src, tgt))
+    report = report_mod.make(the_plan, man, target=tgt)
+    _check_coverage(report, min_coverage, strict)
+    if dry_run:
+        return report
+    inputs = [Path(p) for p in (src.source, tgt.source) if Path(p.split(":")[0]).exists()]
+    bar = _progress(the_plan, progress)
+    proof = equivalence.PortCheck(check_mode, source, target, src, tgt, the_plan, man,
+                                  source_model=source_model, tol=verify_tol,
+                                  shown_as=out_path.name) if check_mode else None
+    try:
+        emit.write(kind, out_path, the_plan, tgt, TensorStream(the_plan, src, tgt, bar),
+                   force=force, inputs=inputs, manifest=man, manifest_path=man_path,
+                   options=writer_options, fail_on_nonfinite=fail_on_nonfinite,
+                   before_commit=proof)
+    finally:
+        if bar is not None:
+            bar.close()
+    return report_mod.make(the_plan, man, output=str(out_path), manifest_path=str(man_path),
+                           target=tgt, verify=proof.result if proof else None)
+
+
+def load_partial(model: Any, checkpoint: Any, *,
+                 rules: PathLike | Rules | Mapping | None = None, freeze: str = "none",
+                 lr_scale: Iterable[str] | Mapping[str, float] | None = None,
+                 min_coverage: float | None = None, strict: bool = False,
+                 **options: Any) -> report_mod.PortReport:
+    """Load every weight of ``checkpoint`` that fits into the live torch or Keras ``model``,
+    in place, and return the report (its manifest describes the model as loaded).
+
+    All of the matching applies (wrapper prefixes, nested Lightning checkpoints, renamed
+    layers, other frameworks); tensors without a counterpart keep their current values.
+    ``rules``, ``freeze``, ``lr_scale``, ``min_coverage``, ``strict`` and ``**options`` as for
+    ``port``; a failed check (nothing carried over, ``min_coverage``, ``strict``) leaves the
+    model untouched.
+    """
+    opts = PlanOptions.of_call(load_partial, options)
+    check_flags(load_partial, strict=strict)
+    min_coverage = coverage.check_min_coverage(min_coverage)
+    src, tgt = read(checkpoint), read(model)
+    if tgt.live is None:
+        raise UsageError("load_partial needs a live torch or Keras model as its first argument")
+    the_plan = _plan(src, tgt, rules=rules, options=opts)
+    man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale, target=tgt,
+                             layers=manifest_mod.layer_listing(src, tgt))
+    report = report_mod.make(the_plan, man, target=tgt)
+    _check_coverage(report, min_coverage, strict)
+    carried = ((t.target, arr) for t, arr in produce(the_plan, src, tgt, skip_new=True))
+    _loader(tgt)(tgt, carried)
+    return report
+
+
+def _rules(rules: Any) -> Rules | None:
+    if rules is None or isinstance(rules, Rules):
         return rules
-    return load_rules(Path(rules))
+    if isinstance(rules, (str, os.PathLike)):
+        return load_rules(Path(rules))
+    if isinstance(rules, Mapping):
+        return Rules.from_dict(rules, origin="rules=")
+    raise UsageError(f"rules= is a {type(rules).__name__}",
+                     hint="give a rules file path, a weightmap.match.Rules or a dict with "
+                          "rename / ignore / pair / expect (docs/rules.md)")
 
 
 def _graphs(source: Any, target: Any, new_values: str = "construct"
@@ -33,136 +181,23 @@ def _graphs(source: Any, target: Any, new_values: str = "construct"
                               **({"new_values": new_values} if is_file else {}))
 
 
-def plan(source: Any, target: Any, *, rules: Any = None, **options: Any) -> Plan:
-    """Match ``source`` to ``target`` and return the checked plan (nothing is written)."""
-    src, tgt = _graphs(source, target)
-    return _plan(src, tgt, rules=rules, options=options)
-
-
-def _plan(src: ParamGraph, tgt: ParamGraph, *, rules: Any, options: Mapping[str, Any]) -> Plan:
-    src, tgt = prepare_graphs(src, tgt, options)    # facts readers cannot know alone (layouts)
-    p = build_plan(src, tgt, match(src, tgt, _rules(rules)), options)
+def _plan(src: ParamGraph, tgt: ParamGraph, *, rules: Any, options: PlanOptions) -> Plan:
+    given = options.as_dict()
+    src, tgt = prepare_graphs(src, tgt, given)    # facts readers cannot know alone (layouts)
+    p = build_plan(src, tgt, match(src, tgt, _rules(rules)), given)
     p.check(src, tgt)
     return p
 
 
-def port(source: Any, target: Any, out: str | Path | None = None, *,
-         manifest: str | Path | None = None, rules: Any = None, freeze: str = "none",
-         lr_scale: Any = None, plan: str | Path | Plan | None = None, dry_run: bool = False,
-         force: bool = False, shard_size: Any = None, progress: bool | None = None,
-         new_values: str = "construct", fail_on_nonfinite: bool = False,
-         direct_io: bool | None = None, verify: bool | str = False, source_model: Any = None,
-         verify_tol: float | None = None, **options: Any) -> report_mod.PortReport:
-    """Port ``source`` weights into ``target`` and write the target's weights to ``out``.
-
-    Returns the report (``.transferred``, ``.new``, ``.unused``, ``.mismatched``, ``.manifest``).
-    With ``dry_run`` nothing is written. ``plan`` applies a saved (possibly edited) plan.
-    ``shard_size`` (e.g. ``"2GB"``) shards a larger safetensors output with an index file.
-    ``direct_io``: a big safetensors output is written past the page cache and read back from
-    the disk (None: from 64 MB on, where the file system allows it; False: never; True: any
-    size). See docs/performance.md.
-    ``progress``: None shows it when stderr is a terminal, False never, True always.
-    The written file is read back and checked against the plan before success is reported; each
-    tensor's SHA-256 and non-finite count go into the manifest (``fail_on_nonfinite`` refuses
-    NaN/Inf values, leaving no output).
-    A target ``model.py`` is built without weights where it can (torch: the meta device); the
-    tensors that stay new then take the values of a normal construction of the file
-    (``new_values="construct"``, built only if some tensor stays new) or of their own module
-    reset alone, seeded (``"reset"``: the model is never built in full).
-    ``verify``: run the source and the written target on one probe and compare them before the
-    output is put in place (docs/verify.md); True refuses a port that fails (VerifyError, no
-    output), ``"warn"`` keeps it and reports. ``source_model`` builds a source given as weights
-    only; ``verify_tol`` is the relative tolerance. The result is ``report.verify`` and the
-    manifest's ``verify``.
-    """
-    check_mode = _verify_mode(verify, dry_run)
-    src, tgt = _graphs(source, target, new_values)
-    if plan is None:
-        the_plan = _plan(src, tgt, rules=rules, options=options)
-    else:
-        the_plan = plan if isinstance(plan, Plan) else Plan.load(Path(plan))
-        the_plan.check(src, tgt)
-    kind = emit.output_kind(tgt, Path(out) if out else None)
-    out_path = Path(out) if out else emit.default_output(src, tgt, kind)
-    writer_options = emit.writer_options(kind, {"shard_size": shard_size,
-                                                "direct_io": direct_io})
-    out_path = emit.output_path(kind, out_path, the_plan, writer_options)
-    man_path = Path(manifest) if manifest else emit.manifest_path_for(out_path)
-    man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale, output=str(out_path))
-    if dry_run:
-        return report_mod.make(the_plan, man)
-    inputs = [Path(p) for p in (src.source, tgt.source) if Path(p.split(":")[0]).exists()]
-    bar = _progress(the_plan, progress)
-    proof = _Proof(check_mode, source, target, src, tgt, the_plan, man, source_model,
-                   verify_tol, out_path.name) if check_mode else None
+def _check_coverage(report: report_mod.PortReport, min_coverage: float | None,
+                    strict: bool) -> None:
+    """coverage.check, with the report attached to the error (``error.report``): the command
+    line still shows a dry run's plan and report, and a caller can see what was planned."""
     try:
-        emit.write(kind, out_path, the_plan, tgt, TensorStream(the_plan, src, tgt, bar),
-                   force=force, inputs=inputs, manifest=man, manifest_path=man_path,
-                   options=writer_options, fail_on_nonfinite=fail_on_nonfinite,
-                   before_commit=proof)
-    finally:
-        if bar is not None:
-            bar.close()
-    return report_mod.make(the_plan, man, output=str(out_path), manifest_path=str(man_path),
-                           verify=proof.result if proof else None)
-
-
-_VERIFY_MODES = {False: None, True: "fail", "warn": "warn"}
-
-
-def _verify_mode(verify: Any, dry_run: bool) -> str | None:
-    """None (no verification), "fail" or "warn"."""
-    if verify is None:
-        return None
-    if not isinstance(verify, (bool, str)) or verify not in _VERIFY_MODES:
-        raise UsageError(f"verify={verify!r}; one of False, True, 'warn'")
-    mode = _VERIFY_MODES[verify]
-    if mode and dry_run:
-        raise UsageError("verification runs the written model; a dry run writes none",
-                         hint="drop --dry-run, or --verify")
-    return mode
-
-
-class _Proof:
-    """The port's verification, run on the written file before it is put in place."""
-
-    def __init__(self, mode, source, target, src, tgt, the_plan, man, source_model, tol,
-                 out_name):
-        self.mode, self.source, self.target, self.src, self.tgt = mode, source, target, src, tgt
-        self.plan, self.manifest, self.source_model = the_plan, man, source_model
-        self.tol, self.out_name = tol, out_name
-        self.result = None
-
-    def __call__(self, written: Path) -> None:
-        from . import equivalence
-        from .errors import VerifyError
-        tol = equivalence.DEFAULT_TOL if self.tol is None else self.tol
-        self.result = equivalence.check(
-            self.source, self.target, written, self.src, self.tgt,
-            equivalence.entries_from_plan(self.plan), source_model=self.source_model, tol=tol,
-            weights_name=self.out_name)
-        self.manifest["verify"] = self.result.to_dict()
-        if not self.result.passed and self.mode == "fail":
-            raise VerifyError(self.result.summary(), hint="nothing was written; rerun with "
-                              "--verify=warn (Python: verify='warn') to keep the output and "
-                              "see every layer")
-
-
-def load_partial(model: Any, checkpoint: Any, *, rules: Any = None, freeze: str = "none",
-                 lr_scale: Any = None, **options: Any) -> report_mod.PortReport:
-    """Load every weight of ``checkpoint`` that fits into the live ``model``, in place.
-
-    All of the matching applies (wrapper prefixes, nested Lightning checkpoints, renamed layers,
-    other frameworks). Parameters without a counterpart keep their current values.
-    """
-    src, tgt = read(checkpoint), read(model)
-    if tgt.live is None:
-        raise UsageError("load_partial needs a live torch or Keras model as its first argument")
-    the_plan = _plan(src, tgt, rules=rules, options=options)
-    man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale)
-    carried = ((t.target, arr) for t, arr in produce(the_plan, src, tgt, skip_new=True))
-    _loader(tgt)(tgt, carried)
-    return report_mod.make(the_plan, man)
+        coverage.check(report.plan, min_coverage=min_coverage, strict=strict)
+    except CoverageError as exc:
+        exc.report = report
+        raise
 
 
 def _progress(the_plan: Plan, show: bool | None):

@@ -53,6 +53,7 @@ def atomic_path(out: Path, suffix: str = "") -> Iterator[Path]:
         if tmp_path.is_file():
             with open(tmp_path, "rb+") as fh:
                 os.fsync(fh.fileno())
+            usual_mode(tmp_path)
         os.replace(tmp_path, out)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -60,6 +61,27 @@ def atomic_path(out: Path, suffix: str = "") -> Iterator[Path]:
         if isinstance(exc, OSError):
             raise output_error(out, exc) from exc
         raise
+
+
+def usual_mode(path: Path) -> None:
+    """Give ``path`` the permissions a new file gets (0666 less the umask), as ``open`` would:
+    temporary files are created 0600, and an output is not a secret."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (``/proc/self/status`` on Linux); else
+    set and restored at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def open_output(path: Path) -> int:

@@ -6,9 +6,10 @@ import gc
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
-from .errors import WeightmapError
+from .errors import CoverageError, WeightmapError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,6 +53,14 @@ def _parser() -> argparse.ArgumentParser:
     po.add_argument("--no-direct-io", action="store_true",
                     help="write a big safetensors output through the page cache (default: past "
                          "it, read back from the disk, where the file system allows it)")
+    po.add_argument("--report", metavar="HTML",
+                    help="also write the mapping report as one self-contained HTML page")
+    po.add_argument("--min-coverage", metavar="F",
+                    help="fail (exit 11, nothing written) if less than this share (0..1) of "
+                         "the target's elements is carried over")
+    po.add_argument("--strict", action="store_true",
+                    help="fail (exit 11, nothing written) unless every target tensor is carried "
+                         "over or ignored by a rule, and every source tensor used or ignored")
     po.add_argument("--verify", nargs="?", const="fail", metavar="warn",
                     help="run the source and the written target on one probe and compare "
                          "outputs and paired layers before the output is put in place; a "
@@ -59,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
                          "reports")
     _verify_options(po)
     _limit_option(po)
+    _plan_options(po)
     ve = sub.add_parser("verify", help="run a source and its ported target on one probe and "
                                        "compare them, naming the first layer that diverges")
     ve.add_argument("source", help="source checkpoint, or model.py[:NAME]")
@@ -67,7 +77,15 @@ def _parser() -> argparse.ArgumentParser:
     ve.add_argument("--weights", required=True,
                     help="the port's output (its manifest beside it says which layers pair)")
     ve.add_argument("--json", action="store_true", help="print the result as JSON")
+    ve.add_argument("--report", metavar="HTML",
+                    help="also draw the port's manifest with this verification's figures as "
+                         "one self-contained HTML page")
+    ve.add_argument("--force", action="store_true", help="replace an existing --report page")
     _verify_options(ve)
+    rep = sub.add_parser("report", help="draw a port's manifest as a self-contained HTML page")
+    rep.add_argument("manifest", help="the .manifest.json a port wrote beside its output")
+    rep.add_argument("--html", required=True, metavar="OUT", help="the page to write")
+    rep.add_argument("--force", action="store_true", help="replace an existing page")
     return p
 
 
@@ -79,6 +97,17 @@ def _verify_options(parser: argparse.ArgumentParser) -> None:
                         help="relative tolerance of the comparison (default 1e-4)")
 
 
+def _plan_options(parser: argparse.ArgumentParser) -> None:
+    """``--NAME VALUE`` (repeatable) for each plan option with a command-line spelling
+    (``options.PlanOptions``); the option's check reads the list of texts."""
+    from .options import PlanOptions
+    for spec in PlanOptions.specs():
+        if spec.metadata["metavar"]:
+            parser.add_argument("--" + spec.name.replace("_", "-"), dest=f"option_{spec.name}",
+                                action="append", metavar=spec.metadata["metavar"],
+                                help=spec.metadata["doc"].replace("%", "%%"))
+
+
 def _limit_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
                         help="change a reader's cap for a trusted file (repeatable), e.g. "
@@ -86,34 +115,50 @@ def _limit_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _port(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .api import port
-    from .atomic import atomic_path, check_output
-    from .report import render
+    from .atomic import check_output
     from .sources import parse_limits, read_checkpoint
     limits = parse_limits(args.limit)
+    if args.report:      # refused before anything is written, like the output itself
+        check_output(Path(args.report), force=args.force)
     source, target = (read_checkpoint(text, limits) for text in (args.source, args.target))
-    rep = port(source, target, args.out, manifest=args.manifest, rules=args.rules,
-               freeze=args.freeze, lr_scale=args.lr_scale, plan=args.plan,
-               dry_run=args.dry_run, force=args.force,
-               fail_on_nonfinite=args.fail_on_nonfinite, shard_size=args.shard_size,
-               progress=False if args.quiet else None, new_values=args.new_values,
-               direct_io=False if args.no_direct_io else None,
-               verify=_verify_flag(args.verify), source_model=args.source_model,
-               verify_tol=args.tol)
+    options = {k[len("option_"):]: v for k, v in vars(args).items()
+               if k.startswith("option_") and v is not None}
+    try:
+        rep = port(source, target, args.out, manifest=args.manifest, rules=args.rules,
+                   freeze=args.freeze, lr_scale=args.lr_scale, plan=args.plan,
+                   dry_run=args.dry_run, force=args.force,
+                   fail_on_nonfinite=args.fail_on_nonfinite, shard_size=args.shard_size,
+                   progress=False if args.quiet else None, new_values=args.new_values,
+                   direct_io=False if args.no_direct_io else None,
+                   min_coverage=args.min_coverage, strict=args.strict,
+                   verify=_verify_flag(args.verify), source_model=args.source_model,
+                   verify_tol=args.tol, **options)
+    except CoverageError as exc:      # a dry run still shows (and saves) what it planned
+        if args.dry_run and getattr(exc, "report", None) is not None:
+            _show(args, exc.report)
+        raise
+    _show(args, rep)
+    return 0
+
+
+def _show(args: argparse.Namespace, rep) -> None:
+    from .atomic import atomic_path, check_output
+    from .report import render
     if args.save_plan:
         path = Path(args.save_plan)
         check_output(path, force=args.force)
         with atomic_path(path) as tmp:
             tmp.write_text(rep.plan.to_json(), encoding="utf-8")
+    if args.report:
+        from . import report_html
+        report_html.write(rep.manifest, args.report, force=args.force)
     if args.json:
         print(json.dumps(rep.to_dict(), indent=1))
     elif not args.quiet:
         if args.dry_run:
             print(_render_plan(rep.plan))
         print(render(rep, verbose=args.verbose))
-    return 0
 
 
 def _verify_flag(value: str | None) -> bool | str:
@@ -124,12 +169,26 @@ def _verify_flag(value: str | None) -> bool | str:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from .emit import manifest_path_for
     from .equivalence import DEFAULT_TOL, verify
     from .equivalence.result import render
-    from .errors import VerifyError
+    from .errors import UsageError, VerifyError
+    manifest = manifest_path_for(Path(args.weights))
+    if args.report:              # refused before anything runs, like a port's --report
+        from .atomic import check_output
+        if not manifest.is_file():
+            raise UsageError(f"--report draws the port's manifest, and there is none beside "
+                             f"{Path(args.weights).name} ({manifest.name})")
+        check_output(Path(args.report), force=args.force, inputs=(manifest,))
     result = verify(args.source, args.target, args.weights, source_model=args.source_model,
                     tol=DEFAULT_TOL if args.tol is None else args.tol)
     print(json.dumps(result.to_dict(), indent=1) if args.json else render(result))
+    if args.report:
+        from . import report_html
+        drawn = dict(report_html.load_manifest(manifest), verify=result.to_dict())
+        report_html.write(drawn, args.report, force=args.force, inputs=(manifest,))
+        if not args.json:
+            print(f"wrote {args.report}")
     return 0 if result.passed else VerifyError.exit_code
 
 
@@ -155,7 +214,15 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"inspect": _inspect, "port": _port, "verify": _verify}
+def _report(args: argparse.Namespace) -> int:
+    from . import report_html
+    manifest = report_html.load_manifest(args.manifest)
+    out = report_html.write(manifest, args.html, force=args.force, inputs=(Path(args.manifest),))
+    print(f"wrote {out}")
+    return 0
+
+
+COMMANDS = {"inspect": _inspect, "port": _port, "verify": _verify, "report": _report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

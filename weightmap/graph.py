@@ -36,6 +36,10 @@ ROLES = frozenset({
     "other",
 })
 
+# Roles of tensors that are state, not trained weights (torch buffers, Keras non-trainable
+# weights): running statistics and their counter.
+BUFFER_ROLES = frozenset({"moving_mean", "moving_var", "num_batches_tracked"})
+
 # Naming/layout conventions a graph can follow.
 FRAMEWORKS = frozenset({"torch", "keras", "onnx", "unknown"})
 
@@ -190,6 +194,9 @@ class Param:
     axes: tuple[str, ...] | None               # axis labels, e.g. ("out", "in", "kh", "kw")
     data: TensorData | None = field(default=None, compare=False, repr=False)
     tied_to: str | None = None                 # name of the param holding the same tensor
+    # state, not a trained weight, as a reader knew it (see is_buffer); not part of equality,
+    # so a graph read from a file equals the live one it was saved from
+    buffer: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -197,6 +204,12 @@ class Param:
         if self.axes is not None and len(self.axes) != len(self.shape):
             raise WeightmapError(f"internal: axes {self.axes} do not fit shape {self.shape}",
                                  tensor=self.name)
+
+    @property
+    def is_buffer(self) -> bool:
+        """State rather than a trained weight: a reader said so (a torch buffer), or its role
+        is one of ``BUFFER_ROLES`` (what a state dict's names tell)."""
+        return self.buffer or self.role in BUFFER_ROLES
 
     @property
     def numel(self) -> int:
@@ -223,6 +236,8 @@ class Param:
                                "axes": list(self.axes) if self.axes is not None else None}
         if self.tied_to:
             out["tied_to"] = self.tied_to
+        if self.is_buffer:
+            out["buffer"] = True
         return out
 
 

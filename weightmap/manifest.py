@@ -8,17 +8,24 @@ Policies follow the three usual recipes:
 * ``until:NAME`` / ``first:N`` — fine-tuning: carried-over layers up to and including target layer
   NAME (or the first N carried-over layers) are frozen.
 
+A layer with no weights (a Keras pooling layer the reader recorded) can be the ``until:``
+boundary: everything carried over before it is frozen.
+
 Learning-rate scales (``lr_scale``) per group: ``transferred=0.1`` (every carried-over parameter),
-``new=1`` and ``decay=0.8`` (layer-wise: the last carried-over layer keeps its scale, each layer
-before it is multiplied by 0.8 once more).
+``new=1`` and ``decay=0.8`` (layer-wise: the last carried-over block keeps its scale, each block
+before it is multiplied by 0.8 once more). A block is a module path up to its first numeric
+part (``layer1.0.conv1`` and ``layer1.0.bn1`` are block ``layer1.0``, ``blocks.3.attn.qkv`` is
+``blocks.3``); a layer without one is a block of its own (``conv1``, ``fc``).
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from .errors import UsageError
+from .graph import ParamGraph
 from .plans import Plan
 
 MANIFEST_VERSION = 1
@@ -71,7 +78,8 @@ def parse_lr_scales(items: Iterable[str] | Mapping[str, float] | None) -> dict[s
     return out
 
 
-def _frozen_layers(plan: Plan, policy: FreezePolicy) -> set[str]:
+def _frozen_layers(plan: Plan, policy: FreezePolicy,
+                   weightless_after: Mapping[str, str] | None = None) -> set[str]:
     carried_layers = list(dict.fromkeys(t.layer for t in plan.tensors if t.status in CARRIED))
     if policy.kind == "none":
         return set()
@@ -81,57 +89,114 @@ def _frozen_layers(plan: Plan, policy: FreezePolicy) -> set[str]:
         return set(carried_layers[:policy.first])
     all_layers = list(dict.fromkeys(t.layer for t in plan.tensors))
     names = [l for l in all_layers if l == policy.until or l.startswith(policy.until + ".")]
+    weightless = dict(weightless_after or {})
+    if not names and policy.until in weightless:     # a layer without weights: what precedes it
+        before = weightless[policy.until]
+        stop = all_layers.index(before) if before in all_layers else -1
+        return {l for l in carried_layers if all_layers.index(l) <= stop}
     if not names:
+        known = all_layers[:6] + [n for n in weightless][:3]
         raise UsageError(f"freeze until:{policy.until}: the target has no layer of that name",
-                         hint=f"target layers include {', '.join(all_layers[:6])} ...")
+                         hint=f"target layers include {', '.join(known)} ...")
     stop = max(all_layers.index(n) for n in names)
     return {l for l in carried_layers if all_layers.index(l) <= stop}
 
 
+def block_of(layer: str) -> str:
+    """The block a layer belongs to for layer-wise decay: its path up to and including the
+    first numeric part (``layer1.0.conv1`` -> ``layer1.0``; Keras nesting ``outer/3/x`` too);
+    a path without one is its own block."""
+    m = re.match(r"^(.*?(?:^|[./])\d+)(?:[./]|$)", layer)
+    return m.group(1) if m else layer
+
+
+def _scale_text(scale: float) -> float:
+    """The scale as recorded: 12 significant digits, so a deep decay never rounds to 0."""
+    return float(f"{scale:.12g}")
+
+
+def layer_listing(source: ParamGraph, target: ParamGraph) -> dict[str, list[dict[str, Any]]]:
+    """Both models' layer sequences (execution order where the format knows it), each layer
+    with its op kind and tensors: what a reader of the manifest needs to see the mapping whole
+    (the HTML report draws it) without the two model files at hand."""
+    def listing(graph: ParamGraph) -> list[dict[str, Any]]:
+        return [{"name": layer.name, "op": layer.op,
+                 "tensors": [{"name": p.name, "role": p.role, "shape": list(p.shape),
+                              "dtype": p.dtype} for p in layer.params]}
+                for layer in graph.layers]
+    return {"source": listing(source), "target": listing(target)}
+
+
 def build(plan: Plan, *, freeze: str | FreezePolicy | None = "none",
           lr_scale: Iterable[str] | Mapping[str, float] | None = None,
-          output: str | None = None, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+          output: str | None = None, options: Mapping[str, Any] | None = None,
+          target: ParamGraph | None = None,
+          layers: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest of ``plan``. With the ``target`` graph each entry says whether it is a
+    ``parameter`` or a ``buffer`` (running statistics ...), the summary counts both, and a
+    weightless target layer can be the ``until:`` boundary; ``layers`` (``layer_listing``)
+    adds both layer sequences."""
     policy = parse_freeze(freeze)
     scales = parse_lr_scales(lr_scale)
-    frozen_layers = _frozen_layers(plan, policy)
-    carried_layers = list(dict.fromkeys(t.layer for t in plan.tensors if t.status in CARRIED))
-    depth = {l: len(carried_layers) - 1 - i for i, l in enumerate(carried_layers)}
+    frozen_layers = _frozen_layers(plan, policy, target.meta.get("weightless_after")
+                                   if target is not None else None)
+    carried_blocks = list(dict.fromkeys(block_of(t.layer) for t in plan.tensors
+                                        if t.status in CARRIED))
+    depth = {b: len(carried_blocks) - 1 - i for i, b in enumerate(carried_blocks)}
     params: dict[str, Any] = {}
     for t in plan.tensors:
         carried = t.status in CARRIED
         scale = scales.get("transferred", 1.0) if carried else scales.get("new", 1.0)
         if carried and "decay" in scales:
-            scale *= scales["decay"] ** depth[t.layer]
+            scale *= scales["decay"] ** depth[block_of(t.layer)]
         entry = {"layer": t.layer, "status": t.status, "source": list(t.sources),
+                 "shape": list(t.shape), "dtype": t.dtype,
                  "transforms": [s.to_dict() for s in t.steps],
                  "frozen": carried and t.layer in frozen_layers,
-                 "lr_scale": round(scale, 10)}
+                 "lr_scale": _scale_text(scale)}
+        if target is not None:
+            entry["kind"] = "buffer" if target.param(t.target).is_buffer else "parameter"
         if t.notes:
             entry["notes"] = list(t.notes)
+        if t.match:
+            entry["match"] = dict(t.match)
         params[t.target] = entry
-    counts = plan.counts()
-    total = len(plan.tensors)
-    carried_n = sum(counts[s] for s in CARRIED)
-    elements = sum(math.prod(t.shape) for t in plan.tensors)
-    carried_elements = sum(math.prod(t.shape) for t in plan.tensors if t.status in CARRIED)
     return {
         "weightmap_manifest": MANIFEST_VERSION,
         "source": dict(plan.source), "target": dict(plan.target), "output": output,
         "policy": {"freeze": str(policy), "lr_scale": scales,
                    "options": dict(options or plan.options)},
-        "summary": {"params": total, **counts, "carried_over": carried_n,
-                    "coverage": round(carried_n / total, 6) if total else 0.0,
-                    "elements": elements, "carried_elements": carried_elements,
-                    "element_coverage": round(carried_elements / elements, 6) if elements else 0.0,
-                    "frozen": sum(1 for e in params.values() if e["frozen"]),
-                    "unused_source": len(plan.unused)},
+        "summary": _summary(plan, params),
         "decisions": list(plan.decisions),
         "params": params,
         "unused": [dict(u) for u in plan.unused],
+        **({"layers": dict(layers)} if layers is not None else {}),
     }
 
 
+def _summary(plan: Plan, params: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    counts = plan.counts()
+    total = len(plan.tensors)
+    carried_n = sum(counts[s] for s in CARRIED)
+    elements = sum(math.prod(t.shape) for t in plan.tensors)
+    carried_elements = sum(math.prod(t.shape) for t in plan.tensors if t.status in CARRIED)
+    kinds = [e.get("kind") for e in params.values()]
+    out = {"params": total, **counts, "carried_over": carried_n,
+           "coverage": round(carried_n / total, 6) if total else 0.0,
+           "elements": elements, "carried_elements": carried_elements,
+           "element_coverage": round(carried_elements / elements, 6) if elements else 0.0,
+           # frozen parameters (a buffer is not trained; its entry follows its layer)
+           "frozen": sum(1 for e in params.values() if e["frozen"]
+                         and e.get("kind") != "buffer"),
+           "unused_source": len(plan.unused)}
+    if None not in kinds:
+        out["parameters"] = kinds.count("parameter")
+        out["buffers"] = kinds.count("buffer")
+    return out
+
+
 def check(manifest: Mapping[str, Any]) -> Mapping[str, Any]:
-    if not isinstance(manifest, Mapping) or manifest.get("weightmap_manifest") != MANIFEST_VERSION:
+    if not isinstance(manifest, Mapping) or manifest.get("weightmap_manifest") != MANIFEST_VERSION \
+            or not isinstance(manifest.get("params"), Mapping):
         raise UsageError(f"not a weightmap manifest of version {MANIFEST_VERSION}")
     return manifest["params"]

@@ -20,6 +20,12 @@ PLAN_VERSION = 1
 # new: keeps the target's own value; synthetic: made up so that the port is exact (flagged);
 # partial: only part of the tensor comes from the source.
 STATUSES = ("transferred", "transformed", "new", "synthetic", "partial")
+# A tensor has a value from the source: every status but new and synthetic (made up).
+FROM_SOURCE = ("transferred", "transformed", "partial")
+# How a new tensor's note begins when a rule ignores it, or when its layer's counterpart has
+# other shapes (the report and the coverage checks read them).
+IGNORED = "ignored by rule"
+SHAPE_MISMATCH = "shape mismatch with"
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,11 @@ class TensorPlan:
         if self.status not in STATUSES:
             raise PlanError(f"unknown status {self.status!r}; one of {', '.join(STATUSES)}",
                             tensor=self.target)
+
+    @property
+    def ignored(self) -> bool:
+        """Left new because a rule ignores it."""
+        return self.status == "new" and any(n.startswith(IGNORED) for n in self.notes)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"target": self.target, "layer": self.layer,
@@ -76,14 +87,19 @@ class Plan:
     source: Mapping[str, Any]              # {"path", "format", "framework"}
     target: Mapping[str, Any]
     tensors: tuple[TensorPlan, ...]        # every target parameter, in target order
-    unused: tuple[Mapping[str, Any], ...] = ()  # source tensors no target uses: {name, reason}
+    # source tensors no target uses: {name, shape, reason[, kind: the matcher's "ignored" ...]}
+    unused: tuple[Mapping[str, Any], ...] = ()
     decisions: tuple[str, ...] = ()        # what a user should look at
     options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    # decisions as data: {kind: "unused_same_shape", target: layer, sources: [layers], shape,
+    # text (also among the decisions)}
+    suggestions: tuple[Mapping[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"weightmap_plan": PLAN_VERSION, "source": dict(self.source),
                 "target": dict(self.target), "options": dict(self.options),
                 "decisions": list(self.decisions),
+                "suggestions": [dict(s) for s in self.suggestions],
                 "tensors": [t.to_dict() for t in self.tensors],
                 "unused": [dict(u) for u in self.unused]}
 
@@ -98,7 +114,7 @@ class Plan:
         return cls(source=d.get("source", {}), target=d.get("target", {}),
                    tensors=tuple(TensorPlan.from_dict(t) for t in d.get("tensors", ())),
                    unused=tuple(d.get("unused", ())), decisions=tuple(d.get("decisions", ())),
-                   options=d.get("options", {}))
+                   options=d.get("options", {}), suggestions=tuple(d.get("suggestions", ())))
 
     @classmethod
     def load(cls, path: Path) -> "Plan":

@@ -7,9 +7,18 @@ An adapter is an object with a ``name`` and any of these capabilities:
     Must be cheap: magic bytes, a file name, a header at most.
 ``read(path, fmt, **options) -> ParamGraph``
     Reads the file's specs (no tensor bytes) into a graph with lazy data handles.
+``limits`` and ``read_options``
+    The read options it takes: caps, ``{name: (default, what it caps)}``, and others,
+    ``{name: what it does}`` (``weightmap.read`` refuses any keyword no adapter declares).
 ``accepts(obj) -> bool`` and ``read_live(obj, **options) -> ParamGraph``
     For live objects (a torch module, a Keras model, a dict of tensors). ``accepts`` must not
     import a framework: it looks at the object's type names.
+``lazy_construction(path)``
+    A context in which a model file builds its model without weights (torch: the meta
+    device), or None.
+``model_file_context(path)``
+    A context entered around running any model file (Keras: TensorFlow's start-up logs stay
+    off stderr).
 
 ``run_file(path, fmt, *, graph, weights=None) -> Runner`` and
 ``run_live(obj, *, graph, weights=None, example_input=None, owned=False[, rebuild]) -> Runner``

@@ -1,13 +1,14 @@
 """Turn whatever the user names (a file, a folder, ``model.py:NAME``, a live object) into a graph."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import inspect
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -106,6 +107,28 @@ def reader_limits() -> dict[str, tuple[int, str]]:
     return table
 
 
+def reader_options() -> dict[str, str]:
+    """The read options other than caps the adapters declare (``read_options``): name ->
+    what it does (``container=``, ``config=`` ...)."""
+    out: dict[str, str] = {}
+    for adapter in registry.adapters().values():
+        out.update(getattr(adapter, "read_options", {}))
+    return out
+
+
+def check_read_options(call: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Read options given as keywords to ``call`` (``weightmap.read(path, container=...,
+    max_header_bytes=...)``): a name no adapter declares is a UsageError naming the valid
+    keywords; a cap that is not a positive integer one naming the cap."""
+    from .options import check_keywords
+    if not options:
+        return {}
+    limits = reader_limits()
+    check_keywords(call, options, allowed=[*reader_options(), *limits])
+    caps = parse_limits([f"{k}={v}" for k, v in options.items() if k in limits])
+    return {**{k: v for k, v in options.items() if k not in limits}, **caps}
+
+
 def parse_limits(items: Any) -> dict[str, int]:
     """``["max_header_bytes=1000000", ...]`` (the CLI's ``--limit NAME=VALUE``) -> read options.
     A name no reader declares, or a value that is not a positive integer, is a UsageError
@@ -175,6 +198,31 @@ def load_python_object(path: Path, name: str = "model") -> tuple[Any, Any]:
     """
     if not path.is_file():
         raise UsageError("no such model file", path=path)
+    with running_model_file(path):
+        return _run_model_file(path, name)
+
+
+@contextlib.contextmanager
+def running_model_file(path: Path) -> Iterator[None]:
+    """While a model file runs: its folder is importable (first on ``sys.path``, as with
+    ``python model.py``, so it can import the modules beside it), and every adapter's
+    ``model_file_context(path)`` is entered (Keras: TensorFlow's start-up logs stay off
+    stderr)."""
+    folder = str(path.resolve().parent)
+    with contextlib.ExitStack() as stack:
+        for adapter in registry.adapters().values():
+            hook = getattr(adapter, "model_file_context", None)
+            if hook is not None:
+                stack.enter_context(hook(path))
+        sys.path.insert(0, folder)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(folder)        # the entry added (the first equal one)
+
+
+def _run_model_file(path: Path, name: str) -> tuple[Any, Any]:
     mod_name = f"weightmap_user_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(mod_name, path)
     if spec is None or spec.loader is None:

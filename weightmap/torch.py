@@ -5,6 +5,7 @@ Importing this module imports torch (it is only imported when the user asks for 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -42,9 +43,14 @@ def freeze(model: Any, manifest) -> list[str]:
 
 
 def param_groups(model: Any, manifest, lr: float) -> list[dict[str, Any]]:
-    """Optimizer groups holding exactly the trainable parameters, one group per lr scale."""
+    """Optimizer groups holding exactly the trainable parameters, one group per lr scale.
+
+    When the manifest freezes every parameter there is nothing to train: a
+    ``FrozenModelWarning`` says so, and the result is one empty group, which an optimizer
+    accepts (an empty list it refuses with "optimizer got an empty parameter list")."""
     groups: dict[float, dict[str, Any]] = {}
-    for name, p, entry in _entries(model, manifest):
+    entries = _entries(model, manifest)
+    for name, p, entry in entries:
         if entry["frozen"]:
             continue
         scale = float(entry["lr_scale"])
@@ -52,4 +58,13 @@ def param_groups(model: Any, manifest, lr: float) -> list[dict[str, Any]]:
                                       "lr_scale": scale})
         g["params"].append(p)
         g["names"].append(name)
+    if not groups:
+        warnings.warn(f"every one of the model's {len(entries)} parameters is frozen by the "
+                      "manifest: the optimizer has nothing to train (add a new head, or port "
+                      "with another --freeze policy)", FrozenModelWarning, stacklevel=2)
+        return [{"params": [], "names": [], "lr": lr, "lr_scale": 1.0}]
     return [groups[s] for s in sorted(groups, reverse=True)]
+
+
+class FrozenModelWarning(UserWarning):
+    """``param_groups`` found no trainable parameter."""

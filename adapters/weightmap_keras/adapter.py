@@ -95,6 +95,8 @@ def _type_modules(obj: Any) -> list[tuple[str, str]]:
 class KerasAdapter:
     name = "keras"
     formats = FORMATS
+    read_options = {"config": "a model config (dict, or a .keras / full .h5 / config.json "
+                              "path) typing a weights-only file"}
 
     def sniff(self, path: Path, head: bytes) -> str | None:
         return sniff(path, head)
@@ -142,6 +144,12 @@ class KerasAdapter:
         """A runner of a live Keras model (``weightmap.equivalence.runner``)."""
         from .run import run_live
         return run_live(obj, **options)
+
+    def model_file_context(self, path: Path) -> Any:
+        """Around running a model file: TensorFlow's start-up logs, if the file is the first
+        to import it, stay off stderr (``quiet.py``)."""
+        from .quiet import quiet_tensorflow_start
+        return quiet_tensorflow_start()
 
 
 ADAPTER = KerasAdapter()

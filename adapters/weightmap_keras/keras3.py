@@ -236,7 +236,7 @@ def assemble(specs: Sequence[LayerSpec], owners: Mapping[str, Owner],
     (the walked config, if any) adds each layer's place in the model (``with_structure``)."""
     layers: list[Layer] = []
     claimed: set[str] = set()
-    weightless = []
+    weightless: dict[str, str] = {}          # weightless layer -> the layer before it ("")
     for spec in specs:
         if check_paths:
             _check_owner(spec, owners, source)
@@ -245,7 +245,7 @@ def assemble(specs: Sequence[LayerSpec], owners: Mapping[str, Owner],
         claimed.update(o.path for o in mine)
         weights = _weights(spec.class_name, spec.config, spec.k3_path, mine)
         if not weights:
-            weightless.append(spec.name)
+            weightless[spec.name] = layers[-1].name if layers else ""
             continue
         layers.append(make_layer(spec.name, spec.class_name, spec.config, weights,
                                  flatten.get(spec.name)))
@@ -254,7 +254,7 @@ def assemble(specs: Sequence[LayerSpec], owners: Mapping[str, Owner],
             cls = class_from_name(path.rsplit("/", 1)[-1]) or class_from_name(owner.name or "")
             weights = _weights(cls, None, path, [owner])
             layers.append(make_layer(path or owner.name or "<model>", cls, None, weights))
-    meta = dict(meta, weightless_layers=weightless)
+    meta = dict(meta, weightless_layers=list(weightless), weightless_after=weightless)
     return ParamGraph(format=fmt, framework="keras", source=source,
                       layers=tuple(with_structure(layers, info)), order=order, meta=meta,
                       live=live)

@@ -81,18 +81,19 @@ def build_graph(groups: Sequence[tuple[str, list[Stored]]], model_cfg: Mapping |
     info = walk(model_cfg, known_inputs) if model_cfg is not None else None
     qualify = _duplicates(groups)
     layers: list[Layer] = []
-    weightless = []
+    weightless: dict[str, str] = {}          # weightless layer -> the layer before it ("")
     for gname, stored in groups:
         if not stored:
             if gname != TOP_LEVEL:
-                weightless.append(gname)
+                weightless[gname] = layers[-1].name if layers else ""
             continue
         for name, cls, cfg, items in _parts(gname, stored, info):
             weights = [_weight(s, gname, qualify, op_of(cls, cfg)) for s in items]
             flatten = info.flatten.get(name) if info else None
             layers.append(make_layer(name, cls, cfg, weights, flatten))
     layers = with_structure(layers, info)
-    meta = dict(meta, order_source="layer_names", weightless_layers=weightless)
+    meta = dict(meta, order_source="layer_names", weightless_layers=list(weightless),
+                weightless_after=weightless)
     if info is not None:
         meta["model_class"] = model_cfg.get("class_name")
         if info.notes:

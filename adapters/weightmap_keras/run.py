@@ -14,10 +14,8 @@ only its outputs are compared.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -31,33 +29,11 @@ from weightmap.graph import ParamGraph
 
 from . import keras3, legacy
 from .classes import attrs_from_config, op_of
+from .quiet import quiet_tensorflow_start
 
 # Layers whose config carries code (a marshalled function, a TF op by name): never rebuilt.
 CODE_CARRYING = frozenset({"Lambda", "TFOpLambda", "SlicingOpLambda"})
 _WEIGHTS_ONLY = (legacy.FORMAT_WEIGHTS, keras3.FORMAT_WEIGHTS)
-
-
-@contextlib.contextmanager
-def native_stderr_quiet() -> Iterator[None]:
-    """TensorFlow's C++ start-up lines (absl logging, which ``TF_CPP_MIN_LOG_LEVEL`` no longer
-    reaches) go to file descriptor 2 while Keras is imported, builds and first runs a model:
-    sent to /dev/null meanwhile, so that the command's stderr keeps its one line per error.
-    Python errors are exceptions and are not affected."""
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):    # no real file behind sys.stderr
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, fd)
-        yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-        os.close(null)
 
 
 def _keras(version: str) -> Any:
@@ -65,8 +41,7 @@ def _keras(version: str) -> Any:
     name = "tf_keras" if version.startswith("2") else "keras"
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     try:
-        with native_stderr_quiet():
-            return importlib.import_module(name)
+        return importlib.import_module(name)
     except ImportError:
         raise MissingDependencyError(f"running this Keras {version or '3'} model needs "
                                      f"{name.replace('_', '-')}",
@@ -84,10 +59,11 @@ def run_file(path: Path, fmt: str, *, graph: ParamGraph, weights: Any = None) ->
         raise VerifyError(exc.message, path=path) from exc
     version = str(graph.meta.get("keras_version") or "3")
     refuse_code(config, path)                 # on the JSON, before Keras is even imported
-    keras = _keras(version)
-    check_builtin(config, keras, path)
-    with warnings.catch_warnings(), native_stderr_quiet():
+    # TensorFlow's start-up logs (its import, its first variable) stay off stderr
+    with quiet_tensorflow_start(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        keras = _keras(version)
+        check_builtin(config, keras, path)
         try:
             if keras.__name__ == "keras":
                 model = keras.saving.load_model(str(path), compile=False, safe_mode=True)
@@ -220,7 +196,7 @@ def load(model: Any, weights: Any, keras: Any) -> str:
         load_into(mine, ((p.name, np.asarray(p.read())) for p in theirs))
         return f"the tensors of {weights.source}"
     try:
-        with warnings.catch_warnings(), native_stderr_quiet():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.load_weights(str(weights))
     except Exception as exc:
@@ -280,7 +256,7 @@ class KerasRunner:
             skipped = {n: "a subclassed Keras model exposes no layer outputs" for n in capture}
             outputs, runner = None, self.model
         try:
-            with warnings.catch_warnings(), native_stderr_quiet():
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 got = runner(list(feeds) if len(feeds) > 1 or inputs else feeds[0],
                              training=False)

@@ -67,6 +67,9 @@ class OnnxAdapter:
         path = Path(path)
         return FORMAT if path.suffix.lower() == ".onnx" and path.is_file() else None
 
+    read_options = {"shape_inference": "run ONNX shape inference for the flatten shapes "
+                                       "(default True)"}
+
     def read(self, path: Path, fmt: str | None = FORMAT, *, shape_inference: bool = True,
              **_options: Any) -> ParamGraph:
         """Specs of every initializer grouped by the node that uses it; data read on demand.

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from weightmap.atomic import usual_mode
 from weightmap.errors import UsageError
 
 from .writer import Spec, tensor_size, write, write_jobs
@@ -141,6 +142,7 @@ def _write_sharded(index_tmp: Path, final: Path, specs: list[Spec], shards: list
                        direct=direct_io)
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
+            usual_mode(Path(tmp))
         for name, tmp in zip(names, temps):
             os.replace(tmp, final.with_name(name))
             placed.append(final.with_name(name))

@@ -41,6 +41,10 @@ class TorchAdapter:
     formats = reader.FORMATS
     # read options that cap what a file may make the reader do: name -> (default, meaning)
     limits = reader.LIMITS
+    read_options = {"container": "the key of the checkpoint holding the weights (e.g. "
+                                 "model_ema), when several do",
+                    "opaque_globals": "read the tensors of a file that also pickles other "
+                                      "objects, replacing those with inert placeholders"}
 
     def sniff(self, path: Path, head: bytes) -> str | None:
         """A zip with ``<folder>/data.pkl``, or the legacy magic number; never the extension

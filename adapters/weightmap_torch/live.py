@@ -186,7 +186,7 @@ def _layer(path: str, mod: Any, names: list[str], tensors: dict, tie_of: dict, t
             axes = tuple(attrs["kernel_axes"])
         params.append(Param(name=name, role=role, shape=tuple(t.shape), dtype=dtype, axes=axes,
                             data=CallableData(partial(to_numpy, t, dtype)),
-                            tied_to=tie_of[name]))
+                            tied_to=tie_of[name], buffer=name.rpartition(".")[2] in mod._buffers))
     if trace is not None and id(mod) in trace.flatten_shape:
         attrs.update(dense_input="flatten", flatten_input_shape=trace.flatten_shape[id(mod)],
                      data_format="channels_first")

@@ -79,3 +79,24 @@ def test_a_failing_background_fsync_fails_the_block(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="Input/output error"):
         with background_fsync(path):
             pass
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_outputs_get_the_permissions_of_the_umask_not_those_of_a_temporary_file(tmp_path, umask):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    import weightmap
+    src = tmp_path / "src.safetensors"
+    save_file({f"l{i}.weight": np.full((64, 64), i, np.float32) for i in range(4)}, str(src))
+    old = os.umask(umask)
+    try:
+        weightmap.port(src, src, tmp_path / "one.safetensors")
+        weightmap.port(src, src, tmp_path / "many.safetensors", shard_size="20KB")
+        weightmap.port(src, src, tmp_path / "o.pt")
+    finally:
+        os.umask(old)
+    written = sorted(p.name for p in tmp_path.iterdir() if p.name != "src.safetensors")
+    assert "many-00001-of-00004.safetensors" in written and "o.manifest.json" in written
+    for name in written:
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name

@@ -122,3 +122,59 @@ def test_no_direct_io_keeps_the_page_cache(tmp_path, monkeypatch):
         assert main(args + ([flag] if flag else [])) == 0
         assert load_file(str(tmp_path / out))["fc.weight"].tolist() == [[0, 1], [2, 3], [4, 5]]
     assert [p.name.startswith(".auto.safetensors.") for p in opened] == [True]
+
+
+def _docstrings(tree):
+    import ast
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                yield body[0].value
+
+
+def test_every_option_a_message_names_exists_on_the_command_line():
+    """Hints say "pass --force", "raise it with --limit ...": each such option is real."""
+    import ast
+    import re
+    from pathlib import Path
+
+    from weightmap.cli import _parser
+    flags = set()
+    for action in _parser()._actions:
+        flags |= set(action.option_strings)
+        for sub in getattr(action, "choices", None) or {}:
+            flags |= {s for a in action.choices[sub]._actions for s in a.option_strings}
+    root = Path(__file__).resolve().parents[2]
+    named = {}
+    for path in [*(root / "weightmap").rglob("*.py"), *(root / "adapters").rglob("*.py")]:
+        tree = ast.parse(path.read_text())
+        docs = {id(c) for c in _docstrings(tree)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                    and id(node) not in docs:
+                for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*[a-z0-9]", node.value):
+                    named.setdefault(flag, path.name)
+    assert named, "the scan found no option at all"
+    assert {f: p for f, p in named.items() if f not in flags} == {}
+
+
+def test_the_conv1d_layout_decision_names_an_option_that_settles_it(tmp_path, capsys):
+    """A square Conv1D-style kernel of a state dict is left new with a decision naming
+    --conv1d-layout (it used to name a Python-only option); given, it ports exactly."""
+    from safetensors.numpy import load_file, save_file
+    rng = np.random.default_rng(3)
+    kernel = rng.standard_normal((8, 8)).astype(np.float32)
+    save_file({"h.0.attn.c_proj.weight": kernel, "h.0.attn.c_proj.bias": np.ones(8, np.float32)},
+              str(tmp_path / "gpt.safetensors"))
+    save_file({"blocks.0.proj.weight": np.zeros((8, 8), np.float32),
+               "blocks.0.proj.bias": np.zeros(8, np.float32)}, str(tmp_path / "mine.safetensors"))
+    args = ["port", str(tmp_path / "gpt.safetensors"), "--to", str(tmp_path / "mine.safetensors")]
+    assert main(args + ["--dry-run"]) == 0
+    (decision,) = [l for l in capsys.readouterr().out.splitlines()
+                   if l.startswith("check: ") and "square kernel" in l]
+    assert "--conv1d-layout in,out" in decision
+    out = tmp_path / "o.safetensors"
+    assert main(args + ["--out", str(out), "--conv1d-layout", "in,out"]) == 0
+    np.testing.assert_array_equal(load_file(str(out))["blocks.0.proj.weight"], kernel.T)
+    assert "layout from option conv1d_layout" in capsys.readouterr().out

@@ -11,3 +11,12 @@ def test_public_functions_stay_callable_after_the_pipeline_is_imported():
         p = weightmap.plan(src, tgt)
         assert [t.status for t in p.tensors] == ["transferred"]
     assert callable(weightmap.port) and callable(weightmap.load_partial)
+
+
+def test_the_pipeline_functions_are_the_api_s_own_and_listed():
+    import inspect
+
+    import weightmap.api
+    assert weightmap.port is weightmap.api.port and weightmap.plan is weightmap.api.plan
+    assert "min_coverage" in inspect.signature(weightmap.port).parameters
+    assert {"port", "plan", "load_partial", "read"} <= set(dir(weightmap))

@@ -60,3 +60,39 @@ def test_bad_freeze_policies(bad):
 def test_bad_lr_scales(bad, msg):
     with pytest.raises(UsageError, match=msg):
         parse_lr_scales(bad)
+
+
+def test_layerwise_decay_counts_blocks_by_module_path():
+    layers = ["conv1", "bn1", "layer1.0.conv1", "layer1.0.bn1", "layer1.0.downsample.0",
+              "layer1.1.conv1", "layer1.1.bn1", "fc"]
+    p = Plan({}, {}, tuple(TensorPlan(f"{l}.weight", l, (2,), "float32", "transferred", ("s",))
+                           for l in layers))
+    scales = {e["layer"]: e["lr_scale"] for e in build(p, lr_scale={"decay": 0.5})["params"]
+              .values()}
+    assert scales == {"conv1": 0.0625, "bn1": 0.125, "layer1.0.conv1": 0.25,
+                      "layer1.0.bn1": 0.25, "layer1.0.downsample.0": 0.25,
+                      "layer1.1.conv1": 0.5, "layer1.1.bn1": 0.5, "fc": 1.0}
+
+
+def test_a_deep_decay_never_rounds_a_scale_to_zero():
+    p = Plan({}, {}, tuple(TensorPlan(f"blocks.{i}.w", f"blocks.{i}", (2,), "float32",
+                                      "transferred", ("s",)) for i in range(48)))
+    scales = [e["lr_scale"] for e in build(p, lr_scale=["decay=0.5"])["params"].values()]
+    assert min(scales) == pytest.approx(0.5 ** 47, rel=1e-10) and min(scales) > 0
+    assert scales[-1] == 1.0 and scales == sorted(scales)
+
+
+def test_freeze_until_a_weightless_keras_layer(tmp_path):
+    """``until:block1_pool`` (a pooling layer, no weights) freezes what comes before it."""
+    from pathlib import Path
+
+    import weightmap
+    h5 = Path(__file__).resolve().parents[2] / "fixtures" / "examples" / "small_vgg_keras.h5"
+    report = weightmap.port(h5, h5, tmp_path / "o.h5", freeze="until:block1_pool",
+                            dry_run=True)
+    frozen = sorted({e["layer"] for e in report.manifest["params"].values() if e["frozen"]})
+    assert frozen == ["block1_conv1", "block1_conv2"]
+    report = weightmap.port(h5, h5, tmp_path / "o.h5", freeze="until:flatten", dry_run=True)
+    assert report.manifest["summary"]["frozen"] == 8
+    with pytest.raises(UsageError, match="no layer of that name.*block1_pool"):
+        weightmap.port(h5, h5, tmp_path / "o.h5", freeze="until:block9_pool", dry_run=True)

@@ -90,3 +90,21 @@ def test_an_error_from_reading_a_model_file_names_the_file(tmp_path):
         with pytest.raises(UsageError, match="example_input") as caught:
             read(str(f), lazy=lazy)
         assert caught.value.path == str(f)
+
+
+def test_a_model_file_imports_the_modules_beside_it(tmp_path):
+    """As with ``python model.py``: its folder is importable while it runs, and only then."""
+    torch = pytest.importorskip("torch")
+    (tmp_path / "blocks_beside.py").write_text(
+        "from torch import nn\n\n"
+        "def block(cin, cout):\n    return nn.Sequential(nn.Conv2d(cin, cout, 3), nn.ReLU())\n")
+    f = _write(tmp_path, "import torch\nfrom torch import nn\nfrom blocks_beside import block\n"
+                         "model = nn.Sequential(block(3, 4), block(4, 5))\n"
+                         "example_input = lambda: torch.zeros(1, 3, 9, 9)\n")
+    before = list(sys.path)
+    for lazy in (False, True):
+        g = read(str(f), lazy=lazy)
+        assert [l.name for l in g.layers] == ["0.0", "1.0"]
+        assert g.param("1.0.weight").shape == (5, 4, 3, 3)
+        assert sys.path == before
+    assert isinstance(load_python_object(f)[0], torch.nn.Sequential)

@@ -133,7 +133,8 @@ def test_keras_batchnorm_into_torch_gives_the_same_logits(keras_h5, tmp_path, pr
     assert man["bn1.num_batches_tracked"]["status"] == "new"
     assert any("momentum 0.99 (keras) = 0.01 torch-style" in n for n in man["bn1.weight"]["notes"])
     assert not report.unused and not report.decisions
-    lines = {l.split(":")[0].strip(): l for l in render(report).splitlines() if l.startswith("  ")}
+    lines = {l.split(":")[0].strip(): l for l in render(report, verbose=True).splitlines()
+             if l.startswith("  ")}
     assert "eps 1.001e-05->1e-05 compensated (gamma scaled)" in lines["bn1"]
     assert lines["bn3"].startswith("  bn3: new/synthetic/transferred <- b3")
 

@@ -82,15 +82,29 @@ def kernel_undecided(layer: Layer, param: Param) -> bool:
 
 
 def forced_layout(options: Mapping[str, Any], side: str) -> tuple[str, ...] | None:
-    value = options.get(OPTION)
+    value = check_option(options.get(OPTION))
     if isinstance(value, Mapping):
         value = value.get(side)
-    if value is None:
-        return None
-    if value not in LAYOUTS:
-        raise UsageError(f"option {OPTION} is {value!r}",
-                         hint='use "in,out" or "out,in", or {"source": ..., "target": ...}')
-    return LAYOUTS[value]
+    return None if value is None else LAYOUTS[value]
+
+
+def check_option(value: Any) -> str | dict[str, str] | None:
+    """The option's value as the plan records it: ``"in,out"`` / ``"out,in"`` for both sides,
+    or ``{"source": ..., "target": ...}``. Also reads the command line's list of texts
+    (``["in,out"]``, ``["source=in,out", "target=out,in"]``)."""
+    if value is None or isinstance(value, str) and value in LAYOUTS:
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        sides = [v.partition("=") for v in value]
+        if len(value) == 1 and not sides[0][1]:
+            return check_option(value[0])
+        value = {side.strip(): layout.strip() for side, sep, layout in sides if sep} \
+            if all(sep for _, sep, _ in sides) else value
+    if isinstance(value, Mapping) and value and set(value) <= set(SIDES) \
+            and all(v in LAYOUTS for v in value.values()):
+        return dict(value)
+    raise UsageError(f"{OPTION} is {value!r}", hint='use "in,out" or "out,in", for one side '
+                     '{"source": "in,out"} (on the command line --conv1d-layout source=in,out)')
 
 
 def _relabel(layer: Layer, axes: tuple[str, ...] | None, attrs: Mapping[str, Any]) -> Layer:
@@ -142,7 +156,8 @@ def orient(src: Param, tgt: Param, src_open: bool, tgt_open: bool
     if src_open and tgt_open:
         raise ConversionError("the Conv1D-family kernels of both sides come from state dicts "
                               "without a known layout", tensor=tgt.name,
-                              hint=f'give option {OPTION}={{"source": "in,out", ...}}')
+                              hint="say how the source stores them: --conv1d-layout source=in,out "
+                                   "(conv1d_layout={\"source\": \"in,out\"} in Python)")
     side, open_param = ("source", src) if src_open else ("target", tgt)
     fitting = []
     for layout in (IN_OUT, OUT_IN):
@@ -228,5 +243,6 @@ def resolve_square(ctx: PlanContext) -> None:
                 f"({why})",))
         ctx.decisions.append(
             f"{side} Conv1D-style kernels ({names}): {len(pending[side])} square kernel(s) left "
-            f"new because {why}; a square matrix is never decided by shape alone: give option "
-            f'{OPTION}="in,out" (Hugging Face Conv1D) or "out,in" (nn.Linear)')
+            f"new because {why}; a square matrix is never decided by shape alone: say how they are "
+            f"stored with --conv1d-layout in,out (Hugging Face Conv1D) or out,in (nn.Linear), "
+            f'{OPTION}="in,out" in Python')

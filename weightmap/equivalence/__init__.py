@@ -30,8 +30,8 @@ from .runner import InputSpec, Run, Runner
 from .sides import open_source, open_target
 
 DEFAULT_TOL = 1e-4
-__all__ = ["DEFAULT_TOL", "verify", "check", "entries_from_plan", "VerifyResult", "InputSpec",
-           "Run", "Runner"]
+__all__ = ["DEFAULT_TOL", "verify", "check", "entries_from_plan", "port_mode", "PortCheck",
+           "VerifyResult", "InputSpec", "Run", "Runner"]
 
 
 def verify(source: Any, target: Any, weights: str | os.PathLike, *, source_model: Any = None,
@@ -266,3 +266,47 @@ def _outputs_side_by_side(a, b, probe_info):
         raise Incomparable(f"the source's output has shape {a.shape}, the target's {b.shape}")
     return side_by_side(a, feature_map_axes(fmts[0], a.ndim), b, feature_map_axes(fmts[1],
                                                                                   b.ndim))
+
+
+# ---- port(verify=...) ---------------------------------------------------------------------------
+
+_PORT_MODES = {False: None, True: "fail", "warn": "warn"}
+
+
+def port_mode(verify: Any, dry_run: bool = False) -> str | None:
+    """``port(verify=...)`` as None (no verification), "fail" or "warn"."""
+    if verify is None:
+        return None
+    if not isinstance(verify, (bool, str)) or verify not in _PORT_MODES:
+        raise UsageError(f"verify={verify!r}; one of False, True, 'warn'")
+    mode = _PORT_MODES[verify]
+    if mode and dry_run:
+        raise UsageError("verification runs the written model; a dry run writes none",
+                         hint="drop --dry-run, or --verify")
+    return mode
+
+
+class PortCheck:
+    """A port's verification, called by ``emit.write`` on the written file before it is put in
+    place: the result goes into the manifest (``verify``) and ``.result``; in mode "fail" a
+    port that does not pass raises VerifyError, so nothing is kept."""
+
+    def __init__(self, mode: str, source: Any, target: Any, src: ParamGraph, tgt: ParamGraph,
+                 plan: Any, manifest: dict, *, source_model: Any = None,
+                 tol: float | None = None, shown_as: str | None = None):
+        self.mode, self.source, self.target, self.src, self.tgt = mode, source, target, src, tgt
+        self.entries, self.manifest, self.source_model = entries_from_plan(plan), manifest, \
+            source_model
+        self.tol = DEFAULT_TOL if tol is None else tol
+        self.shown_as = shown_as
+        self.result: VerifyResult | None = None
+
+    def __call__(self, written: Path) -> None:
+        self.result = check(self.source, self.target, written, self.src, self.tgt,
+                            self.entries, source_model=self.source_model, tol=self.tol,
+                            weights_name=self.shown_as)
+        self.manifest["verify"] = self.result.to_dict()
+        if not self.result.passed and self.mode == "fail":
+            raise VerifyError(self.result.summary(), hint="nothing was written; rerun with "
+                              "--verify=warn (Python: verify='warn') to keep the output and "
+                              "see every layer")

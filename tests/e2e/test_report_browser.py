@@ -1,0 +1,155 @@
+"""The HTML mapping report in a real browser (headless Chromium driven by Playwright): what it
+draws is what the manifest says, clicks and filters work, hostile names stay text, nothing is
+fetched. Skipped where no browser is installed, unless WEIGHTMAP_REQUIRE_BROWSER=1 (CI)."""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from weightmap.cli import main
+
+ROOT = Path(__file__).parents[2]
+SOURCE = ROOT / "fixtures" / "examples" / "small_vgg_keras.h5"
+TARGET = Path(__file__).parent / "models" / "small_vgg_bn_torch.py"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _chromium():
+    return os.environ.get("WEIGHTMAP_CHROMIUM") or shutil.which("chromium") or \
+        shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    required = os.environ.get("WEIGHTMAP_REQUIRE_BROWSER") == "1"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if required:
+            raise
+        pytest.skip("playwright is not installed")
+    exe = _chromium()
+    if exe is None:
+        if required:
+            pytest.fail("WEIGHTMAP_REQUIRE_BROWSER=1 but no chromium on PATH")
+        pytest.skip("no chromium on PATH")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _open(browser, path):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    problems, requests = [], []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("dialog", lambda d: (problems.append("dialog: " + d.message), d.dismiss()))
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(path.as_uri())
+    page.wait_for_selector("body[data-rendered='1']")
+    return page, problems, requests
+
+
+@pytest.fixture(scope="module")
+def ported(tmp_path_factory):
+    pytest.importorskip("torch")
+    d = tmp_path_factory.mktemp("report")
+    out, page = d / "bn.safetensors", d / "bn.html"
+    assert main(["port", str(SOURCE), "--to", str(TARGET), "--out", str(out), "--report",
+                 str(page), "--freeze", "transferred", "-q"]) == 0
+    manifest = json.loads((d / "bn.manifest.json").read_text())
+    return page, manifest
+
+
+def _expected_pairs(manifest):
+    owner = {t["name"]: layer["name"] for layer in manifest["layers"]["source"]
+             for t in layer["tensors"]}
+    return {(e["layer"], owner[s]) for e in manifest["params"].values() for s in e["source"]}
+
+
+def test_every_pair_of_the_manifest_is_drawn_once(browser, ported):
+    path, manifest = ported
+    page, problems, requests = _open(browser, path)
+    drawn = page.eval_on_selector_all(
+        "path.pair", "ps => ps.map(p => p.querySelector('title').textContent)")
+    expected = _expected_pairs(manifest)
+    assert len(drawn) == len(expected) == 5
+    assert {tuple(t.split(" (")[0].split(" \u2190 ")) for t in drawn} == expected
+    # rows: every layer of both models, left-new and unused ones marked
+    assert page.locator("#tgtrows .row").count() == len(manifest["layers"]["target"])
+    assert page.locator("#srcrows .row.unused").all_text_contents() == ["dense predictions"]
+    assert page.locator("#tgtrows .row.new").count() == 5        # 4 BatchNorms and the new head
+    assert not problems and requests == [path.as_uri()]          # nothing fetched
+    page.close()
+
+
+def test_a_click_shows_the_pair_transform_chain(browser, ported):
+    path, manifest = ported
+    page, problems, _ = _open(browser, path)
+    page.locator("path.pair", has=page.locator("title", has_text="classifier.1")).click(force=True)
+    detail = page.locator("#detail")
+    assert detail.locator("h2").text_content() == "classifier.1 \u2190 fc1"
+    chain = detail.locator(".tensor").first.locator("ol.chain li").all_text_contents()
+    want = manifest["params"]["classifier.1.weight"]["transforms"]
+    assert [c.split(" ")[0] for c in chain] == [s["op"] for s in want] == \
+        ["flatten_permute", "transpose"]
+    assert "perm=[2,0,1]" in chain[0]
+    text = detail.text_content()
+    assert "frozen" in text and manifest["params"]["classifier.1.weight"]["sha256"] in text
+    assert not problems
+    page.close()
+
+
+def test_filters_and_search_hide_what_they_should(browser, ported, tmp_path):
+    path, manifest = ported
+    page, problems, _ = _open(browser, path)
+    statuses = [p.get_attribute("data-status") for p in page.locator("path.pair").all()]
+    page.locator("input[data-status=transformed]").uncheck()
+    assert page.locator("path.pair").count() == len([s for s in statuses if s != "transformed"])
+    page.locator("input[data-status=transformed]").check()
+    page.locator("input[data-status=new]").uncheck()
+    assert page.locator("#tgtrows .row.new").count() == 0
+    assert page.locator("path.pair").count() == 5
+    page.locator("input[data-status=new]").check()
+    page.locator("input[data-op=batchnorm]").uncheck()
+    ops = page.locator("#tgtrows .row .op").all_text_contents()
+    assert "batchnorm" not in ops and len(ops) == 6
+    page.locator("input[data-op=batchnorm]").check()
+    page.fill("#search", "block2_conv1")
+    assert page.locator("path.pair").count() == 1
+    assert page.locator("#tgtrows .row").all_text_contents() == ["features.7conv2d"]
+    page.fill("#search", "")
+    assert page.locator("path.pair").count() == 5
+    shot = Path(os.environ.get("WEIGHTMAP_SCREENSHOT_DIR", tmp_path)) / "report.png"
+    page.locator("path.pair").last.click(force=True)
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not problems
+    page.close()
+
+
+def test_hostile_names_are_shown_as_text(browser, tmp_path):
+    from weightmap import report_html
+    evil = '<img src=x onerror="alert(1)"></script><script>alert(2)</script>'
+    manifest = {"weightmap_manifest": 1, "source": {"path": evil}, "target": {"path": "t"},
+                "summary": {"params": 1, "transferred": 1, "carried_over": 1}, "decisions": [evil],
+                "params": {evil: {"layer": evil, "status": "transferred", "source": ["s\x1b[0m"],
+                                  "shape": [1], "dtype": "float32", "transforms": [],
+                                  "frozen": False, "lr_scale": 1.0}},
+                "unused": [], "layers": {
+                    "source": [{"name": "s\x1b[0m", "op": "dense", "tensors": [
+                        {"name": "s\x1b[0m", "shape": [1], "dtype": "float32"}]}],
+                    "target": [{"name": evil, "op": "dense", "tensors": [
+                        {"name": evil, "shape": [1], "dtype": "float32"}]}]}}
+    path = tmp_path / "evil.html"
+    report_html.write(manifest, path)
+    page, problems, requests = _open(browser, path)
+    assert page.locator("img").count() == 0 and page.locator("script").count() == 2
+    assert page.locator("#tgtrows .row").first.get_attribute("data-layer") == evil
+    assert page.locator("path.pair").count() == 1
+    assert not problems and requests == [path.as_uri()]
+    page.close()
