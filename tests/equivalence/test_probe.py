@@ -65,13 +65,35 @@ def test_token_ids_below_the_smallest_vocabulary_of_execution_ordered_graphs():
 
 
 def test_different_numbers_of_inputs_or_axes_are_refused():
+    one = [InputSpec("x", (None, 8, 8, 3), "float32", "Keras input")]
     two = [InputSpec("a", (1, 3, 8, 8), "float32", "ONNX input"),
            InputSpec("b", (1, 3, 8, 8), "float32", "ONNX input")]
     with pytest.raises(VerifyError, match="takes 1 input"):
-        make(KERAS_CONV, TORCH_CONV, [], two)
+        make(KERAS_CONV, TORCH_CONV, one, two)
     flat = [InputSpec("x", (None, 27), "float32", "Keras input")]
+    image = [InputSpec("x", (1, 3, 8, 8), "float32", "example_input", fixed=False)]
     with pytest.raises(VerifyError, match="not the same number of axes"):
-        make(KERAS_CONV, TORCH_CONV, flat, [])
+        make(KERAS_CONV, TORCH_CONV, flat, image)
+
+
+def test_a_side_that_says_nothing_takes_the_other_sides_input_in_its_own_layout():
+    """A torch model built from --source-model without example_input, against a Keras target:
+    the Keras input, channels first for torch — not a guess from the state dict's first layer
+    (a name-sorted checkpoint may list its classifier first)."""
+    sorted_sd = ParamGraph("arrays", "torch", "sd", (
+        Layer("classifier", "dense", (Param("classifier.weight", "kernel", (5, 200),
+                                            "float32", ("out", "in")),)),) +
+        TORCH_CONV.layers, order="stored")
+    keras_spec = [InputSpec("img", (None, 12, 10, 3), "float32", "Keras input")]
+    probe = make(sorted_sd, KERAS_CONV, [], keras_spec)
+    assert probe.feeds["source"][0].shape == (2, 3, 12, 10)
+    assert probe.feeds["target"][0].shape == (2, 12, 10, 3)
+    np.testing.assert_array_equal(probe.feeds["source"][0],
+                                  probe.feeds["target"][0].transpose(0, 3, 1, 2))
+    assert probe.info["layout"] == {"source": "channels_first", "target": "channels_last"}
+    # with no spec at all, the first layer of the graph whose order is its execution
+    probe = make(sorted_sd, TORCH_CONV, [], [])
+    assert probe.feeds["source"][0].shape == (2, 3, 32, 32)
 
 
 def test_a_model_saying_nothing_whose_first_layer_says_nothing_is_refused():

@@ -2,8 +2,9 @@
 
 Where its shape and dtype come from, best first: a model file's ``example_input`` (the target's,
 then the source's), a Keras model's input spec, an ONNX graph input, and last the first layer
-of a graph (a stem convolution's input channels, an embedding's token ids, a dense layer's
-features) with default sizes (``DEFAULT_SIZES``). Every side's requirements are merged axis by
+of a graph that knows its execution order (a stem convolution's input channels, an embedding's
+token ids, a dense layer's features) with default sizes (``DEFAULT_SIZES``). A side that says
+nothing takes the other side's input in its own layout. Every side's requirements are merged axis by
 axis after their layouts are aligned by labels (a Keras image input is (n, h, w, c), a torch
 one (n, c, h, w)): a fixed dimension (Keras, ONNX) must agree with the other side's; an
 ``example_input`` dimension is a preference; the rest take the defaults. The values are seeded
@@ -26,7 +27,9 @@ DEFAULT_SIZES = {"n": 2, "h": 32, "w": 32, "d": 16, "t": 8}
 DEFAULT_POSITIONS = 8          # any other unknown dimension (a sequence position ...)
 DEFAULT_VOCAB = 8              # token ids when no embedding says how many there are
 # where a shape came from, most trusted first
-_RANK = {"example_input": 0, "Keras input": 1, "ONNX input": 2, "first layer": 3}
+_RANK = {"example_input": 0, "Keras input": 1, "ONNX input": 2, "first layer": 3,
+         "other side": 4}
+_TRUSTED = ("execution", "config")           # graph orders whose first layer is the first run
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,8 @@ class Probe:
 
 def make(source: ParamGraph, target: ParamGraph, source_specs: Sequence[InputSpec],
          target_specs: Sequence[InputSpec], seed: int = 0) -> Probe:
-    sides = {"source": _side_inputs("source", source, source_specs),
-             "target": _side_inputs("target", target, target_specs)}
+    sides = _side_inputs({"source": source, "target": target},
+                         {"source": source_specs, "target": target_specs})
     n_src, n_tgt = len(sides["source"]), len(sides["target"])
     if n_src != n_tgt:
         raise VerifyError(f"the source takes {n_src} input(s), the target {n_tgt}",
@@ -85,10 +88,35 @@ def make(source: ParamGraph, target: ParamGraph, source_specs: Sequence[InputSpe
 
 # ---- each side's inputs ------------------------------------------------------------------------
 
-def _side_inputs(side: str, graph: ParamGraph, specs: Sequence[InputSpec]) -> list[SideInput]:
-    if not specs:
-        return [_from_first_layer(side, graph)]
-    return [_from_spec(side, graph, spec) for spec in specs]
+def _side_inputs(graphs: dict[str, ParamGraph], specs: dict[str, Sequence[InputSpec]]
+                 ) -> dict[str, list[SideInput]]:
+    """Each side's inputs from its own specs; a side without follows the other side's inputs
+    in its own layout; with none on either side, the first layer of a graph that knows its
+    execution order (the target's first) says what the input is."""
+    out = {side: [_from_spec(side, graphs[side], spec) for spec in specs[side]]
+           for side in graphs if specs[side]}
+    if not out:
+        side = next((s for s in ("target", "source") if graphs[s].order in _TRUSTED), "target")
+        out[side] = [_from_first_layer(side, graphs[side])]
+    for side in graphs:
+        if side not in out:
+            other = "target" if side == "source" else "source"
+            out[side] = [_following(side, graphs[side], x) for x in out[other]]
+    return out
+
+
+def _following(side: str, graph: ParamGraph, other: SideInput) -> SideInput:
+    """``side``'s input when only the other side says what it is: the same axes, a feature
+    map in this graph's own layout, integers in this framework's index type."""
+    labels, dtype = other.labels, other.dtype
+    if "c" in labels and len(labels) >= 3 and not _is_int(dtype):
+        stem = next((l for l in graph.layers if spatial_rank(l.op) is not None), None)
+        fmt = data_format(graph.framework, stem.attrs if stem is not None else {})
+        labels = feature_map_axes(fmt, len(labels)) or labels
+    if _is_int(dtype):
+        dtype = "int32" if graph.framework == "keras" else "int64"
+    return SideInput(side, labels, (None,) * len(labels), dtype, "other side", False,
+                     f"the {side} takes the {other.side}'s input")
 
 
 def _from_spec(side: str, graph: ParamGraph, spec: InputSpec) -> SideInput:
@@ -191,7 +219,7 @@ def _in_channels(layer: Layer) -> int | None:
 def _vocab(*graphs: ParamGraph) -> int:
     """The token table's size: the first embedding of each graph that knows its execution
     order (a checkpoint sorted by name may list a position table first), the smaller."""
-    ordered = [g for g in graphs if g.order in ("execution", "config")] or list(graphs)
+    ordered = [g for g in graphs if g.order in _TRUSTED] or list(graphs)
     sizes = []
     for graph in ordered:
         layer = next((l for l in graph.layers if l.op == "embedding"), None)

@@ -56,7 +56,7 @@ def _open(model: Any, graph: ParamGraph, *, weights: Any, owned: bool) -> Runner
         text = os.fspath(model)
         pyfile, name = split_pyref(text)
         if pyfile is not None:       # built lazily where its framework can (torch: meta)
-            obj, example, extra = load_python_lazily(pyfile, name)
+            obj, example, extra = _guard(lambda: load_python_lazily(pyfile, name), text)
             rebuild = extra.get("rebuild")
             return _live(obj, graph, weights, example, owned=True, origin=text,
                          rebuild=(lambda: rebuild()[0]) if rebuild else None)
@@ -89,9 +89,9 @@ def _file(path: Path, graph: ParamGraph, weights: Any) -> Runner:
     return _guard(lambda: run(path, fmt, graph=graph, weights=weights), str(path))
 
 
-def _guard(open_it, where: str | None) -> Runner:
-    """Errors of opening a runner as one-line VerifyErrors (a missing framework keeps its own
-    words: what to install)."""
+def _guard(open_it, where: str | None) -> Any:
+    """Errors of building a model or opening its runner as one-line VerifyErrors (a missing
+    framework keeps its own words: what to install)."""
     try:
         return open_it()
     except VerifyError:
