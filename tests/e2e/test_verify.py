@@ -185,4 +185,10 @@ def test_cli_port_verify_and_verify(source, tmp_path, capsys):
                  "1e-5"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("verify passed") and "conv2 <- c2" in text
+    page = tmp_path / "good.html"          # the mapping report, with this verification drawn
+    assert main(["verify", str(source), "--to", str(TORCH), "--weights", str(good),
+                 "--report", str(page)]) == 0
+    html = page.read_text(encoding="utf-8")
+    assert '"verify":{"passed":true' in html and '"first_divergence":null' in html
+    assert "verify" not in json.loads((tmp_path / "good.manifest.json").read_text())
     assert main(["port", str(source), "--to", str(TORCH), "--verify=maybe"]) == 2
