@@ -16,7 +16,9 @@ from .conversions import prepare_graphs
 from .errors import CoverageError, UsageError
 from .execute import TensorStream, produce, tensor_nbytes
 from .graph import ParamGraph
-from .match import load_rules, match
+from .conversions.order import paired, registration_variant
+from .match import Matching, load_rules, match
+from .match.assemble import check_expect
 from .match.rules import Rules
 from .options import PlanOptions, check_flags
 from .plans import Plan
@@ -146,7 +148,8 @@ def load_partial(model: Any, checkpoint: Any, *,
     opts = PlanOptions.of_call(load_partial, options)
     check_flags(load_partial, strict=strict)
     min_coverage = coverage.check_min_coverage(min_coverage)
-    src, tgt = read(checkpoint), read(model)
+    src = read(checkpoint)
+    tgt = read(model, input_hint=input_hint(src))
     if tgt.live is None:
         raise UsageError("load_partial needs a live torch or Keras model as its first argument")
     the_plan = _plan(src, tgt, rules=rules, options=opts)
@@ -177,16 +180,38 @@ def _graphs(source: Any, target: Any, new_values: str = "construct"
     if new_values not in ("construct", "reset"):
         raise UsageError(f"new_values={new_values!r}; one of construct, reset")
     is_file = isinstance(target, (str, os.PathLike)) and split_pyref(os.fspath(target))[0]
-    return read(source), read(target, lazy=True,
-                              **({"new_values": new_values} if is_file else {}))
+    src = read(source)
+    return src, read(target, lazy=True, **({"new_values": new_values,
+                                            "input_hint": input_hint(src)} if is_file else {}))
+
+
+def input_hint(source: ParamGraph) -> Any:
+    """What the source says about its input (per-sample shape), for tracing a target that has
+    no ``example_input`` (docs/matching.md)."""
+    return source.meta.get("input_shape")
 
 
 def _plan(src: ParamGraph, tgt: ParamGraph, *, rules: Any, options: PlanOptions) -> Plan:
     given = options.as_dict()
     src, tgt = prepare_graphs(src, tgt, given)    # facts readers cannot know alone (layouts)
-    p = build_plan(src, tgt, match(src, tgt, _rules(rules)), given)
+    src, tgt, matching = _match(src, tgt, _rules(rules) or Rules())
+    p = build_plan(src, tgt, matching, given)
     p.check(src, tgt)
     return p
+
+
+def _match(src: ParamGraph, tgt: ParamGraph, rules: Rules
+           ) -> tuple[ParamGraph, ParamGraph, Matching]:
+    """The matching; against a state dict, a traced module in whichever of its two orders
+    pairs more (``conversions/order.py``)."""
+    variant = registration_variant(src, tgt)
+    if variant is None:
+        return src, tgt, match(src, tgt, rules)
+    matching, other = match(src, tgt, rules, check=False), match(*variant, rules, check=False)
+    if paired(other) > paired(matching):
+        (src, tgt), matching = variant, other
+    check_expect(matching, rules)
+    return src, tgt, matching
 
 
 def _check_coverage(report: report_mod.PortReport, min_coverage: float | None,

@@ -2,7 +2,8 @@
 
 * always: something — a port in which no target tensor takes a value from the source fails;
 * ``min_coverage=F``: at least the share F (0..1) of the target's elements carried over
-  (transferred, transformed, synthetic or partial, as the manifest's ``element_coverage``);
+  (transferred, transformed, synthetic, partial or adapted, as the manifest's
+  ``element_coverage``);
 * ``strict``: every target tensor carried over or ignored by a rule, and every source tensor
   used or ignored by a rule.
 

@@ -29,7 +29,7 @@ from .graph import ParamGraph
 from .plans import Plan
 
 MANIFEST_VERSION = 1
-CARRIED = ("transferred", "transformed", "synthetic", "partial")
+CARRIED = ("transferred", "transformed", "synthetic", "partial", "adapted")
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,11 @@ the mapping they are given (``options.get("conv1d_layout")``).
 
 Adding an option is one line in ``PlanOptions``::
 
-    adapt: Any = option((), "what it does, one sentence", check=check_adapt, metavar="WHAT")
+    fuse_norms: Any = option((), "what it does, one sentence", check=check_fuse, metavar="WHAT")
 
-which gives ``weightmap.port(..., adapt=...)``, ``plan`` and ``load_partial`` the keyword, and
-the command line ``--adapt WHAT`` (repeatable; the check receives the list of texts). Document
+which gives ``weightmap.port(..., fuse_norms=...)``, ``plan`` and ``load_partial`` the keyword,
+and the command line ``--fuse-norms WHAT`` (repeatable; the check receives the list of texts),
+as ``adapt`` below does. Document
 it in docs/api.md and docs/cli.md: a test keeps both complete.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ import inspect
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterable, Mapping
 
+from .conversions.adapt import check_option as check_adapt
 from .conversions.transformer_layout import check_option as check_conv1d_layout
 from .errors import UsageError
 
@@ -45,6 +47,11 @@ class PlanOptions:
         '(Hugging Face Conv1D) or "out,in" (nn.Linear), for both sides, or per side as '
         '{"source": ..., "target": ...} (on the command line SIDE=LAYOUT); see '
         'docs/conversions/transformers.md', check=check_conv1d_layout, metavar="LAYOUT")
+    adapt: Any = option(
+        (), 'make target tensors of another size fit, as timm does: "pos_embed" (position '
+        'embeddings resampled to the target\'s grid), "in_chans" (the stem kernel for another '
+        'number of input channels); a name, a list, or several --adapt; status "adapted"; see '
+        'docs/conversions/adapt.md', check=check_adapt, metavar="NAME")
 
     def __post_init__(self) -> None:
         for f in fields(self):

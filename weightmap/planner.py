@@ -54,6 +54,7 @@ def build_plan(source: ParamGraph, target: ParamGraph, matching: Any,
     tensors = _follow_ties(target, _mark_ignored(ctx.tensors, matching))
     decisions += [f"{u.layer}: ambiguous between {', '.join(u.candidates)}"
                   for u in matching.unmatched if u.kind == "ambiguous"]
+    decisions += _role_decision(matching)
     the_plan = Plan(source=describe_graph(source), target=describe_graph(target),
                     tensors=tuple(tensors), decisions=tuple(dict.fromkeys(decisions)),
                     options=options)
@@ -138,6 +139,19 @@ def _source_reason(reasons, layer: str, name: str) -> tuple[str, str | None]:
 def _target_reason(reasons, layer: str, name: str) -> str:
     u = reasons.get(("target", name), reasons.get(("target", layer)))
     return "no counterpart in the source" if u is None else tensor_reason(u)
+
+
+def _role_decision(matching: Any) -> list[str]:
+    """One line for the layer pairs the name vocabulary decided (matching strategy ``role``)."""
+    by_role = [m for m in matching.layers if m.strategy == "role"]
+    if not by_role:
+        return []
+    moved = sum(any("(position gave" in e for e in m.evidence) for m in by_role)
+    shown = "; ".join(f"{m.target} <- {m.source}" for m in by_role[:4])
+    return [f"paired by role name: {len(by_role)} same-shape layers that shape and order cannot "
+            f"tell apart (q, k, v, o, gate, up ...) were paired by the usual names of their "
+            f"roles, {moved} of them against their position: {shown}"
+            + (" ..." if len(by_role) > 4 else "")]
 
 
 def _new(layer: str, p, why: str) -> TensorPlan:

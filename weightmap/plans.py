@@ -18,10 +18,11 @@ PLAN_VERSION = 1
 
 # transferred: copied as is; transformed: computed from source tensor(s) by steps;
 # new: keeps the target's own value; synthetic: made up so that the port is exact (flagged);
-# partial: only part of the tensor comes from the source.
-STATUSES = ("transferred", "transformed", "new", "synthetic", "partial")
+# partial: only part of the tensor comes from the source; adapted: made to fit a target of
+# another size on request (--adapt: resampled position embeddings, a stem for other channels).
+STATUSES = ("transferred", "transformed", "new", "synthetic", "partial", "adapted")
 # A tensor has a value from the source: every status but new and synthetic (made up).
-FROM_SOURCE = ("transferred", "transformed", "partial")
+FROM_SOURCE = ("transferred", "transformed", "partial", "adapted")
 # How a new tensor's note begins when a rule ignores it, or when its layer's counterpart has
 # other shapes (the report and the coverage checks read them).
 IGNORED = "ignored by rule"

@@ -28,7 +28,7 @@ class PortReport:
     """``print(report)`` shows what the command line prints; ``summary(verbose=True)`` adds a
     line per layer; ``to_dict()`` is the ``--json`` form; the manifest is ``.manifest``."""
 
-    transferred: tuple[str, ...]      # carried over (copied, transformed or synthetic)
+    transferred: tuple[str, ...]      # carried over (copied, transformed, synthetic, adapted)
     new: tuple[str, ...]              # keep the target's own values
     unused: tuple[str, ...]           # source tensors no target tensor uses
     mismatched: tuple[str, ...]       # target tensors whose counterpart had another shape
@@ -110,7 +110,7 @@ def _counts(s: Mapping[str, Any]) -> list[str]:
     if "parameters" in s:
         kinds = f" (parameters {s['parameters']}, buffers {s['buffers']})"
     how = [f"{s['transferred']} as stored", f"{s['transformed']} transformed"]
-    how += [f"{s[k]} {k}" for k in ("synthetic", "partial") if s.get(k)]
+    how += [f"{s[k]} {k}" for k in ("synthetic", "partial", "adapted") if s.get(k)]
     lines = [f"target: {s['params']} tensors{kinds}; frozen {s['frozen']}",
              f"carried over: {s['carried_over']} of {s['params']} tensors "
              f"({100 * s['coverage']:.1f}%), {100 * s['element_coverage']:.1f}% of elements: "

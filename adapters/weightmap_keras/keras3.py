@@ -73,6 +73,8 @@ def read(path: Path, fmt: str, *, config: Any = None) -> ParamGraph:
     meta.update(order_source=how, skipped_groups=skipped)
     if config is not None and info is not None:
         meta["model_class"] = config.get("class_name")
+        if info.input_shape is not None:
+            meta["input_shape"] = list(info.input_shape)
     return assemble(specs, owners, flatten, fmt=fmt, source=str(path), order=order, meta=meta,
                     info=info)
 

@@ -96,6 +96,8 @@ def build_graph(groups: Sequence[tuple[str, list[Stored]]], model_cfg: Mapping |
                 weightless_after=weightless)
     if info is not None:
         meta["model_class"] = model_cfg.get("class_name")
+        if info.input_shape is not None:
+            meta["input_shape"] = list(info.input_shape)
         if info.notes:
             meta["notes"] = info.notes
     return ParamGraph(format=fmt, framework="keras", source=source, layers=tuple(layers),

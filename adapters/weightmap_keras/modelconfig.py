@@ -44,6 +44,8 @@ class ModelInfo:
     inputs: dict[str, list[str]] = field(default_factory=dict)
     # dense layer name -> "flatten" | "pooled" | "features": what it reads (see dense_inputs)
     dense_input: dict[str, str] = field(default_factory=dict)
+    # per-sample shape of the model's first input layer (channels last for images), if known
+    input_shape: Shape | None = None
 
 
 def is_model(entry: Mapping[str, Any]) -> bool:
@@ -62,7 +64,8 @@ def walk(model: Mapping[str, Any] | None,
     walker = _Walker(dict(known_inputs or {}))
     try:
         walker.model(model, prefix="", k3_prefix="", outer=None, upstream=[])
-        info = ModelInfo(specs=walker.specs, inputs=walker.inputs)
+        info = ModelInfo(specs=walker.specs, inputs=walker.inputs,
+                         input_shape=walker.input_shape)
         _find_flattens(walker, info)
     except (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError) as exc:
         # a config is untrusted JSON: a list where a dict belongs is a malformed file
@@ -143,6 +146,12 @@ class _Walker:
         self.producer: dict[str, str | None] = {}
         self.inputs: dict[str, list[str]] = {}
         self.in_shape: dict[str, Shape | None] = {}
+        self.input_shape: Shape | None = None       # the first input layer's
+
+    def first_input(self, shape: Shape | None) -> Shape | None:
+        if self.input_shape is None and shape is not None:
+            self.input_shape = shape
+        return shape
 
     def model(self, entry, prefix, k3_prefix, outer, upstream: list[Flow]) -> Flow:
         cfg = entry["config"]
@@ -156,10 +165,10 @@ class _Walker:
         for layer in cfg["layers"]:
             cls, lcfg = layer.get("class_name"), layer.get("config") or {}
             if cls == "InputLayer":       # not in a Sequential's model.layers: no weights group
-                flow = (flow[0], _batch_shape(lcfg) or flow[1])
+                flow = (flow[0], self.first_input(_batch_shape(lcfg)) or flow[1])
                 continue
             if flow[1] is None:
-                flow = (flow[0], _batch_shape(lcfg))
+                flow = (flow[0], self.first_input(_batch_shape(lcfg)))
             k3 = f"{k3_prefix}layers/{unique_name(to_snake_case(cls or ''), used)}"
             flow = self.layer(layer, prefix, k3, outer, [flow])
         return flow
@@ -174,7 +183,7 @@ class _Walker:
             k3 = f"{k3_prefix}layers/{unique_name(to_snake_case(cls or ''), used)}"
             if cls == "InputLayer":
                 up = fed.get(name, (None, None))
-                outputs[name] = (up[0], _batch_shape(lcfg) or up[1])
+                outputs[name] = (up[0], self.first_input(_batch_shape(lcfg)) or up[1])
                 continue
             ins = [outputs.get(p, (None, None)) for p in inbound_names(layer)] or [(None, None)]
             outputs[name] = self.layer(layer, prefix, k3, outer, ins)

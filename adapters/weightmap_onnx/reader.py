@@ -237,7 +237,25 @@ def _model_meta(model: Any, info: GraphInfo, builder: _Builder, shape_note: str)
         meta["aliases"] = dict(info.aliases)
     if builder.shared:
         meta["shared"] = dict(builder.shared)
+    shape = input_shape(model.graph, info)
+    if shape is not None:
+        meta["input_shape"] = shape
     external = sorted({i.external for i in info.inits.values() if i.external})
     if external:
         meta["external_data"] = external
     return meta
+
+
+def input_shape(graph: Any, info: GraphInfo) -> list[int | None] | None:
+    """The per-sample shape (batch axis left out; a symbolic size as None) of the graph's
+    first input that is not an initializer, e.g. ``[3, 224, 224]``: what a target without an
+    ``example_input`` is traced with (docs/matching.md)."""
+    for value in graph.input:
+        if value.name in info.inits:
+            continue
+        ttype = value.type.tensor_type
+        if not ttype.HasField("shape") or len(ttype.shape.dim) < 2:
+            return None
+        return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                for d in ttype.shape.dim[1:]]
+    return None

@@ -2,11 +2,14 @@
 
 Names are the module's ``state_dict()`` keys (parameters and persistent buffers). A layer is a
 module that owns some of them directly; its op kind and attributes come from its type
-(``live_ops``). Order is execution order when an ``example_input`` is given (one traced forward,
-``live_trace``), else registration order. A module never called by the forward follows its
-nearest called ancestor layer (``nn.MultiheadAttention`` uses ``out_proj``'s weights without
-calling it); the rest come last, in registration order. Data is read from the tensors only when
-asked, as copies; the model itself is never changed.
+(``live_ops``). Order is execution order: one traced forward (``live_trace``) of the
+``example_input`` given, or else of an input synthesized for the model's stem
+(``synth_input``: channels from the stem, spatial size from the source graph's
+``input_hint`` or a usual size); registration order only when neither runs, and then the graph's
+``meta["decisions"]`` say so. ``meta["trace_input"]`` says which. A module never called by the
+forward follows its nearest called ancestor layer (``nn.MultiheadAttention`` uses
+``out_proj``'s weights without calling it); the rest come last, in registration order. Data is
+read from the tensors only when asked, as copies; the model itself is never changed.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from weightmap.graph import CallableData, Layer, Param, ParamGraph
 from weightmap.layouts import axes_for
 from weightmap.statedict import Entry, group
 
-from . import live_ops, live_trace
+from . import live_ops, live_trace, synth_input
 from .containers import wrapper_prefixes
 from .torch_names import TORCH_DTYPES
 
@@ -63,9 +66,12 @@ def to_numpy(tensor: Any, dtype: str) -> np.ndarray:
 
 
 def read_live(obj: Any, *, origin: str | None = None, example_input: Any = None,
-              trace: live_trace.Trace | None = None, **_options: Any) -> ParamGraph:
+              trace: live_trace.Trace | None = None, input_hint: Any = None,
+              synthesized: synth_input.Outcome | None = None, **_options: Any) -> ParamGraph:
     """``trace``: a forward already traced by the caller (``meta.py`` traces a meta-built model
-    on stand-in tensors); otherwise ``example_input`` is traced here."""
+    on stand-in tensors); otherwise ``example_input`` is traced here, or an input made for the
+    stem (``input_hint``: the source graph's per-sample input shape, see ``synth_input``).
+    ``synthesized``: the caller already tried that (its outcome is recorded, not redone)."""
     torch = _torch()
     if isinstance(obj, dict):
         return _read_state_dict(obj, origin or "live dict of torch tensors", torch)
@@ -73,7 +79,7 @@ def read_live(obj: Any, *, origin: str | None = None, example_input: Any = None,
         raise UsageError(f"expected a torch nn.Module or dict of tensors, got "
                          f"{type(obj).__module__}.{type(obj).__qualname__}")
     return _read_module(obj, origin or f"live {type(obj).__qualname__}", example_input, torch,
-                        trace)
+                        trace, input_hint, synthesized)
 
 
 class _Ties:
@@ -103,7 +109,8 @@ def _read_state_dict(state: dict, origin: str, torch: Any) -> ParamGraph:
 
 
 def _read_module(module: Any, origin: str, example_input: Any, torch: Any,
-                 trace: live_trace.Trace | None = None) -> ParamGraph:
+                 trace: live_trace.Trace | None = None, input_hint: Any = None,
+                 synthesized: synth_input.Outcome | None = None) -> ParamGraph:
     state = module.state_dict(keep_vars=True)
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     for name, t in tensors.items():
@@ -116,8 +123,16 @@ def _read_module(module: Any, origin: str, example_input: Any, torch: Any,
         own = [n for n in own if n in tensors]
         if own:
             owners.append((path, mod, own))
+    how = "example_input"
     if trace is None and example_input is not None:
         trace = live_trace.run(module, example_input, torch)
+    elif trace is None:
+        synthesized = synthesized or synth_input.synthesize(
+            module, torch, input_hint, origin, synth_input.run_live(module, torch))
+        trace = synthesized.trace
+    if synthesized is not None:
+        how = synthesized.how
+    registered = [path or "<root>" for path, _, _ in owners]
     if trace is not None:
         owners = _execution_order(owners, trace)
     ties, table = _Ties(), live_ops.handlers(torch.nn)
@@ -137,11 +152,47 @@ def _read_module(module: Any, origin: str, example_input: Any, torch: Any,
     skipped = [k for k in state if k not in tensors]
     if skipped:
         meta["skipped_non_tensors"] = skipped
+    meta["trace_input"] = how
+    if synthesized is not None and synthesized.decision:
+        meta["decisions"] = [synthesized.decision]
+    meta["weightless_after"] = _weightless_after(module, owners, trace)
     if trace is not None:
         meta["not_called"] = [path or "<root>" for path, mod, _ in owners
                               if id(mod) not in trace.first_call]
+        if registered != [path or "<root>" for path, _, _ in owners]:
+            meta["registration_order"] = registered     # see conversions/order.py
     return ParamGraph(format=FORMAT, framework="torch", source=origin, layers=tuple(layers),
                       order="execution" if trace is not None else "registration", meta=meta)
+
+
+def _weightless_after(module: Any, owners: list, trace: live_trace.Trace | None
+                      ) -> dict[str, str]:
+    """Each module that holds no tensor, itself or below (a pooling, an activation, a
+    flatten), -> the layer that runs just before it ("" for none), so that ``--freeze
+    until:features.4`` can name a MaxPool. Execution order when traced (a module never called
+    has no place), else registration order."""
+    weighted = {path for path, _, _ in owners}
+
+    def holds(path: str) -> bool:
+        return any(p == path or p.startswith(path + ".") for p in weighted)
+
+    out: dict[str, str] = {}
+    if trace is not None:
+        called = sorted((trace.first_call[id(mod)], path) for path, mod, _ in owners
+                        if id(mod) in trace.first_call)
+        for path, mod in module.named_modules():
+            if not path or holds(path) or id(mod) not in trace.first_call:
+                continue
+            when = trace.first_call[id(mod)]
+            out[path] = max((c for c in called if c[0] < when), default=(0, ""))[1]
+        return out
+    last = ""
+    for path, mod in module.named_modules():
+        if path in weighted:
+            last = path
+        elif path and not holds(path):
+            out[path] = last
+    return out
 
 
 def _execution_order(owners: list, trace: live_trace.Trace) -> list:

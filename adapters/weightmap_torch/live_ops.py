@@ -3,9 +3,12 @@
 ``describe(module, nn)`` walks a table of (module classes, handler); the first class that matches
 wins, so subclasses (``NonDynamicallyQuantizableLinear``, ``SyncBatchNorm`` ...) are covered.
 A module type that is not in the table is ``opaque``: its tensors are kept with neutral roles and
-no axis labels, because nothing says how a custom module lays them out. One custom type is known
-by name: Hugging Face's ``Conv1D`` (GPT-2) is a dense layer whose weight is stored (in, out), the
-reverse of ``nn.Linear``; its kernel carries the labels ``attrs["kernel_axes"]``.
+no axis labels, because nothing says how a custom module lays them out. Custom types known by
+name: Hugging Face's ``Conv1D`` (GPT-2) is a dense layer whose weight is stored (in, out), the
+reverse of ``nn.Linear``; its kernel carries the labels ``attrs["kernel_axes"]``. A module whose
+class is named like an RMSNorm (``LlamaRMSNorm``, ``RMSNorm``, ``T5LayerNorm`` ...:
+``CUSTOM_NORMS``) and holds one 1-D ``weight`` is an ``rmsnorm`` (its ``eps`` or
+``variance_epsilon`` kept): the weight-only norm every hand-written Llama defines.
 """
 from __future__ import annotations
 
@@ -26,6 +29,10 @@ _ROLES: dict[str, dict[str, str]] = {
                   "v_proj_weight": "value_kernel"},
 }
 _DEFAULT_ROLES = {"weight": "kernel", "bias": "bias"}
+# Custom norm classes known by name (transformers and hand-written models define their own).
+CUSTOM_NORMS = ((re.compile(r"rms_?norm", re.I), "rmsnorm"),
+                (re.compile(r"^T5LayerNorm$"), "rmsnorm"))
+_EPS_ATTRS = ("eps", "variance_epsilon", "epsilon")
 _RECURRENT = re.compile(r"^(weight|bias)_(ih|hh|hr)(_l\d+)?(_reverse)?$")
 _RECURRENT_ROLES = {("weight", "ih"): "kernel", ("weight", "hh"): "recurrent_kernel",
                     ("bias", "ih"): "bias", ("bias", "hh"): "recurrent_bias"}
@@ -161,6 +168,25 @@ def _hf_conv1d(m: Any) -> tuple[str, dict]:
                      "kernel_axes": ("in", "out"), "layout_from": "module type Conv1D"}
 
 
+def custom_norm(module: Any) -> tuple[str, dict] | None:
+    """An RMSNorm-like custom class (``CUSTOM_NORMS``) holding one 1-D ``weight`` and nothing
+    else: (op, attributes), else None."""
+    own = dict(getattr(module, "_parameters", {}))
+    weight = own.get("weight")
+    if set(own) != {"weight"} or weight is None or len(tuple(weight.shape)) != 1:
+        return None
+    name = type(module).__name__
+    op = next((op for pattern, op in CUSTOM_NORMS if pattern.search(name)), None)
+    if op is None:
+        return None
+    attrs: dict[str, Any] = {"normalized_shape": tuple(weight.shape), "custom_class": name}
+    eps = next((getattr(module, a) for a in _EPS_ATTRS if isinstance(getattr(module, a, None),
+                                                                     (int, float))), None)
+    if eps is not None and not isinstance(eps, bool):
+        attrs["eps"] = float(eps)
+    return op, attrs
+
+
 def describe(module: Any, table: list) -> tuple[str, dict]:
     """(op kind, attributes) of one module; ``opaque`` when its type is not in the table."""
     for classes, handler in table:
@@ -168,4 +194,4 @@ def describe(module: Any, table: list) -> tuple[str, dict]:
             return handler(module)
     if is_hf_conv1d(module):
         return _hf_conv1d(module)
-    return "opaque", {}
+    return custom_norm(module) or ("opaque", {})

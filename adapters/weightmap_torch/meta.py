@@ -4,7 +4,8 @@ A port target given as ``model.py`` only needs its tensors' names, shapes, dtype
 values matter only for the tensors that stay new. So ``weightmap.sources`` runs the file inside
 ``construction()``: under ``torch.device("meta")`` every tensor it creates is a meta tensor (no
 memory, no initialisation work). The traced forward of ``example_input`` runs without weights
-too (``meta_trace``), and the tensors that stay new are materialised on demand
+too (``meta_trace``; without one, the forward of an input made up for the model's stem,
+``synth_input``), and the tensors that stay new are materialised on demand
 (``materialise``: by default the file is run once more, normally, so they are bit-identical to a
 normal construction; with ``new_values="reset"`` the owning built-in module is reset on its
 own).
@@ -151,7 +152,7 @@ def read_meta(obj: Any, *, origin: str | None = None, example_input: Any = None,
     """The graph of a model built by ``construction``, meta tensors materialised on demand; a
     normally built model's graph when the file could not run on meta or its forward could not
     be traced without weights."""
-    from . import meta_trace
+    from . import meta_trace, synth_input
     from .live import read_live
     if construction_failed is not None or rebuild is None or not is_meta_module(obj):
         graph = read_live(obj, origin=origin, example_input=example_input, **options)
@@ -159,9 +160,9 @@ def read_meta(obj: Any, *, origin: str | None = None, example_input: Any = None,
             return _labelled(graph, "normal (the file built real tensors)")
         return _labelled(graph, "normal (the file cannot run on the meta device: "
                          f"{construction_failed})", fallback=True)
-    trace = None
+    import torch
+    trace, synthesized = None, None
     if example_input is not None:
-        import torch
         try:
             trace = meta_trace.trace(obj, example_input, torch)
         except WeightmapError as exc:
@@ -170,7 +171,13 @@ def read_meta(obj: Any, *, origin: str | None = None, example_input: Any = None,
             return dataclasses.replace(_labelled(graph, "normal (the forward of example_input "
                                                  f"failed without weights: {exc.message})",
                                                  fallback=True), live=real)
-    graph = read_live(obj, origin=origin, example_input=example_input, trace=trace, **options)
+    else:               # no example_input: an input made for the stem, still without weights
+        synthesized = synth_input.synthesize(
+            obj, torch, options.pop("input_hint", None), origin or "model",
+            lambda inputs: meta_trace.trace_first(obj, inputs, torch), device="meta")
+        trace = synthesized.trace
+    graph = read_live(obj, origin=origin, example_input=example_input, trace=trace,
+                      synthesized=synthesized, **options)
     mat = Materialiser(obj, construction or Record(), rebuild, new_values)
     return with_materialiser(graph, mat, obj)
 

@@ -53,3 +53,43 @@ def test_dtype_change_is_a_recorded_cast(pair_factory, layer_factory):
     (w,) = convert(pair)
     assert w.status == "transferred" and [s.op for s in w.steps] == ["cast"]
     assert "dtype float16 -> float32" in w.notes
+
+
+def test_several_sources_stack_and_a_slice_note_takes_a_part(pair_factory, layer_factory):
+    """What pair rules produce: q, k, v stacked into a fused kernel; one part of a fused one."""
+    s = [layer_factory("torch", n, "dense", [("weight", "kernel", (4, 3)), ("bias", "bias", (4,))],
+                       rng=np.random.default_rng(i)) for i, n in enumerate("qkv")]
+    t = layer_factory("torch", "qkv", "dense", [("weight", "kernel", (12, 3)),
+                                                ("bias", "bias", (12,))])
+    pair = pair_factory(s, [t], "torch", "torch", "q", "qkv",
+                        [("qkv.weight", ("q.weight", "k.weight", "v.weight"), "concat"),
+                         ("qkv.bias", ("q.bias", "k.bias", "v.bias"), "concat")])
+    w, b = convert(pair)
+    assert w.status == "transformed" and [x.op for x in w.steps] == ["concat"]
+    parts = [pair.source_graph.param(f"{n}.weight").read() for n in "qkv"]
+    np.testing.assert_array_equal(_run(w, pair), np.concatenate(parts))
+    keras = layer_factory("keras", "fused", "dense", [("kernel:0", "kernel", (3, 12))])
+    part = layer_factory("torch", "k", "dense", [("weight", "kernel", (4, 3))])
+    pair = pair_factory([keras], [part], "keras", "torch", "fused", "k",
+                        [("k.weight", ("fused/kernel:0",), "slice:4:8")])
+    (k,) = convert(pair)
+    assert [x.to_dict() for x in k.steps] == [{"op": "slice", "axis": 1, "start": 4, "stop": 8},
+                                              {"op": "transpose", "perm": [1, 0]}]
+    fused = pair.source_graph.param("fused/kernel:0").read()
+    np.testing.assert_array_equal(_run(k, pair), fused[:, 4:8].T)
+
+
+def test_a_dense_kernel_into_a_1x1_convolution_and_back(pair_factory, layer_factory):
+    s = layer_factory("keras", "fc", "dense", [("kernel:0", "kernel", (5, 2))])
+    t = layer_factory("torch", "head", "conv1d", [("weight", "kernel", (2, 5, 1))])
+    pair = pair_factory([s], [t], "keras", "torch", "fc", "head",
+                        [("head.weight", ("fc/kernel:0",), "")])
+    (w,) = convert(pair)
+    assert [x.op for x in w.steps] == ["transpose", "reshape"]
+    np.testing.assert_array_equal(_run(w, pair),
+                                  pair.source_graph.param("fc/kernel:0").read().T[:, :, None])
+    back = pair_factory([t], [s], "torch", "keras", "head", "fc",
+                        [("fc/kernel:0", ("head.weight",), "")])
+    (k,) = convert(back)
+    assert [x.to_dict() for x in k.steps] == [{"op": "transpose", "perm": [1, 0, 2]},
+                                              {"op": "reshape", "shape": [5, 2]}]

@@ -213,3 +213,21 @@ def test_layernorm_without_scale_and_center_gets_one_and_zero():
     assert [(p.status, p.value) for p in plans] == [("synthetic", 1.0), ("synthetic", 0.0)]
     assert all("keeps its output" in p.notes[0] for p in plans)
     assert not any(n.startswith("decision") for p in plans for n in p.notes)
+
+
+def test_a_weight_only_state_dict_norm_into_an_rmsnorm_is_carried_and_said_to_be_assumed():
+    gamma = {"gamma": np.linspace(0.5, 1.5, 6, dtype=np.float32)}
+    src = bn_layer("torch", "model.norm", gamma, {"inferred": True}, op="layernorm")
+    tgt = bn_layer("torch", "norm", {"gamma": np.ones(6, np.float32)}, {"eps": 1e-5},
+                   op="rmsnorm")
+    plans = convert(make_pair(src, tgt, "torch", "torch"))
+    assert [p.status for p in plans] == ["transferred"]
+    assert "decision: src: weight-only norms (a state dict does not store the norm type, and " \
+           "no config.json rms_norm_eps says it) are paired with RMSNorm layers: exact only " \
+           "if they are RMSNorms" in plans[0].notes
+    # a LayerNorm known to be one (it has a bias) into an RMSNorm: computations differ
+    ln = bn_layer("torch", "ln", {**gamma, "beta": np.zeros(6, np.float32)}, {"eps": 1e-5},
+                  op="layernorm")
+    plans = convert(make_pair(ln, tgt, "torch", "torch"))
+    assert any("the computations differ (LayerNorm subtracts the mean" in n
+               for n in plans[0].notes)

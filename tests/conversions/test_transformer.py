@@ -17,7 +17,7 @@ def test_registered_for_torch_dense_pairs_and_passes_in_order(pair_factory, laye
     names = [n for n, _ in PASSES]
     assert names.index("fused_qkv") < names.index("conv1d_square_layout") < \
         names.index("tied_head")
-    assert {"gpt2_order", "conv1d_layout", "qkv_hold"} <= {n for n, _ in GRAPH_PASSES}
+    assert {"transformer_order", "conv1d_layout", "qkv_hold"} <= {n for n, _ in GRAPH_PASSES}
 
 
 def test_plain_dense_pairs_go_to_convert_dense(pair_factory, layer_factory):

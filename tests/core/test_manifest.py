@@ -96,3 +96,17 @@ def test_freeze_until_a_weightless_keras_layer(tmp_path):
     assert report.manifest["summary"]["frozen"] == 8
     with pytest.raises(UsageError, match="no layer of that name.*block1_pool"):
         weightmap.port(h5, h5, tmp_path / "o.h5", freeze="until:block9_pool", dry_run=True)
+
+
+def test_freeze_until_a_weightless_torch_module(tmp_path):
+    """``until:features.4`` (the first MaxPool of the torch twin) freezes the two convs
+    before it, as ``until:block1_pool`` does on the Keras side."""
+    pytest.importorskip("torch")
+    from pathlib import Path
+
+    import weightmap
+    examples = Path(__file__).resolve().parents[2] / "fixtures" / "examples"
+    report = weightmap.port(examples / "small_vgg_keras.h5", str(examples / "small_vgg_torch.py"),
+                            tmp_path / "o.safetensors", freeze="until:features.4", dry_run=True)
+    frozen = sorted({e["layer"] for e in report.manifest["params"].values() if e["frozen"]})
+    assert frozen == ["features.0", "features.2"]

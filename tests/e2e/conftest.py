@@ -1,5 +1,10 @@
-"""What every exact port of this folder also proves by ``verify``: the figures it measured."""
+"""Shared helpers of the end-to-end tests: what every exact port of this folder also proves by
+``verify`` (the figures it measured), seeded Keras weights, and for transformer ports: build a
+model from a model file, load a port's output into it strictly, run it, compare outputs."""
+from __future__ import annotations
+
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -57,3 +62,30 @@ def randomise_keras(model, seed=0, tiny_variance_every=0):
 @pytest.fixture(scope="session")
 def randomised_keras():
     return randomise_keras
+
+
+
+def _model(models, name):
+    import weightmap
+    return weightmap.read(f"{models}:{name}").live
+
+
+def _outputs(models, name, weights, inputs):
+    """The outputs of model ``name`` of the file ``models`` with ``weights`` loaded strictly."""
+    import torch
+    from safetensors.torch import load_file
+    model = _model(models, name)
+    model.load_state_dict(load_file(weights), strict=True)
+    with torch.no_grad():
+        return model(inputs).numpy()
+
+
+def _rel(got, want):
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+@pytest.fixture(scope="session")
+def run():
+    """``run.model(models, name)``, ``run.outputs(models, name, weights, inputs)``,
+    ``run.rel(got, want)`` (max abs error over max abs value)."""
+    return SimpleNamespace(model=_model, outputs=_outputs, rel=_rel)

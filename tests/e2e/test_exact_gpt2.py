@@ -84,7 +84,7 @@ def test_hf_safetensors_into_fused_linear_gpt(hf_checkpoint, tmp_path, proven):
     assert any("tied" in n for n in man["head.weight"]["notes"])
     assert any("layout (in,out) inferred from 6 non-square tensors of the same family" in d
                for d in report.decisions)
-    assert any("GPT-2 execution order" in d for d in report.decisions)
+    assert any("layers put in transformer execution order" in d for d in report.decisions)
 
 
 def test_hf_safetensors_into_split_qkv_gpt(hf_checkpoint, tmp_path, proven):

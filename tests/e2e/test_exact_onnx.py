@@ -17,6 +17,7 @@ pytest.importorskip("onnx")
 from safetensors.torch import load_file  # noqa: E402
 
 import weightmap  # noqa: E402
+from weightmap import sources  # noqa: E402
 from weightmap.sources import load_python_object  # noqa: E402
 
 MODEL = Path(__file__).parent / "models" / "resnet_bn_torch.py"
@@ -149,3 +150,33 @@ def test_torch_state_dict_fuses_into_an_onnx_target(trained, tmp_path, proven):
         {"num_batches_tracked"}
     # a bare state dict does not store eps: the fusion says which it used
     assert "torch default" in biases[0]["notes"][0]
+
+
+RESNET = Path(__file__).parent / "models" / "resnet_torch.py"     # no example_input in it
+
+
+def test_onnx_export_into_a_model_file_without_example_input(tmp_path):
+    """The target's blocks run their downsample before the main path but create it last: only
+    its execution order lines up with the export's node order. The file defines no
+    example_input; the target is traced on an input made for its stem (3 channels, 16 x 16 from
+    the ONNX graph's input)."""
+    factory, _ = load_python_object(RESNET, "ResNet")
+    model = __import__("sys").modules[type(factory).__module__].trained(seed=3)
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.standard_normal((2, 3, 16, 16)).astype(np.float32))
+    with torch.no_grad():
+        expected = model(x).numpy()
+    fused = export(model, tmp_path / "resnet.onnx", x)
+    out = tmp_path / "resnet.safetensors"
+    report = weightmap.port(fused, f"{RESNET}:ResNet", out)
+    assert not report.unused and not report.mismatched
+    assert [n for n in report.new if not n.endswith("num_batches_tracked")] == []
+    target = load_python_object(RESNET, "ResNet")[0].eval()
+    target.load_state_dict(load_file(out), strict=True)
+    with torch.no_grad():
+        got = target(x).numpy()
+    assert rel_error(got, expected) <= 1e-5, rel_error(got, expected)
+    assert not any("registration order" in d for d in report.decisions)
+    graph = sources.read(f"{RESNET}:ResNet", lazy=True, input_hint=[3, 16, 16])   # as api does
+    assert graph.meta["trace_input"] == ("synthesized input (1, 3, 16, 16) float32 for the stem "
+                                         "'stem' (spatial size from the source graph)")

@@ -1,7 +1,9 @@
 import pytest
 
 from weightmap.errors import UsageError
-from weightmap.match.forced import resolve_pairs
+from weightmap.match import match
+from weightmap.match.forced import resolve_pairs, rule_params
+from weightmap.match.result import ParamPair
 from weightmap.match.prepare import Signatures, prepare
 from weightmap.match.rules import Rules
 
@@ -40,8 +42,10 @@ def test_parameter_rules_accept_torch_words_for_keras_names(mk):
      "rules key 'pair[0].target': no target layer or parameter named 'classifer.0'"),
     ({"target": "classifier.0", "source": "fc9"},
      "rules key 'pair[0].source': no source layer named 'fc9'"),
-    ({"target": "classifier.0", "source": ["fc1", "lstm"]},
-     "a target layer takes one source layer, found 2 names"),
+    ({"target": "classifier.0", "source": ["fc1", "lstm.nope"]},
+     "rules key 'pair[0].source[1]': no source layer named 'lstm.nope'"),
+    ({"target": ["classifier.0", "rnn.bias_ih_l0"], "source": "fc1"},
+     "rules key 'pair[0].target[1]': no target layer named 'rnn.bias_ih_l0'"),
     ({"target": "rnn.bias_ih_l0", "source": ["lstm/nope:0"]},
      "rules key 'pair[0].source[0]': no source parameter named 'lstm/nope:0'"),
 ])
@@ -66,3 +70,40 @@ def test_pairing_an_ignored_layer_is_refused(mk):
     src, tgt = sides(mk, rules)
     with pytest.raises(UsageError, match="pairs 'fc1', which ignore.source\\[0\\] 'fc1' ignores"):
         resolve_pairs(rules, src, tgt)
+
+
+def test_several_source_layers_stack_and_a_list_of_targets_splits(mk):
+    sigs = Signatures()
+    src = mk.torch_graph([("a.weight", (4, 4)), ("a.bias", (4,)), ("b.weight", (2, 4)),
+                          ("b.bias", (2,)), ("ab.weight", (6, 4)), ("ab.bias", (6,))])
+    tgt = mk.torch_graph([("fused.weight", (6, 4)), ("fused.bias", (6,)), ("x.weight", (4, 4)),
+                          ("x.bias", (4,)), ("y.weight", (2, 4)), ("y.bias", (2,))])
+    rules = Rules.from_dict({"pair": [{"target": "fused", "source": ["a", "b"]},
+                                      {"target": ["x", "y"], "source": "ab"}]})
+    s, t = prepare(src, "source", rules, sigs), prepare(tgt, "target", rules, sigs)
+    forced = resolve_pairs(rules, s, t)
+    assert (forced[0].source, forced[0].more) == (0, (1,))
+    assert forced[2].part == (1, (1, 2)) and forced[1].part == (0, (1, 2))
+    assert rule_params(forced[0], s, t, 0) == {
+        "fused.weight": ParamPair("fused.weight", ("a.weight", "b.weight"), "concat"),
+        "fused.bias": ParamPair("fused.bias", ("a.bias", "b.bias"), "concat")}
+    assert rule_params(forced[2], s, t, 2) == {
+        "y.weight": ParamPair("y.weight", ("ab.weight",), "slice:4:6"),
+        "y.bias": ParamPair("y.bias", ("ab.bias",), "slice:4:6")}
+    m = match(src, tgt, rules)
+    assert [(x.target, x.source, x.strategy) for x in m.layers] == [
+        ("fused", "a", "rule"), ("x", "ab", "rule"), ("y", "ab", "rule")]
+    assert not [u for u in m.unmatched if u.side == "source"]      # b feeds fused
+
+
+def test_a_rule_may_pair_layers_a_graph_pass_held_out(mk):
+    import dataclasses
+    src = mk.torch_graph([(f"a.{p}.weight", (4, 4)) for p in "qkv"])
+    tgt = mk.torch_graph([("b.qkv.weight", (12, 4))])
+    held = lambda g: dataclasses.replace(g, layers=tuple(
+        dataclasses.replace(l, attrs={**l.attrs, "match_held": "held out (test)"})
+        for l in g.layers))
+    rules = Rules.from_dict({"pair": [{"target": "b.qkv", "source": ["a.q", "a.k", "a.v"]}]})
+    m = match(held(src), held(tgt), rules)
+    assert [(x.target, x.strategy) for x in m.layers] == [("b.qkv", "rule")]
+    assert m.unmatched == ()

@@ -118,3 +118,23 @@ def test_leftovers_on_both_sides(mk):
     r = pair_params(src, tgt)
     assert left_of(r) == [("source", "a", ("a.bias",), "missing",
                            "no counterpart (target layer 'b' has no bias parameter)")]
+
+
+def test_tensors_of_unknown_kind_pair_by_name_only_where_the_shapes_agree(mk):
+    """A ViT's own tokens: cls_token carries over, pos_embed at another grid is a shape
+    mismatch naming its twin."""
+    s = mk.torch_graph([("cls_token", (1, 1, 8)), ("pos_embed", (1, 65, 8))]).layer("<root>")
+    t = mk.torch_graph([("pos_embed", (1, 257, 8)), ("cls_token", (1, 1, 8))]).layer("<root>")
+    r = pair_params(s, t)
+    assert pairs_of(r) == [("cls_token", ("cls_token",), "")]
+    assert left_of(r) == [("target", "<root>", ("pos_embed",), "shape",
+                           "tensor shape (1, 257, 8) vs (1, 65, 8)"),
+                          ("source", "<root>", ("pos_embed",), "shape",
+                           "tensor shape (1, 65, 8) vs (1, 257, 8)")]
+
+
+def test_a_rule_between_layers_of_other_kinds_pairs_leftovers_by_shape(mk):
+    s = mk.torch_graph([("norm.weight", (6,))]).layer("norm")
+    t = mk.keras_layer("gain", "dense", kernel=(6,))
+    assert pairs_of(pair_params(s, t)) == []
+    assert pairs_of(pair_params(s, t, by_shape=True)) == [("gain/kernel:0", ("norm.weight",), "")]

@@ -31,7 +31,7 @@ def test_to_dict_is_plain_json_with_every_field():
 
 def test_summary_counts_strategies_and_leftovers_by_side_and_kind():
     assert _matching().summary() == {
-        "matched": 1, "strategies": {"rule": 0, "name": 0, "structure": 1},
+        "matched": 1, "strategies": {"rule": 0, "name": 0, "structure": 1, "role": 0},
         "unmatched": {"source": {"missing": 1}, "target": {"shape": 1}}}
 
 

@@ -147,3 +147,13 @@ def test_yaml_is_loaded_safely(tmp_path):
     path = write(tmp_path, "evil.yaml", "rename: !!python/object/apply:os.system ['true']")
     with pytest.raises(UsageError, match="cannot parse rules file"):
         load_rules(path)
+
+
+def test_a_list_of_targets_splits_one_source_among_them():
+    rules = Rules.from_dict({"pair": [{"target": ["q", "k", "v"], "source": "qkv"}]})
+    assert rules.pair == tuple(Pair(t, ("qkv",), "pair[0]", parts=("q", "k", "v"))
+                               for t in ("q", "k", "v"))
+    with pytest.raises(UsageError, match="'pair\\[1\\].target': 'k' is already paired by "
+                                         "pair\\[0\\]"):
+        Rules.from_dict({"pair": [{"target": ["q", "k"], "source": "qkv"},
+                                  {"target": "k", "source": "x"}]})

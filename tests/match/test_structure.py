@@ -95,3 +95,30 @@ def test_without_unique_layers_a_large_segment_is_walked_greedily(mk, monkeypatc
     out = align_segment(range(3), range(5), ctx)
     assert out.pairs == [(0, 1), (1, 2), (2, 3)]          # the BN is skipped, order kept
     assert "aligned greedily" in ctx.notes[-1]
+
+
+def test_same_shape_projections_pair_by_role_name_within_each_run(mk):
+    """q, k, v, o of two blocks: the target computes v first and names them like Meta's code;
+    the norms between blocks cut the runs, so block 0 never pairs with block 1."""
+    src_spec, tgt_spec = [], []
+    for i in range(2):
+        src_spec += [(f"layers.{i}.norm.weight", (8,))]
+        src_spec += [(f"layers.{i}.attn.{p}_proj.weight", (8, 8)) for p in "qkvo"]
+        tgt_spec += [(f"blocks.{i}.attn_norm.weight", (8,))]
+        tgt_spec += [(f"blocks.{i}.attn.w{p}.weight", (8, 8)) for p in "vkqo"]
+    src, tgt = mk.torch_graph(src_spec), mk.torch_graph(tgt_spec)
+    out = align_segment(list(range(10)), list(range(10)), context(src, tgt))
+    names = {(src.layers[s].name, tgt.layers[t].name) for s, t in out.pairs}
+    assert ("layers.1.attn.q_proj", "blocks.1.attn.wq") in names
+    assert ("layers.0.attn.v_proj", "blocks.0.attn.wv") in names
+    assert len(out.pairs) == 10 and len(out.by_role) == 8 and out.ambiguous == []
+    (text,) = out.evidence[(3, 1)]
+    assert text == ("paired by role name: v (layers.0.attn.v_proj ~ blocks.0.attn.wv); shape "
+                    "and order cannot tell q, k, v, o apart (position gave layers.0.attn.q_proj)")
+
+
+def test_a_run_with_an_unknown_role_is_left_to_position_and_names(mk):
+    src = mk.torch_graph([("a.q_proj.weight", (8, 8)), ("a.mystery.weight", (8, 8))])
+    tgt = mk.torch_graph([("b.wq.weight", (8, 8)), ("b.other.weight", (8, 8))])
+    out = align_segment([0, 1], [0, 1], context(src, tgt))
+    assert out.pairs == [(0, 0), (1, 1)] and not out.by_role

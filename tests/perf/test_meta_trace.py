@@ -108,3 +108,26 @@ def test_a_forward_failing_everywhere_raises_a_usage_error():
     with pytest.raises(UsageError, match="example_input"):
         meta_trace.trace(model, torch.ones(1, 2), torch)
     assert torch.get_num_threads() >= 1
+
+
+@pytest.mark.parametrize("rank, kwargs", [
+    (2, {}), (2, {"stride": 2, "padding": 1}), (2, {"padding": "same", "dilation": 2}),
+    (2, {"padding": "valid", "groups": 2}), (1, {"stride": 3, "padding": 2, "dilation": 2}),
+    (3, {"stride": (1, 2, 2), "padding": (0, 1, 1)}), (2, {"padding_mode": "reflect",
+                                                           "padding": 1})])
+def test_zero_convolutions_are_answered_with_the_kernels_shape(rank, kwargs):
+    x = torch.randn((2, 4) + (9,) * rank)
+    with torch.device("meta"):
+        model = getattr(nn, f"Conv{rank}d")(4, 6, 3, **kwargs)
+    with meta_trace.stand_ins(model, torch) as ids:
+        expect = model(x)
+        with meta_trace.zero_products(torch, ids):
+            got = model(x)
+            unbatched = model(x[0])
+    assert got.shape == expect.shape and unbatched.shape == expect.shape[1:]
+    torch.testing.assert_close(got, expect, rtol=0, atol=0)
+    if model.padding_mode == "zeros":            # answered without running the kernel
+        call = {"stride": model.stride, "padding": model.padding, "dilation": model.dilation,
+                "groups": model.groups}
+        assert meta_trace.conv_shape(x, expect.new_zeros(model.weight.shape), rank, call,
+                                     torch) == tuple(expect.shape)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from .base import PASSES, LayerPair, PlanContext, convert, lookup, register, register_pass
 from .base import GRAPH_PASSES, prepare_graphs, register_graph_pass
-from . import branches  # noqa: F401  (first: every later pass sees the branch order)
+from . import branches  # noqa: F401  (graph pass first: later passes see the branch order)
+from . import transformer_order  # noqa: F401  (graph pass: name-sorted transformers)
 from . import generic, dense, depthwise  # noqa: F401  (modules register themselves)
 from . import norm, fusion  # noqa: F401  (normalisation algebra, conv+BN pass)
 from . import transformer  # noqa: F401  (Conv1D layouts, fused qkv, tied heads)
 from . import recurrent, recurrent_stack, recurrent_embedding  # noqa: F401  (RNN gates)
 from . import prelu, padding, separable  # noqa: F401  (PReLU, padding warnings, separable)
+from . import adapt  # noqa: F401  (--adapt: position embeddings, stem channels; the last pass)
 
 __all__ = ["PASSES", "LayerPair", "PlanContext", "convert", "lookup", "register",
            "register_pass", "GRAPH_PASSES", "prepare_graphs", "register_graph_pass"]

@@ -187,5 +187,26 @@ def _input_norm_notes(pair: LayerPair) -> list[str]:
             f"inputs of small variance; set the target's epsilon to {e_s:g} for an exact port"]
 
 
+def convert_norm_kind(pair: LayerPair) -> list[TensorPlan]:
+    """LayerNorm ⇄ RMSNorm: the gamma is carried; a decision says whether the kinds are known
+    to differ (then outputs differ: LayerNorm subtracts the mean, RMSNorm does not) or only a
+    state dict's untyped weight-only norm was read as the other kind."""
+    plans = convert_input_norm(pair)
+    inferred = [l for l in (pair.source, pair.target) if l.attrs.get("inferred")
+                and l.op == "layernorm" and [p.role for p in l.params] == ["gamma"]]
+    if inferred:
+        graph = pair.source_graph if inferred[0] is pair.source else pair.target_graph
+        note = (f"decision: {graph.source}: weight-only norms (a state dict does not store the "
+                f"norm type, and no config.json rms_norm_eps says it) are paired with "
+                f"RMSNorm layers: exact only if they are RMSNorms")
+    else:
+        note = (f"decision: {pair.target.name}: {pair.source.op} {pair.source.name} into "
+                f"{pair.target.op}: the gamma is carried, but the computations differ "
+                f"(LayerNorm subtracts the mean, RMSNorm does not): outputs differ")
+    return _attach(plans, [note])
+
+
 for _op in ("layernorm", "groupnorm", "instancenorm", "rmsnorm"):
     register(f"*:{_op}", f"*:{_op}")(convert_input_norm)
+register("*:layernorm", "*:rmsnorm")(convert_norm_kind)
+register("*:rmsnorm", "*:layernorm")(convert_norm_kind)

@@ -4,8 +4,8 @@ The pieces, one module each:
 
 * ``transformer_layout`` — ``Conv1D`` kernels stored (in, out): from the module type, an option,
   or consistency with the non-square kernels of the same family (square ones never by shape);
-* ``transformer_order`` — a GPT-2 state dict stored sorted by name is put back in execution
-  order before matching (blocks by number, ``ln_1`` before ``attn`` ...);
+* ``transformer_order`` — a transformer state dict stored sorted by name is put back in
+  execution order before matching (blocks by number, parts by role: ``weightmap.arch``);
 * ``transformer_qkv`` — a fused ``c_attn``/``qkv`` projection ⇄ separate q/k/v layers
   (slice / concat along the out axis), a plan pass over the layers the matcher left;
 * ``transformer_tied`` — an lm_head the checkpoint does not store takes the token embedding.
@@ -20,7 +20,6 @@ from dataclasses import replace
 
 from ..graph import Param
 from ..plans import TensorPlan
-from . import transformer_order  # noqa: F401  (graph pass: GPT-2 execution order)
 from .base import LayerPair, PlanContext, register, register_pass
 from .dense import convert_dense
 from .generic import plan_param

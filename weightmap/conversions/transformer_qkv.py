@@ -1,43 +1,57 @@
-"""Fused qkv ⇄ separate q/k/v projections, as a plan pass over what the matcher left.
+"""Fused projections ⇄ the separate ones they stack (qkv ⇄ q/k/v, gate_up ⇄ gate/up), as a
+plan pass over what the matcher left.
 
-A fused projection stacks q, k and v along its out axis: ``(3E, E)`` for ``nn.Linear``,
-``(E, 3E)`` for GPT-2's ``Conv1D`` ``c_attn`` (split on its last axis); biases ``(3E,)``. The
-matcher pairs one layer with one layer, so a fused layer and its three counterparts stay
-unmatched (shape mismatch or no counterpart). This pass pairs them:
+A fused projection stacks its parts along its out axis: ``(3E, E)`` for an ``nn.Linear`` qkv,
+``(E, 3E)`` for GPT-2's ``Conv1D`` ``c_attn`` (split on its last axis), ``(2F, E)`` for a
+Llama-style ``gate_up``; biases likewise. The matcher pairs one layer with one layer, so a fused
+layer and its separate counterparts stay unmatched (shape mismatch or no counterpart). This pass
+pairs them. Which layer is which comes from the name vocabulary (``weightmap.arch``: roles ``q``,
+``k``, ``v``, ``qkv``, ``gate``, ``up``, ``gate_up``; ``arch.FUSED`` gives each fused role's
+parts in stacking order):
 
-* **split**: a target q/k/v triple (siblings named ``q/k/v``, ``query/key/value``,
-  ``q_proj/k_proj/v_proj`` ...), all new, gets the one unused fused source layer (named
-  ``c_attn``, ``qkv``, ``qkv_proj``, ``wqkv``, ``in_proj``) that lies between the source
-  counterparts of the target layers around the triple; each target takes a ``slice`` of the out
-  axis (sizes from the targets, so grouped-query k/v work too).
-* **merge**: the reverse: a new fused target takes the ``concat`` of an unused source triple.
+* **split**: a target group of separate siblings (``q/k/v``, ``query/key/value``,
+  ``q_proj/k_proj/v_proj``, ``gate_proj/up_proj``, ``w1/w3`` ...), all new, gets the one unused
+  fused source layer of that kind (``c_attn``, ``qkv``, ``qkv_proj``, ``wqkv``, ``in_proj``,
+  ``gate_up_proj`` ...) that lies between the source counterparts of the target layers around
+  the group; each target takes a ``slice`` of the out axis (sizes from the targets, so
+  grouped-query k/v work too).
+* **merge**: the reverse: a new fused target takes the ``concat`` of an unused source group.
 
-Position, not names alone, ties them: the fused layer must sit where the triple sits. Fused names
-of schemes that interleave heads (GPT-NeoX ``query_key_value``) are not in the list on purpose.
+Position, not names alone, ties them: the fused layer must sit where the group sits. Fused names
+of schemes that interleave heads (GPT-NeoX ``query_key_value``) are not in the vocabulary on
+purpose.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
+from .. import arch
 from ..errors import ConversionError
 from ..graph import Layer, Param, ParamGraph
 from ..plans import TensorPlan
 from ..transforms import Step
 from .base import PlanContext, register_graph_pass
-from .generic import cast_steps
+from .generic import cast_steps, stacked
 from .transformer_layout import IN_OUT, OUT_IN, Pending, fit_note, kernel_undecided, leaf, orient
 
-FUSED_LEAVES = frozenset({"c_attn", "qkv", "qkv_proj", "wqkv", "in_proj", "to_qkv"})
-TRIPLES = (("q", "k", "v"), ("query", "key", "value"), ("q_proj", "k_proj", "v_proj"),
-           ("wq", "wk", "wv"), ("to_q", "to_k", "to_v"), ("q_lin", "k_lin", "v_lin"),
-           ("q_attn", "k_attn", "v_attn"))
+
+def parts_of(fused_role: str) -> tuple[str, ...]:
+    """``qkv`` → (q, k, v); ``cross_qkv`` → (cross_q, cross_k, cross_v); ``gate_up`` → ..."""
+    prefix = "cross_" if fused_role.startswith("cross_") else ""
+    return tuple(prefix + p for p in arch.FUSED[arch.fused_kind(fused_role)])
+
+
+FUSED_ROLES = tuple(r for r in arch.BLOCK_ROLES if arch.fused_kind(r))
 
 
 @dataclass(frozen=True)
-class Triple:
+class Parts:
+    """Sibling layers holding separately what one fused layer of role ``kind`` stacks."""
+
     parent: str
-    layers: tuple[Layer, Layer, Layer]          # q, k, v
+    kind: str                                   # the fused role: qkv, gate_up, cross_qkv
+    layers: tuple[Layer, ...]                   # in stacking order (q, k, v / gate, up)
 
     @property
     def names(self) -> str:
@@ -48,60 +62,64 @@ class Triple:
         return f"{self.parent}.{{{self.names}}}"
 
 
-def triples(graph: ParamGraph, usable) -> list[Triple]:
-    """Sibling q/k/v dense layers, each passing ``usable``."""
+def _dense(layer: Layer) -> bool:
+    return layer.op == "dense" and layer.param("kernel") is not None
+
+
+def part_groups(graph: ParamGraph, usable) -> list[Parts]:
+    """Sibling dense layers with the parts of a fused role, each passing ``usable``."""
     by_parent: dict[str, dict[str, Layer]] = {}
     for layer in graph.layers:
-        if layer.op == "dense" and layer.param("kernel") is not None and usable(layer):
-            parent, _, name = layer.name.rpartition(".")
-            by_parent.setdefault(parent, {})[name.lower()] = layer
-    out = []
-    for parent, kids in by_parent.items():
-        for names in TRIPLES:
-            if all(n in kids for n in names):
-                out.append(Triple(parent, tuple(kids[n] for n in names)))
-                break
-    return out
+        role = arch.block_role(layer.name)
+        if role and _dense(layer) and usable(layer):
+            by_parent.setdefault(layer.name.rpartition(".")[0], {})[role] = layer
+    return [Parts(parent, kind, tuple(kids[p] for p in parts_of(kind)))
+            for parent, kids in by_parent.items() for kind in FUSED_ROLES
+            if all(p in kids for p in parts_of(kind))]
 
 
-def fused_layers(graph: ParamGraph, usable) -> list[Layer]:
-    return [l for l in graph.layers if l.op == "dense" and leaf(l.name).lower() in FUSED_LEAVES
-            and l.param("kernel") is not None and usable(l)]
+def fused_layers(graph: ParamGraph, usable, kind: str | None = None) -> list[Layer]:
+    """Dense layers with a fused role (of ``kind`` if given), each passing ``usable``."""
+    return [l for l in graph.layers if _dense(l) and usable(l)
+            and arch.block_role(l.name) in ((kind,) if kind else FUSED_ROLES)]
 
 
-# ---- before matching: keep the one-to-three pairs away from the layer matcher -----------------
+# ---- before matching: keep the one-to-several pairs away from the layer matcher --------------
 
-HELD = ("held out of layer matching (fused qkv on one side, separate q/k/v on the other); "
+HELD = ("held out of layer matching (fused {kind} on one side, separate {parts} on the other); "
         "the fused_qkv pass pairs them by position")
 
 
-def _hold(graph: ParamGraph, layers: Sequence[Layer]) -> ParamGraph:
+def _hold(graph: ParamGraph, layers: Sequence[Layer], why: str) -> ParamGraph:
     names = {l.name for l in layers}
     return replace(graph, layers=tuple(
-        replace(l, attrs={**l.attrs, "match_held": HELD}) if l.name in names else l
+        replace(l, attrs={**l.attrs, "match_held": why}) if l.name in names else l
         for l in graph.layers))
 
 
 @register_graph_pass("qkv_hold")
 def hold_qkv(source: ParamGraph, target: ParamGraph, options: Mapping[str, Any]
              ) -> tuple[ParamGraph, ParamGraph]:
-    """Where one side has fused projections and the other q/k/v triples (and not both kinds),
-    both are held out of layer matching: a triple member would otherwise pair with a same-shape
-    neighbour (an ``o_proj`` with the source's ``c_proj``) and shift everything after it."""
+    """For each fused kind: where one side has fused projections and the other the separate
+    parts (and not both kinds), both are held out of layer matching: a part would otherwise
+    pair with a same-shape neighbour (a ``k_proj`` with the source's ``c_proj``) and shift
+    everything after it."""
     def every(_layer: Layer) -> bool:
         return True
 
-    for fused_side, triple_side in (("source", "target"), ("target", "source")):
-        graphs = {"source": source, "target": target}
-        fused = fused_layers(graphs[fused_side], every)
-        found = triples(graphs[triple_side], every)
-        if fused and found and not fused_layers(graphs[triple_side], every) \
-                and not triples(graphs[fused_side], every):
-            graphs[fused_side] = _hold(graphs[fused_side], fused)
-            graphs[triple_side] = _hold(graphs[triple_side],
-                                        [l for t in found for l in t.layers])
-            return graphs["source"], graphs["target"]
-    return source, target
+    graphs = {"source": source, "target": target}
+    for kind in FUSED_ROLES:
+        for fused_side, parts_side in (("source", "target"), ("target", "source")):
+            fused = fused_layers(graphs[fused_side], every, kind)
+            found = [g for g in part_groups(graphs[parts_side], every) if g.kind == kind]
+            if fused and found and not fused_layers(graphs[parts_side], every, kind) \
+                    and not any(g.kind == kind for g in part_groups(graphs[fused_side], every)):
+                why = HELD.format(kind=kind, parts="/".join(parts_of(kind)))
+                graphs[fused_side] = _hold(graphs[fused_side], fused, why)
+                graphs[parts_side] = _hold(graphs[parts_side],
+                                           [l for g in found for l in g.layers], why)
+                break
+    return graphs["source"], graphs["target"]
 
 
 # ---- where a target layer sits in the source ------------------------------------------------
@@ -144,24 +162,31 @@ def pair_fused_qkv(ctx: PlanContext) -> None:
     anchors = Anchors(ctx)
     src, tgt = ctx.source_graph, ctx.target_graph
     fused_src = fused_layers(src, all_unused)
-    split = [(t, f) for t in triples(tgt, all_new) for f in fused_src
+    split = [(t, f) for t in part_groups(tgt, all_new) for f in fused_src
              if anchors.between([f.name], anchors.interval([l.name for l in t.layers]))
              and _split_fits(f, t)]
     _apply(ctx, index, split, _split, "split")
-    triples_src = triples(src, all_unused)
-    merge = [(f, t) for f in fused_layers(tgt, all_new) for t in triples_src
+    groups_src = part_groups(src, all_unused)
+    merge = [(f, t) for f in fused_layers(tgt, all_new) for t in groups_src
              if anchors.between([l.name for l in t.layers], anchors.interval([f.name]))
              and _split_fits(f, t)]
     _apply(ctx, index, merge, lambda f, t: _merge(t, f), "merge")
 
 
-def _label(item: Layer | Triple) -> str:
-    return item.label if isinstance(item, Triple) else item.name
+def _label(item: Layer | Parts) -> str:
+    return item.label if isinstance(item, Parts) else item.name
+
+
+def _kind(*items: Layer | Parts) -> str:
+    """``qkv`` or ``gate_up``: what the pair stacks."""
+    group = next(i for i in items if isinstance(i, Parts))
+    return arch.fused_kind(group.kind) or group.kind
 
 
 def _apply(ctx: PlanContext, index: dict[str, int], candidates: list, build,
            kind: str) -> None:
-    """Plan each (target, source) candidate pair that is the only one for both of its ends."""
+    """Plan each (target, source) candidate pair that is the only one for both of its ends;
+    one decision per target left new because several fit."""
     per_target: dict[int, list] = {}
     per_source: dict[int, list] = {}
     for tgt, src in candidates:
@@ -170,28 +195,28 @@ def _apply(ctx: PlanContext, index: dict[str, int], candidates: list, build,
     for tgt, src in candidates:
         if len(per_target[id(tgt)]) > 1 or len(per_source[id(src)]) > 1:
             rivals = [_label(s) for s in per_target[id(tgt)]]
-            rivals += [f"{_label(src)} also fits {_label(t)}" for t in per_source[id(src)]
-                       if t is not tgt]
-            ctx.decisions.append(f"{_label(tgt)}: fused qkv {kind} ambiguous "
-                                 f"({', '.join(rivals)}); left new")
+            rivals += [f"{_label(s)} also fits {_label(t)}" for s in per_target[id(tgt)]
+                       for t in per_source[id(s)] if t is not tgt]
+            ctx.decisions.append(f"{_label(tgt)}: fused {_kind(tgt, src)} {kind} ambiguous "
+                                 f"({', '.join(dict.fromkeys(rivals))}); left new")
             continue
         try:
             plans = build(tgt, src)
         except ConversionError as exc:
-            ctx.decisions.append(f"{_label(tgt)}: fused qkv {kind} not converted: "
-                                 f"{exc.message}")
+            ctx.decisions.append(f"{_label(tgt)}: fused {_kind(tgt, src)} {kind} not "
+                                 f"converted: {exc.message}")
             continue
         for plan in plans:
             ctx.tensors[index[plan.target]] = plan
 
 
 def _kernel_sizes(layers: Sequence[Layer]) -> tuple[int, ...]:
-    """Out sizes of the q, k, v kernels (grouped-query k/v may be smaller than q)."""
+    """Out sizes of the parts' kernels (grouped-query k/v may be smaller than q)."""
     sizes = []
     for layer in layers:
         kernel = layer.param("kernel")
         if kernel.axes is None or "out" not in kernel.axes:
-            raise ConversionError("the q/k/v kernel has no known out axis", tensor=kernel.name)
+            raise ConversionError("the kernel has no known out axis", tensor=kernel.name)
         sizes.append(kernel.shape[kernel.axes.index("out")])
     return tuple(sizes)
 
@@ -216,13 +241,16 @@ def _in_size(layers: Sequence[Layer]) -> int | None:
     return sizes.pop() if len(sizes) == 1 else None
 
 
-def _split_fits(fused: Layer, triple: Triple) -> bool:
-    """The fused kernel holds the triple's out sizes stacked, with their in size."""
+def _split_fits(fused: Layer, group: Parts) -> bool:
+    """The fused layer is of the group's kind, and its kernel holds the parts' out sizes
+    stacked, with their in size."""
+    if arch.block_role(fused.name) != group.kind:
+        return False
     try:
-        sizes = _kernel_sizes(triple.layers)
+        sizes = _kernel_sizes(group.layers)
     except ConversionError:
         return False
-    in_size = _in_size(triple.layers)
+    in_size = _in_size(group.layers)
     return in_size is not None and _fused_layout(fused, sizes, in_size) is not None
 
 
@@ -234,15 +262,20 @@ def _plan(target: Param, layer: str, status: str, sources, steps, notes, source_
                                                  "strategy": strategy, "score": 1.0})
 
 
-def _split(triple: Triple, fused: Layer) -> list[TensorPlan]:
-    sizes = _kernel_sizes(triple.layers)
-    layout = _fused_layout(fused, sizes, _in_size(triple.layers))
+def _strategy(group: Parts, action: str) -> str:
+    """``qkv-split``, ``gate_up-merge`` ... (cross-attention's as ``qkv``)."""
+    return f"{arch.fused_kind(group.kind)}-{action}"
+
+
+def _split(group: Parts, fused: Layer) -> list[TensorPlan]:
+    sizes = _kernel_sizes(group.layers)
+    layout = _fused_layout(fused, sizes, _in_size(group.layers))
     kernel, bias = fused.param("kernel"), fused.param("bias")
     axis = layout.index("out")
     open_note = [fit_note("source", layout, kernel.shape)] if kernel.axes is None else []
     plans = []
-    starts = [sum(sizes[:i]) for i in range(3)]
-    for layer, start, size, part in zip(triple.layers, starts, sizes, "qkv"):
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    for layer, start, size, part in zip(group.layers, starts, sizes, parts_of(group.kind)):
         where = f"split from fused {fused.name}: {part} = out {start}:{start + size}"
         for p in layer.params:
             source, sl = (kernel, Step("slice", {"axis": axis, "start": start,
@@ -256,7 +289,7 @@ def _split(triple: Triple, fused: Layer) -> list[TensorPlan]:
             steps, notes = orient(part_param, p, False, False)
             notes = [where] + (open_note if p.role == "kernel" else []) + notes
             plans.append(_plan(p, layer.name, "transformed", (source,), [sl] + steps, notes,
-                               fused.name, "qkv-split"))
+                               fused.name, _strategy(group, "split")))
     return plans
 
 
@@ -266,32 +299,24 @@ def _sliced(shape: tuple[int, ...], step: Step) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _merge(triple: Triple, fused: Layer) -> list[TensorPlan]:
-    kernels = [l.param("kernel") for l in triple.layers]
-    biases = [l.param("bias") for l in triple.layers]
-    if len({k.axes for k in kernels}) != 1:
-        raise ConversionError("the q/k/v kernels are stored in different layouts",
-                              tensor=fused.name)
-    axes = kernels[0].axes
-    axis = axes.index("out")
-    total = list(kernels[0].shape)
-    total[axis] = sum(k.shape[axis] for k in kernels)
+def _merge(group: Parts, fused: Layer) -> list[TensorPlan]:
+    kernels = tuple(l.param("kernel") for l in group.layers)
+    biases = tuple(l.param("bias") for l in group.layers)
     plans = []
     for p in fused.params:
         if p.role == "kernel":
-            stacked = replace(kernels[0], shape=tuple(total))
+            whole, cat = stacked(kernels, p)
             try:
-                steps, notes = orient(stacked, p, False, kernel_undecided(fused, p))
+                steps, notes = orient(whole, p, False, kernel_undecided(fused, p))
             except Pending:
                 raise ConversionError("square fused kernel", tensor=p.name) from None
-            sources, cat = kernels, Step("concat", {"axis": axis})
+            sources = kernels
         elif p.role == "bias" and all(b is not None for b in biases):
-            steps, notes = [], []
-            steps += cast_steps(biases[0], p)
-            sources, cat = biases, Step("concat", {"axis": 0})
+            (_, cat), steps, notes = stacked(biases, p), cast_steps(biases[0], p), []
+            sources = biases
         else:
             continue
-        note = f"merged from {triple.label} (concat on the out axis)"
+        note = f"merged from {group.label} (concat on the out axis)"
         plans.append(_plan(p, fused.name, "transformed", sources, [cat] + steps,
-                           [note] + notes, triple.layers[0].name, "qkv-merge"))
+                           [note] + notes, group.layers[0].name, _strategy(group, "merge")))
     return plans

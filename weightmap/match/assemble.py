@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import MatchError
+from .forced import rule_params
 from .params import pair_params
 from .prepare import Side, Signatures
 from .result import LayerMatch, Matching, Unmatched
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 # Confidence by how a pair was found; weak shape evidence (axes unknown) and a cross-family pair
 # (dense~embedding) lower it.
-BASE_SCORE = {"rule": 1.0, "exact": 1.0, "suffix": 0.9, "structure": 0.8}
+BASE_SCORE = {"rule": 1.0, "exact": 1.0, "suffix": 0.9, "role": 0.85, "structure": 0.8}
 WEAK_FACTOR = 0.7
 CROSS_PENALTY = 0.1
 
@@ -35,8 +36,7 @@ class _Builder:
     def _matched(self) -> tuple[set[int], set[int]]:
         """Indices that end up in a LayerMatch, known before the Matching is built."""
         pairs = {t: found[0] for t in range(len(self.tgt))
-                 if t not in self.tgt.ignored_layers
-                 and (found := self._found(t)) is not None}
+                 if not self._ignored_target(t) and (found := self._found(t)) is not None}
         return set(pairs), set(pairs.values())
 
     def compat(self, s: int, t: int):
@@ -62,7 +62,7 @@ class _Builder:
     def _target(self, t: int) -> None:
         if not self.tgt.graph.layers[t].params:
             return                                   # nothing to feed, nothing to report
-        if t in self.tgt.ignored_layers:
+        if self._ignored_target(t):
             self.target_left.append(_ignored("target", self.tgt, t))
             return
         found = self._found(t)
@@ -71,7 +71,14 @@ class _Builder:
             return
         s, how, lead, rest = found
         f = self.d.forced.get(t)
-        self._match(s, t, how, lead, rest, f.params if f else None)
+        forced = {**rule_params(f, self.src, self.tgt, t), **f.params} if f else None
+        self._match(s, t, how, lead, rest, forced)
+
+    def _ignored_target(self, t: int) -> bool:
+        """Ignored by a rule, or held out by a graph pass and not paired by a layer rule."""
+        f = self.d.forced.get(t)
+        return t in self.tgt.ignored_layers and not (t in self.tgt.held and f is not None
+                                                     and f.layer_level)
 
     def _found(self, t: int) -> tuple[int, str, list[str], list[str]] | None:
         """(source, how, leading evidence, further evidence) for target ``t``, or None."""
@@ -86,7 +93,8 @@ class _Builder:
             return s, how, [text] + rule, d.evidence.get((s, t), [])
         s = d.aligned.get(t)
         if s is not None and ("target", t) not in d.ambiguous and self.compat(s, t).matches:
-            return s, "structure", rule, d.evidence.get((s, t), [])
+            how = "role" if (s, t) in d.by_role else "structure"
+            return s, how, rule, d.evidence.get((s, t), [])
         if f is not None:                  # parameter rules alone: their source's layer
             return f.source, "rule", rule, []
         return None
@@ -108,13 +116,14 @@ class _Builder:
             facts.append("forced although " + (compat.reason() if compat.kind == "shape"
                                                else "the layers differ"))
         shared = self.src.tokens[s] & self.tgt.tokens[t]
-        if how == "structure" and shared:
+        if how in ("structure", "role") and shared:
             facts.append(f"name tokens shared: {', '.join(sorted(shared))}")
         score = BASE_SCORE[how] * (WEAK_FACTOR if compat.kind == "weak" else 1.0)
         score -= CROSS_PENALTY if compat.cross else 0.0
         pairs, left = pair_params(slayer, tlayer, forced=forced,
                                   skip_source=self.src.ignored_params.keys(),
-                                  skip_target=self.tgt.ignored_params.keys())
+                                  skip_target=self.tgt.ignored_params.keys(),
+                                  by_shape=how == "rule" and not compat.matches)
         self.layers.append(LayerMatch(
             target=tlayer.name, source=slayer.name, strategy="name" if how in ("exact", "suffix")
             else how, score=round(max(score, 0.0), 3),
@@ -128,10 +137,10 @@ class _Builder:
     def _unused_source(self, s: int, used_params: set[str]) -> list[Unmatched]:
         d, src = self.d, self.src
         params = tuple(p.name for p in src.graph.layers[s].params if p.name not in used_params)
-        if s in src.ignored_layers:
-            return [_ignored("source", src, s)]
         if not params:
             return []                    # every tensor feeds a target through pair rules
+        if s in src.ignored_layers:
+            return [_ignored("source", src, s)]
         if ("source", s) in d.ambiguous:
             return [_ambiguous(d.ambiguous[("source", s)], src, self.tgt, params)]
         other = self.aligned_s.get(s, self.conflict_s.get(s))

@@ -26,6 +26,7 @@ class Decisions:
     forced: dict[int, Forced]
     names: NameResult = field(default_factory=NameResult)
     aligned: dict[int, int] = field(default_factory=dict)            # t -> s, by structure
+    by_role: set[tuple[int, int]] = field(default_factory=set)       # (s, t) by role name
     evidence: dict[tuple[int, int], list[str]] = field(default_factory=dict)
     ambiguous: dict[tuple[str, int], Ambiguity] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -34,8 +35,10 @@ class Decisions:
         self.ambiguous.setdefault((amb.side, amb.index), amb)
 
 
-def match(source: ParamGraph, target: ParamGraph, rules: Rules | None = None) -> Matching:
-    """Match ``source`` layers (and their parameters) to ``target``'s; see docs/matching.md."""
+def match(source: ParamGraph, target: ParamGraph, rules: Rules | None = None, *,
+          check: bool = True) -> Matching:
+    """Match ``source`` layers (and their parameters) to ``target``'s; see docs/matching.md.
+    ``check=False`` leaves the rules' ``expect`` to the caller (``assemble.check_expect``)."""
     rules = rules or Rules()
     sigs = Signatures()
     src = prepare(source, "source", rules, sigs)
@@ -43,8 +46,8 @@ def match(source: ParamGraph, target: ParamGraph, rules: Rules | None = None) ->
     d = Decisions(forced=resolve_pairs(rules, src, tgt))
     d.notes += [f"{side.side}: wrapper prefix {p!r} stripped from every name"
                 for side in (src, tgt) for p in side.prefixes]
-    whole = {t: f.source for t, f in d.forced.items() if f.layer_level}
-    src_free = _holding(src) - set(src.ignored_layers) - set(whole.values())
+    whole = {t: (f.source, *f.more) for t, f in d.forced.items() if f.layer_level}
+    src_free = _holding(src) - set(src.ignored_layers) - {s for ss in whole.values() for s in ss}
     tgt_free = _holding(tgt) - set(tgt.ignored_layers) - set(whole)
     d.names = match_names(src, tgt, sigs, src_free, tgt_free)
     anchors = _anchors(src, tgt, d, trusted=source.order in TRUSTED_ORDERS
@@ -55,7 +58,8 @@ def match(source: ParamGraph, target: ParamGraph, rules: Rules | None = None) ->
     _structure(src, tgt, sigs, d, anchors, sorted(src_free - taken_s),
                sorted(tgt_free - taken_t))
     matching = assemble(src, tgt, sigs, d)
-    check_expect(matching, rules)
+    if check:
+        check_expect(matching, rules)
     return matching
 
 
@@ -106,6 +110,7 @@ def _structure(src: Side, tgt: Side, sigs: Signatures, d: Decisions,
         result = align_segment(seg_s, seg_t, ctx)
         where = (f"aligned by position between {tgt.label(t0) if t0 >= 0 else 'the start'} and "
                  f"{tgt.label(t1) if t1 < len(tgt) else 'the end'}")
+        d.by_role |= result.by_role
         for s, t in result.pairs:
             d.aligned[t] = s
             d.evidence.setdefault((s, t), []).extend(result.evidence.get((s, t), []))

@@ -46,10 +46,15 @@ def _exact(src: Side, tgt: Side, sigs: Signatures, src_free, tgt_free, out: Name
         s = by_name.get(name)
         if s is None:
             continue
-        if sigs.compat(src.sig_ids[s], tgt.sig_ids[t]).matches:
+        opaque = not sigs.compat(src.sig_ids[s], tgt.sig_ids[t]).matches and \
+            _opaque_alike(src.graph.layers[s], tgt.graph.layers[t])
+        if sigs.compat(src.sig_ids[s], tgt.sig_ids[t]).matches or opaque:
             text = f"name {name!r}"
             if src.label(s) != tgt.label(t):
                 text += f" (stored {src.label(s)!r} / {tgt.label(t)!r})"
+            if opaque:
+                text += ("; layers of unknown kind: their tensors pair by name where the shapes "
+                         "agree")
             out.pairs[t] = (s, text)
             out.exact.add(t)
         else:
@@ -76,3 +81,16 @@ def _suffix(src: Side, tgt: Side, sigs: Signatures, src_free, tgt_free, out: Nam
     for s, cands in sorted(s_cands.items()):
         if len(cands) > 1:
             out.ambiguous_s[s] = tuple(cands)
+
+
+def _opaque_alike(source, target) -> bool:
+    """Two layers of unknown kind (a ViT's own ``cls_token`` and ``pos_embed``) with the same
+    name that hold a tensor of the same leaf name and shape: they pair, tensor by tensor."""
+    if source.op != "opaque" or target.op != "opaque":
+        return False
+    shapes = {(leaf(p.name), p.shape) for p in source.params}
+    return any((leaf(p.name), p.shape) in shapes for p in target.params)
+
+
+def leaf(name: str) -> str:
+    return name.rpartition(".")[2]

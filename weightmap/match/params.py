@@ -22,18 +22,21 @@ def role_of(param: Param) -> str:
 
 
 def pair_params(source: Layer, target: Layer, *,
-                forced: Mapping[str, tuple[str, ...]] | None = None,
+                forced: Mapping[str, tuple[str, ...] | ParamPair] | None = None,
                 skip_source: AbstractSet[str] = frozenset(),
-                skip_target: AbstractSet[str] = frozenset(),
+                skip_target: AbstractSet[str] = frozenset(), by_shape: bool = False,
                 ) -> tuple[tuple[ParamPair, ...], tuple[Unmatched, ...]]:
     """Pair the parameters of ``target`` with those of ``source``.
 
-    ``forced`` maps target parameter names to source parameter names (from ``pair`` rules);
-    ``skip_*`` are parameters kept out (ignored by rules, reported elsewhere).
+    ``forced`` maps target parameter names to source parameter names, or to a ready
+    ``ParamPair`` (from ``pair`` rules); ``skip_*`` are parameters kept out (ignored by rules,
+    reported elsewhere). ``by_shape``: parameters no role pairs are paired by equal shape, in
+    order (a rule pairing layers the readers classified differently: their roles differ).
     """
     forced = forced or {}
-    used = {s for names in forced.values() for s in names}
-    pairs = [ParamPair(t, tuple(s)) for t, s in forced.items()]
+    pairs = [pp if isinstance(pp, ParamPair) else ParamPair(t, tuple(pp))
+             for t, pp in forced.items()]
+    used = {s for pp in pairs for s in pp.sources}
     tgt = [p for p in target.params if p.name not in skip_target and p.name not in forced]
     src = [p for p in source.params if p.name not in skip_source and p.name not in used]
     if family(target.op) in RECURRENT_OPS and family(source.op) in RECURRENT_OPS:
@@ -41,6 +44,9 @@ def pair_params(source: Layer, target: Layer, *,
         pairs += more
     more, tgt, src = _by_role(tgt, src)
     pairs += more
+    if by_shape:
+        more, tgt, src = _by_shape(tgt, src)
+        pairs += more
     order = {p.name: i for i, p in enumerate(target.params)}
     pairs.sort(key=lambda pp: order.get(pp.target, len(order)))
     leftovers = [_left("target", target, p, source) for p in tgt]
@@ -56,7 +62,8 @@ def _by_role(tgt: list[Param], src: list[Param]):
     left_t = []
     for role, group in _groups(tgt):
         pool = src_by_role.get(role, [])
-        for t, s in _pair_group(group, pool):
+        pair_group = _pair_unknown if role == UNKNOWN_ROLE else _pair_group
+        for t, s in pair_group(group, pool):
             if s is None:
                 left_t.append(t)
             else:
@@ -65,6 +72,22 @@ def _by_role(tgt: list[Param], src: list[Param]):
     remaining = {q.name for pool in src_by_role.values() for q in pool}
     left_s = [p for p in src if p.name in remaining]
     return pairs, left_t, left_s
+
+
+def _by_shape(tgt: list[Param], src: list[Param]):
+    """Leftovers of equal shape (as stored, or as sorted dims), each once, in order."""
+    pairs: list[ParamPair] = []
+    free = list(src)
+    left_t = []
+    for t in tgt:
+        same = next((s for s in free if s.shape == t.shape), None) or \
+            next((s for s in free if sorted(s.shape) == sorted(t.shape)), None)
+        if same is None:
+            left_t.append(t)
+        else:
+            free.remove(same)
+            pairs.append(ParamPair(t.name, (same.name,)))
+    return pairs, left_t, free
 
 
 def _groups(params: Iterable[Param]) -> list[tuple[str, list[Param]]]:
@@ -93,6 +116,24 @@ def _pair_group(tgt: list[Param], pool: list[Param]) -> list[tuple[Param, Param 
     for t in waiting:
         out.append((t, free.pop(0) if free else None))
     return out
+
+
+UNKNOWN_ROLE = "other"          # tensors of layers of unknown kind: nothing says how they match
+
+
+def _pair_unknown(tgt: list[Param], pool: list[Param]) -> list[tuple[Param, Param | None]]:
+    """Tensors without a known role pair only where the shapes agree: by leaf name, then in
+    order (a ViT's ``cls_token`` yes, its ``pos_embed`` at another resolution no)."""
+    pool = list(pool)
+    chosen: dict[str, Param] = {}
+    for rule in (lambda t, s: _leaf(s.name) == _leaf(t.name), lambda t, s: True):
+        for t in tgt:
+            same = None if t.name in chosen else next(
+                (s for s in pool if s.shape == t.shape and rule(t, s)), None)
+            if same is not None:
+                chosen[t.name] = same
+                pool.remove(same)
+    return [(t, chosen.get(t.name)) for t in tgt]
 
 
 def _leaf(name: str) -> str:
@@ -127,6 +168,12 @@ def _recurrent_biases(op: str, tgt: list[Param], src: list[Param]):
 
 
 def _left(side: str, layer: Layer, p: Param, other: Layer) -> Unmatched:
+    twin = next((q for q in other.params if q.role == UNKNOWN_ROLE == p.role
+                 and _leaf(q.name) == _leaf(p.name) and q.shape != p.shape), None)
+    if twin is not None:                    # same name, another size: a shape mismatch
+        return Unmatched(side=side, layer=layer.name, params=(p.name,),
+                         reason=f"tensor shape {p.shape} vs {twin.shape}", kind="shape",
+                         candidates=(twin.name,))
     if p.role == "num_batches_tracked":
         reason = BOOKKEEPING
     elif p.role == "recurrent_bias" and family(layer.op) == "gru":

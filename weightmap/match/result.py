@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-STRATEGIES = ("rule", "name", "structure")
+STRATEGIES = ("rule", "name", "structure", "role")
 KINDS = ("missing", "shape", "ambiguous", "ignored")
 SIDES = ("source", "target")
 
@@ -31,7 +31,7 @@ class LayerMatch:
 
     target: str
     source: str
-    strategy: str                         # "rule" | "name" | "structure"
+    strategy: str                         # "rule" | "name" | "structure" | "role"
     score: float                          # 0..1 confidence
     evidence: tuple[str, ...]             # human-readable reasons
     params: tuple[ParamPair, ...]

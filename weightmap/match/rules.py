@@ -64,11 +64,15 @@ class Ignore:
 
 @dataclass(frozen=True)
 class Pair:
-    """Force ``target`` (a layer or a parameter) to take ``sources`` (one layer, or parameters)."""
+    """Force ``target`` (a layer or a parameter) to take ``sources``: one layer, several layers
+    (stacked on the out axis into a fused target), or parameters. A rule naming a list of
+    targets for one source gives one Pair per target, each with ``parts`` (all the targets, in
+    order): the source is split on its out axis among them."""
 
     target: str
     sources: tuple[str, ...]
     key: str = ""
+    parts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -229,17 +233,27 @@ def _pairs(value: Any, origin: str) -> tuple[Pair, ...]:
     for i, entry in enumerate(_items(value, origin, "pair")):
         key = f"pair[{i}]"
         entry = _fields(entry, origin, key, ("target", "source"))
-        target = _string(entry.get("target"), origin, f"{key}.target")
+        target = entry.get("target")
+        targets = [target] if isinstance(target, str) else target
+        _need(isinstance(targets, list) and bool(targets), origin, f"{key}.target",
+              "a name or a non-empty list of names", target)
+        targets = [_string(t, origin, f"{key}.target" if isinstance(target, str)
+                           else f"{key}.target[{k}]") for k, t in enumerate(targets)]
         source = entry.get("source")
         sources = [source] if isinstance(source, str) else source
         _need(isinstance(sources, list) and bool(sources), origin, f"{key}.source",
               "a name or a non-empty list of names", source)
         names = tuple(_string(s, origin, f"{key}.source[{k}]") for k, s in enumerate(sources))
-        if target in seen:
-            raise UsageError(f"rules key {key + '.target'!r}: {target!r} is already paired by "
-                             f"{seen[target]}", path=origin)
-        seen[target] = key
-        out.append(Pair(target, names, key=key))
+        if len(targets) > 1 and len(names) != 1:
+            raise UsageError(f"rules key {key!r}: a list of targets takes one source (split "
+                             f"among them), found {len(names)} source names", path=origin)
+        for name in targets:
+            if name in seen:
+                raise UsageError(f"rules key {key + '.target'!r}: {name!r} is already paired "
+                                 f"by {seen[name]}", path=origin)
+            seen[name] = key
+            out.append(Pair(name, names, key=key,
+                            parts=tuple(targets) if len(targets) > 1 else ()))
     return tuple(out)
 
 

@@ -25,8 +25,9 @@ RECURRENT_OPS = frozenset({"lstm", "gru", "simple_rnn"})
 # Biases of recurrent layers differ in layout between conventions (one bias, two, (2, 3u));
 # the kernels already fix the unit count, so these are not compared at layer level.
 _RECURRENT_UNCOMPARED = frozenset({"bias", "recurrent_bias"})
-# Different op kinds that hold the same parameters: a torch embedding inferred as dense.
-CROSS_FAMILY = frozenset({frozenset({"dense", "embedding"})})
+# Different op kinds that hold the same parameters: a torch embedding inferred as dense; a
+# weight-only norm a state dict cannot type (LayerNorm without bias, or RMSNorm).
+CROSS_FAMILY = frozenset({frozenset({"dense", "embedding"}), frozenset({"layernorm", "rmsnorm"})})
 
 SCORE_EQUAL = 10.0      # same family, every shared role has equal canonical shapes
 SCORE_WEAK = 6.0        # equal, but some shapes known only as sorted dims

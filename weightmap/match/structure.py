@@ -7,9 +7,13 @@ checks keep the aligner from guessing:
 * A layer whose name suffix fits several candidates may pair only with one of them, and only if
   the best alignment through that candidate beats the best through every other one (max-marginal
   scores); a tie is reported ambiguous.
-* Among aligned pairs that are interchangeable (same signatures on both sides), names that point
-  the other way than the positions (e.g. ``left_conv``/``right_conv`` against ``right.conv``/
-  ``left.conv``) make those pairs ambiguous: order and names disagree and nothing else decides.
+* Among aligned pairs that are interchangeable (same signatures on both sides), a run of
+  consecutive ones whose names all have a known role (``weightmap.arch``: q/query/wq,
+  k/key/wk, v/value/wv, o/out/proj, gate, up, down ...), distinct on each side and the same on
+  both, is paired by role name (strategy ``role``): shape and order cannot tell a block's q, k,
+  v and o apart, the usual name vocabulary can. Otherwise names that point the other way than
+  the positions (e.g. ``left_conv``/``right_conv`` against ``right.conv``/``left.conv``) make
+  those pairs ambiguous: order and names disagree and nothing else decides.
 
 Segments too large for the quadratic aligner are first cut at layers whose signature occurs once
 on each side; what is still too large is walked greedily (see docs/matching.md).
@@ -22,6 +26,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .. import arch
 from . import align as dp
 from .anchors import chain
 from .names import similarity
@@ -61,6 +66,7 @@ class Aligned:
     pairs: list[tuple[int, int]] = field(default_factory=list)          # (s, t) aligned
     evidence: dict[tuple[int, int], list[str]] = field(default_factory=dict)
     ambiguous: list[Ambiguity] = field(default_factory=list)
+    by_role: set[tuple[int, int]] = field(default_factory=set)          # paired by role name
 
 
 def align_segment(src_idx: Sequence[int], tgt_idx: Sequence[int], ctx: Context) -> Aligned:
@@ -258,18 +264,63 @@ def _chosen_text(s: int, t: int, ctx: Context) -> str:
 
 
 def _names_against_position(out: Aligned, ctx: Context) -> None:
-    """Drop interchangeable pairs whose names point the other way than their positions."""
+    """Pair interchangeable runs by role name where every name has a role; drop the other
+    interchangeable pairs whose names point the other way than their positions."""
     groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for s, t in out.pairs:
         sid, tid = ctx.src.sig_ids[s], ctx.tgt.sig_ids[t]
         if ctx.sigs.compat(sid, tid).matches:
             groups.setdefault((sid, tid), []).append((s, t))
+    in_order = sorted(out.pairs, key=lambda p: p[1])
     dropped: set[tuple[int, int]] = set()
-    for group in groups.values():
+    for key, group in groups.items():
         if len(group) > 1:
-            dropped |= _contradicted(group, ctx, out)
+            group = _by_role(_runs(set(group), in_order), ctx, out)
+            dropped |= _contradicted(group, ctx, out) if len(group) > 1 else set()
     if dropped:
         out.pairs = [p for p in out.pairs if p not in dropped]
+
+
+def _runs(group: set[tuple[int, int]], in_order: list[tuple[int, int]]) -> list[list]:
+    """The group's pairs cut into runs of consecutive aligned pairs (target order): one block's
+    q, k, v, o; the next block's run starts after the pairs between them (its norm)."""
+    runs: list[list[tuple[int, int]]] = [[]]
+    for pair in in_order:
+        if pair in group:
+            runs[-1].append(pair)
+        elif runs[-1]:
+            runs.append([])
+    return [r for r in runs if r]
+
+
+def _by_role(runs: list[list[tuple[int, int]]], ctx: Context, out: Aligned) -> list:
+    """Re-pair each run whose names all have distinct roles, the same on both sides; returns
+    the pairs of the other runs (left to ``_contradicted``)."""
+    rest: list[tuple[int, int]] = []
+    for run in runs:
+        src_roles = {arch.role_of(ctx.src.names[s]): s for s, _ in run}
+        tgt_roles = {arch.role_of(ctx.tgt.names[t]): t for _, t in run}
+        if len(run) < 2 or None in src_roles or None in tgt_roles or \
+                len(src_roles) != len(run) or len(tgt_roles) != len(run) or \
+                set(src_roles) != set(tgt_roles):
+            rest.extend(run)
+            continue
+        by_position = {t: s for s, t in run}
+        others = ", ".join(sorted(tgt_roles, key=_role_rank))
+        for role, t in tgt_roles.items():
+            s = src_roles[role]
+            text = (f"paired by role name: {role} ({ctx.src.label(s)} ~ {ctx.tgt.label(t)}); "
+                    f"shape and order cannot tell {others} apart")
+            if by_position[t] != s:
+                text += f" (position gave {ctx.src.label(by_position[t])})"
+            out.pairs[out.pairs.index((by_position[t], t))] = (s, t)
+            out.evidence[(s, t)] = [text]
+            out.by_role.add((s, t))
+    return rest
+
+
+def _role_rank(role: str) -> int:
+    return arch.BLOCK_ROLES.index(role) if role in arch.BLOCK_ROLES else len(arch.BLOCK_ROLES)
 
 
 def _contradicted(group: list[tuple[int, int]], ctx: Context, out: Aligned) -> set:

@@ -10,5 +10,6 @@ from __future__ import annotations
 from .core import STEPS, Step, apply_steps, check_steps, register
 from . import normalisation  # noqa: F401  (registers the BatchNorm algebra steps)
 from . import gates  # noqa: F401  (registers the recurrent gate/direction steps)
+from . import adapt  # noqa: F401  (registers the --adapt steps: grid resampling, input channels)
 
 __all__ = ["STEPS", "Step", "apply_steps", "check_steps", "register"]

@@ -123,6 +123,7 @@ def test_keras_zip_takes_order_types_and_flatten_from_config(kx):
     assert (g.format, g.order, g.meta["order_source"], g.meta["keras_version"]) == \
         ("keras-zip", "config", "config", "3.15.1")
     assert kx.specs(g) == CONVS
+    assert g.meta["input_shape"] == [8, 8, 3]
     assert g.layer("conv2d_9").attrs["strides"] == (2, 2)
     assert g.layer("conv2d_9").attrs["padding"] == "valid"
     dense = g.layer("dense")

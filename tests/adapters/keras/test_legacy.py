@@ -65,6 +65,7 @@ def test_vgg_full_model_specs_and_attributes(kx):
     assert all(p.dtype == "float32" and isinstance(p.data, MappedData) for p in g.params())
     assert g.meta["keras_version"] == "2.21.0" and g.meta["model_class"] == "Sequential"
     assert g.meta["weightless_layers"] == ["block1_pool", "block2_pool", "flatten"]
+    assert g.meta["input_shape"] == [16, 16, 3]
     bn = g.layer("block2_bn")
     assert (bn.source_type, bn.attrs["epsilon"], bn.attrs["momentum"]) == \
         ("BatchNormalization", 1.001e-5, 0.99)

@@ -62,6 +62,7 @@ def test_legacy_cnn_specs_and_identity_alias(same_tensor):
     assert g.meta["aliases"] == {"fc2.bias": "fc1.bias"}
     assert g.meta["shared"] == {"fc1.bias": ["fc2.bias"]}
     assert g.meta["opset"] == {"ai.onnx": 20} and g.meta["shape_inference"] == "ok"
+    assert g.meta["input_shape"] == [3, 8, 8]          # per sample: what a target is traced with
     assert dict(g.layer("/features/features.0/Conv").attrs) == {
         "node_index": 1, "op_type": "Conv", "kernel_shape": [3, 3], "strides": [1, 1],
         "pads": [1, 1, 1, 1], "dilations": [1, 1], "group": 1, "auto_pad": "NOTSET",

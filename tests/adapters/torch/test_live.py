@@ -43,13 +43,24 @@ def layer_names(graph):
     return [l.name for l in graph.layers]
 
 
-def test_registration_order_and_specs():
+class TwoInputs(CNN):
+    """A forward no made-up input can run (it needs a second argument)."""
+
+    def forward(self, x, scale):
+        return super().forward(x) * scale
+
+
+def test_registration_order_when_no_input_runs_the_model_and_specs():
     torch.manual_seed(0)
-    model = CNN()
+    model = TwoInputs()
     g = ADAPTER.read_live(model)
     assert (g.format, g.framework, g.order) == ("torch-live", "torch", "registration")
-    assert g.source == "live CNN"
+    assert g.source == "live TwoInputs"
     assert layer_names(g) == ["head", "conv", "bn", "spare"]
+    assert g.meta["trace_input"].startswith("registration order: it did not run on a "
+                                            "synthesized input for its stem 'conv'")
+    (decision,) = g.meta["decisions"]
+    assert "layers are in registration order" in decision and "example_input" in decision
     bn = g.layer("bn")
     assert (bn.op, bn.source_type, bn.attrs["eps"], bn.attrs["momentum"]) == \
         ("batchnorm", "BatchNorm2d", 1e-5, 0.1)
@@ -63,7 +74,19 @@ def test_registration_order_and_specs():
     assert conv.params[0].axes == ("out", "in", "kh", "kw")
     assert conv.attrs["padding"] == (1, 1)
     assert [p.name for p in g.params()] == list(model.state_dict())
-    assert g.meta["class"].endswith("CNN")
+    assert g.meta["class"].endswith("TwoInputs")
+
+
+def test_without_example_input_an_input_made_for_the_stem_gives_execution_order():
+    g = ADAPTER.read_live(CNN())
+    assert g.order == "execution" and "decisions" not in g.meta
+    assert layer_names(g) == ["conv", "bn", "head", "spare"]
+    assert g.meta["trace_input"] == ("synthesized input (1, 3, 224, 224) float32 for the stem "
+                                     "'conv' (default size)")
+    # the source graph's input size comes first (channels last, as Keras gives it)
+    g = ADAPTER.read_live(CNN(), input_hint=[5, 5, 3])
+    assert g.meta["trace_input"].startswith("synthesized input (1, 3, 5, 5) float32")
+    assert g.layer("head").attrs["flatten_input_shape"] == (4, 2, 2)
 
 
 def test_execution_order_and_flatten_shape():
@@ -76,6 +99,17 @@ def test_execution_order_and_flatten_shape():
     assert head.attrs["flatten_input_shape"] == (4, 2, 2)
     assert head.attrs["data_format"] == "channels_first"
     assert "flatten_input_shape" not in g.layer("spare").attrs
+
+
+def test_each_weightless_module_knows_the_layer_run_before_it():
+    """The boundary of ``--freeze until:pool``: execution order when traced (``pool`` runs
+    after ``bn`` though registered after ``conv``), registration order when nothing runs."""
+    model = CNN()
+    g = ADAPTER.read_live(model, example_input=torch.randn(2, 3, 5, 5))
+    assert g.meta["weightless_after"] == {"pool": "bn", "flat": "bn"}
+    g = ADAPTER.read_live(nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2), nn.Flatten(),
+                                        nn.Linear(4, 2)), example_input=None)
+    assert g.meta["weightless_after"]["1"] == "0"
 
 
 def test_data_is_lazy_and_equal_to_the_tensors():

@@ -103,3 +103,26 @@ def test_unknown_types_are_opaque():
 ])
 def test_roles(op, key, role):
     assert live_ops.role_for(op, key) == role
+
+
+def test_custom_rms_norm_classes_are_known_by_name():
+    class LlamaRMSNorm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(6))
+            self.variance_epsilon = 1e-6
+
+    class T5LayerNorm(LlamaRMSNorm):
+        pass
+
+    class ScaleNorm(LlamaRMSNorm):          # not a known name: opaque
+        pass
+
+    assert describe(LlamaRMSNorm()) == ("rmsnorm", {"normalized_shape": (6,), "eps": 1e-6,
+                                                    "custom_class": "LlamaRMSNorm"})
+    assert describe(T5LayerNorm())[0] == "rmsnorm"
+    assert describe(ScaleNorm()) == ("opaque", {})
+    odd = LlamaRMSNorm()
+    odd.bias = nn.Parameter(torch.zeros(6))          # more than a weight: not recognised
+    assert describe(odd) == ("opaque", {})
+    assert live_ops.role_for("rmsnorm", "weight") == "gamma"
