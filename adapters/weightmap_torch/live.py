@@ -130,8 +130,9 @@ def _read_module(module: Any, origin: str, example_input: Any, torch: Any,
         synthesized = synthesized or synth_input.synthesize(
             module, torch, input_hint, origin, synth_input.run_live(module, torch))
         trace = synthesized.trace
+    made_up = None
     if synthesized is not None:
-        how = synthesized.how
+        how, made_up = synthesized.how, synthesized.input
     registered = [path or "<root>" for path, _, _ in owners]
     if trace is not None:
         owners = _execution_order(owners, trace)
@@ -153,6 +154,9 @@ def _read_module(module: Any, origin: str, example_input: Any, torch: Any,
     if skipped:
         meta["skipped_non_tensors"] = skipped
     meta["trace_input"] = how
+    if made_up is not None:               # the shape it ran on, as data (a probe's size)
+        meta["trace_input_shape"] = [int(d) for d in made_up.shape]
+        meta["trace_input_dtype"] = str(made_up.dtype).removeprefix("torch.")
     if synthesized is not None and synthesized.decision:
         meta["decisions"] = [synthesized.decision]
     meta["weightless_after"] = _weightless_after(module, owners, trace)

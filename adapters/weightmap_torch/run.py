@@ -56,7 +56,7 @@ def run_live(obj: Any, *, graph: ParamGraph, weights: Any = None, example_input:
         raise VerifyError(f"{len(meta)} tensor(s) of the model are on the meta device and have "
                           f"no values, e.g. {meta[0]}", hint="pass a model built normally")
     what = f"torch {type(module).__name__}" + (f" with {loaded}" if loaded else "")
-    return TorchRunner(module, example_input, what, torch)
+    return TorchRunner(module, example_input, what, torch, graph)
 
 
 def _meta(module: Any, torch: Any) -> list[str]:
@@ -178,14 +178,23 @@ def to_numpy(t: Any, torch: Any) -> np.ndarray:
 class TorchRunner:
     framework = "torch"
 
-    def __init__(self, module: Any, example: Any, description: str, torch: Any):
+    def __init__(self, module: Any, example: Any, description: str, torch: Any,
+                 graph: ParamGraph | None = None):
         self.module, self.example, self.description, self.torch = module, example, \
             description, torch
+        self.graph = graph
 
     def inputs(self) -> list[InputSpec]:
+        """From ``example_input``; without one, the input its graph's trace was made up for
+        and ran on (``synth_input``), a preference; else none."""
         ex, torch = self.example, self.torch
         if ex is None:
-            return []
+            meta = self.graph.meta if self.graph is not None else {}
+            shape = meta.get("trace_input_shape")
+            if not shape:
+                return []
+            return [InputSpec("input", tuple(shape), TORCH_DTYPES.get(
+                str(meta.get("trace_input_dtype"))) or "float32", "made-up input", fixed=False)]
         if isinstance(ex, dict):
             return [_spec(str(k), v, torch) for k, v in ex.items()]
         if isinstance(ex, (tuple, list)):

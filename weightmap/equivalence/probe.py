@@ -1,7 +1,9 @@
 """The probe: one seeded input both models run on, shaped as the models say they take it.
 
 Where its shape and dtype come from, best first: a model file's ``example_input`` (the target's,
-then the source's), a Keras model's input spec, an ONNX graph input, and last the first layer
+then the source's), a Keras model's input spec, an ONNX graph input, the input a torch model
+without ``example_input`` was traced on (made up for its stem, the first size that ran), and
+last the first layer
 of a graph that knows its execution order (a stem convolution's input channels, an embedding's
 token ids, a dense layer's features) with default sizes (``DEFAULT_SIZES``). A side that says
 nothing takes the other side's input in its own layout. Every side's requirements are merged axis by
@@ -27,8 +29,8 @@ DEFAULT_SIZES = {"n": 2, "h": 32, "w": 32, "d": 16, "t": 8}
 DEFAULT_POSITIONS = 8          # any other unknown dimension (a sequence position ...)
 DEFAULT_VOCAB = 8              # token ids when no embedding says how many there are
 # where a shape came from, most trusted first
-_RANK = {"example_input": 0, "Keras input": 1, "ONNX input": 2, "first layer": 3,
-         "other side": 4}
+_RANK = {"example_input": 0, "Keras input": 1, "ONNX input": 2, "made-up input": 3,
+         "first layer": 4, "other side": 5}
 _TRUSTED = ("execution", "config")           # graph orders whose first layer is the first run
 
 

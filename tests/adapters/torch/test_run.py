@@ -145,3 +145,23 @@ def test_inputs_from_example_input():
         ("input0", (1, 2, 4, 4), "float32", False), ("input1", (3,), "int64", False)]
     with pytest.raises(VerifyError, match="verification feeds tensors"):
         _runner(Net(), example_input=[1, 2]).inputs()
+
+
+def test_without_example_input_the_traced_made_up_input_is_the_spec(tmp_path):
+    """A model file without example_input is traced on an input made up for its stem (the
+    first size that runs: here 28 x 28, for its flatten); verification runs on that size."""
+    path = tmp_path / "net.py"
+    path.write_text(
+        "import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n"
+        "        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)\n"
+        "        self.fc = nn.Linear(4 * 14 * 14, 5)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(torch.flatten(torch.relu(self.conv(x)), 1))\n\n\n"
+        "model = Net()\n")
+    import weightmap
+    graph = weightmap.read(str(path))
+    assert graph.meta["trace_input_shape"] == [1, 3, 28, 28]
+    spec, = torch_run.run_live(graph.live, graph=graph).inputs()
+    assert (spec.shape, spec.dtype, spec.origin, spec.fixed) == ((1, 3, 28, 28), "float32",
+                                                                 "made-up input", False)
