@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import hostile_bench  # noqa: E402
 
-READERS = ("torch", "safetensors", "keras", "onnx")
+READERS = ("torch", "safetensors", "keras", "onnx", "plan")   # plan: the --plan loader
 
 
 # The harness is started by a small launcher, not by run_all itself: Linux carries a parent's

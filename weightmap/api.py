@@ -9,13 +9,14 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-from . import coverage, emit, equivalence, manifest as manifest_mod, report as report_mod
+from . import (atomic, coverage, emit, equivalence, manifest as manifest_mod,
+               report as report_mod)
 from .conversions import prepare_graphs
 from .errors import CoverageError, UsageError
 from .execute import TensorStream, produce, tensor_nbytes
-from .graph import ParamGraph
+from .graph import MappedData, ParamGraph
 from .conversions.order import paired, registration_variant
 from .match import Matching, load_rules, match
 from .match.assemble import check_expect
@@ -49,7 +50,9 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
          shard_size: str | int | None = None, progress: bool | None = None,
          new_values: str = "construct", fail_on_nonfinite: bool = False,
          direct_io: bool | None = None, min_coverage: float | None = None,
-         strict: bool = False, verify: bool | str = False, source_model: Any = None,
+         strict: bool = False, save_plan: PathLike | None = None,
+         before_publish: Callable[[dict[Path, Path]], None] | None = None,
+         verify: bool | str = False, source_model: Any = None,
          verify_tol: float | None = None, **options: Any) -> report_mod.PortReport:
     """Port ``source``'s weights into ``target`` and write the target's weights to ``out``.
 
@@ -74,21 +77,32 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
     elements is carried over; ``strict``: fail unless every target tensor is carried over or
     ignored by a rule and every source tensor used or ignored. A port that carries nothing
     over always fails. These checks run before anything is written.
-    ``verify``: run the source and the written target on one probe and compare their outputs
-    and paired layers before the output is put in place (docs/verify.md): True refuses a port
-    that fails (VerifyError, nothing kept), ``"warn"`` keeps it; the result is
-    ``report.verify`` and the manifest's ``verify``. ``source_model``: the ``model.py[:NAME]``
-    (or live model) that builds a source given as weights only; ``verify_tol``: the relative
-    tolerance (default 1e-4).
     ``**options``: plan options (``options.PlanOptions``); any other keyword is a UsageError.
 
+    ``save_plan``: write the plan as JSON too (published with the output, or alone on a dry
+    run). ``before_publish(files)``: called with ``{final path: temporary path}`` once the
+    output is written and read back, before anything is published; an error it raises leaves
+    nothing and keeps an existing output (``weightmap.emit.write``).
+
+    ``verify``: run the source and the written target on one probe and compare their outputs
+    and paired layers before the output is published (docs/verify.md): True refuses a port
+    that does not pass (VerifyError, nothing kept), ``"warn"`` keeps it; the result is
+    ``report.verify`` and the manifest's ``verify``. ``source_model``: the ``model.py[:NAME]``
+    (or live model) that builds a source given as weights only; ``verify_tol``: the relative
+    tolerance (default 1e-4). Verification runs before ``before_publish``.
+
     The written file is read back and checked against the plan before success is reported;
-    each tensor's SHA-256 and non-finite count go into the manifest.
+    each tensor's SHA-256 and non-finite count go into the manifest. Every written path is
+    checked first against every file the port reads (``input_files``), with ``force`` too; the
+    output appears whole with its manifest, or not at all (docs/security.md, "Outputs").
     """
     opts = PlanOptions.of_call(port, options)
     check_flags(port, dry_run=dry_run, force=force, progress=progress, direct_io=direct_io,
                 fail_on_nonfinite=fail_on_nonfinite, strict=strict)
     min_coverage = coverage.check_min_coverage(min_coverage)
+    if before_publish is not None and not callable(before_publish):
+        raise UsageError(f"before_publish= is a {type(before_publish).__name__}",
+                         hint="give a function taking {final path: temporary path}")
     check_mode = equivalence.port_mode(verify, dry_run)
     src, tgt = _graphs(source, target, new_values)
     if plan is None:
@@ -111,19 +125,22 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
     man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale, output=str(out_path),
                              target=tgt, layers=manifest_mod.layer_listing(src, tgt))
     report = report_mod.make(the_plan, man, target=tgt)
+    inputs = input_files(src, tgt)
+    plan_path = Path(save_plan) if save_plan else None
+    if dry_run and plan_path is not None:     # saved even when the coverage check fails
+        atomic.write_texts({plan_path: the_plan.to_json()}, force=force, inputs=inputs)
     _check_coverage(report, min_coverage, strict)
     if dry_run:
         return report
-    inputs = [Path(p) for p in (src.source, tgt.source) if Path(p.split(":")[0]).exists()]
     bar = _progress(the_plan, progress)
     proof = equivalence.PortCheck(check_mode, source, target, src, tgt, the_plan, man,
-                                  source_model=source_model, tol=verify_tol,
-                                  shown_as=out_path.name) if check_mode else None
+                                  out_path, source_model=source_model, tol=verify_tol,
+                                  then=before_publish) if check_mode else None
     try:
         emit.write(kind, out_path, the_plan, tgt, TensorStream(the_plan, src, tgt, bar),
                    force=force, inputs=inputs, manifest=man, manifest_path=man_path,
-                   options=writer_options, fail_on_nonfinite=fail_on_nonfinite,
-                   before_commit=proof)
+                   save_plan=plan_path, options=writer_options,
+                   fail_on_nonfinite=fail_on_nonfinite, before_publish=proof or before_publish)
     finally:
         if bar is not None:
             bar.close()
@@ -223,6 +240,26 @@ def _check_coverage(report: report_mod.PortReport, min_coverage: float | None,
     except CoverageError as exc:
         exc.report = report
         raise
+
+
+def input_files(*graphs: ParamGraph) -> list[Path]:
+    """Every file the port reads: each graph's source file (a model ``.py``, a checkpoint, a
+    shard index; for a folder its index), and every file tensor data is read from (all shards of
+    a sharded checkpoint, an ONNX model's external data files)."""
+    files: dict[str, Path] = {}
+    for graph in graphs:
+        source = Path(graph.source.split(":")[0] if split_pyref(graph.source)[0] is not None
+                      else graph.source)
+        named = [source]
+        if source.is_dir() and graph.meta.get("index"):
+            named.append(source / str(graph.meta["index"]))
+        for p in graph.params():
+            if isinstance(p.data, MappedData):
+                named.append(Path(p.data.path))
+        for path in named:
+            if path.is_file():
+                files.setdefault(os.path.realpath(path), path)
+    return list(files.values())
 
 
 def _progress(the_plan: Plan, show: bool | None):

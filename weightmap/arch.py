@@ -64,6 +64,14 @@ _BLOCK_NAMES: dict[str, tuple[str, ...]] = {
     "norm_out": ("output.layernorm", "ln_3", "norm3", "post_feedforward_layernorm"),
 }
 
+# Norm names that say where the norm runs whatever order a file stores it in (a norm called
+# ``norm1`` or ``ln_1`` may run before its attention or, post-LN, after it: only the file's
+# order tells). A block whose norms all have such names can be put in execution order even from
+# a file in registration order (a torch state dict registers Llama's norms after its MLP).
+POSITIONAL_NORMS = ("input_layernorm", "pre_attention_layernorm", "post_attention_layernorm",
+                    "attention.output.layernorm", "output.layernorm", "layernorm_before",
+                    "layernorm_after", "pre_feedforward_layernorm", "post_feedforward_layernorm")
+
 # Roles outside the blocks: before them, then after them, in this order.
 TOP_ROLES = ("embed_patch", "embed_tokens", "embed_pos", "embed_type", "embed_norm",
              "BLOCKS", "final_norm", "pooler", "head")
@@ -131,6 +139,19 @@ def block_role(rest: str) -> str | None:
     if role in ("q", "k", "v", "qkv", "o") and any(p in _CROSS for p in parts[:-1]):
         return f"cross_{role}"
     return role
+
+
+def says_its_place(rest: str) -> bool:
+    """A block part whose name fixes where it runs: anything but a norm, or a norm named in
+    ``POSITIONAL_NORMS``."""
+    role = block_role(rest)
+    if role is None or not role.startswith("norm"):
+        return role is not None
+    parts = tuple(p for p in rest.lower().split(".") if p)
+    return any(parts[-len(e):] == e for e in _POSITIONAL)
+
+
+_POSITIONAL = tuple(tuple(n.split(".")) for n in POSITIONAL_NORMS)
 
 
 @lru_cache(maxsize=65536)

@@ -5,11 +5,13 @@ import argparse
 import gc
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Sequence
 
-from .errors import CoverageError, WeightmapError
+from .errors import CoverageError, WeightmapError, printable
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,8 +134,8 @@ def _port(args: argparse.Namespace) -> int:
                    progress=False if args.quiet else None, new_values=args.new_values,
                    direct_io=False if args.no_direct_io else None,
                    min_coverage=args.min_coverage, strict=args.strict,
-                   verify=_verify_flag(args.verify), source_model=args.source_model,
-                   verify_tol=args.tol, **options)
+                   save_plan=args.save_plan, verify=_verify_flag(args.verify),
+                   source_model=args.source_model, verify_tol=args.tol, **options)
     except CoverageError as exc:      # a dry run still shows (and saves) what it planned
         if args.dry_run and getattr(exc, "report", None) is not None:
             _show(args, exc.report)
@@ -143,13 +145,7 @@ def _port(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace, rep) -> None:
-    from .atomic import atomic_path, check_output
     from .report import render
-    if args.save_plan:
-        path = Path(args.save_plan)
-        check_output(path, force=args.force)
-        with atomic_path(path) as tmp:
-            tmp.write_text(rep.plan.to_json(), encoding="utf-8")
     if args.report:
         from . import report_html
         report_html.write(rep.manifest, args.report, force=args.force)
@@ -200,7 +196,7 @@ def _render_plan(plan) -> str:
         steps = " | ".join(s.describe() for s in t.steps)
         lines.append(f"  {t.target} {list(t.shape)} {t.status} <- {src}"
                      + (f"  [{steps}]" if steps else ""))
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)     # names come from the files
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -223,6 +219,21 @@ def _report(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"inspect": _inspect, "port": _port, "verify": _verify, "report": _report}
+# what `timeout`, `docker stop` and a closed terminal send: handled as Ctrl-C is, so the port
+# cleans up what it was writing and exits 128 + the signal's number
+_TERMINATING = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+def _interrupt(signo: int, _frame) -> None:
+    raise Interrupted(signo)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the main thread is, like Ctrl-C's KeyboardInterrupt."""
+
+    def __init__(self, signo: int) -> None:
+        super().__init__(signo)
+        self.signo = signo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -235,14 +246,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {signo: signal.signal(signo, _interrupt) for signo in _TERMINATING}
     try:
         return COMMANDS[args.command](args)
     except WeightmapError as exc:
         print(f"weightmap: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("weightmap: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signo = getattr(exc, "signo", signal.SIGINT)
+        print(f"weightmap: interrupted by {signal.Signals(signo).name}", file=sys.stderr)
+        return 128 + signo
     except BrokenPipeError:
         return 0
     except MemoryError:
@@ -251,11 +266,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug of ours: one line for the user, the trace on request
         if os.environ.get("WEIGHTMAP_DEBUG"):
             raise
-        text = " ".join(str(exc).split())
+        text = printable(" ".join(str(exc).split()))
         print(f"weightmap: internal error: {type(exc).__name__}: {text} (this is a bug in "
               f"weightmap; rerun with WEIGHTMAP_DEBUG=1 for the trace and report it)",
               file=sys.stderr)
         return 70
+    finally:
+        for signo, handler in previous.items():
+            signal.signal(signo, handler)
 
 
 def run() -> None:

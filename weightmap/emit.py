@@ -1,17 +1,15 @@
 """Write the target's weights in its own format, atomically, plus the manifest beside them."""
 from __future__ import annotations
 
-import contextlib
 import importlib
 import inspect
 import json
-import os
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from .atomic import atomic_path, background_fsync, check_output
+from .atomic import background_fsync, check_distinct, check_output, staged
 from .readback import ReadBack, check_written
 from .errors import PlanError, UsageError
 from .graph import ParamGraph
@@ -118,57 +116,72 @@ def _takes(fn: Callable[..., Any], keyword: str) -> bool:
 
 def write(kind: str, out: Path, plan: Plan, target: ParamGraph,
           tensors: Callable[[], Iterator[tuple[TensorPlan, np.ndarray]]], *,
-          force: bool = False, inputs=(), manifest: dict[str, Any] | None = None,
-          manifest_path: Path | None = None, options: Mapping[str, Any] | None = None,
+          force: bool = False, inputs: Iterable[Path] = (),
+          manifest: dict[str, Any] | None = None, manifest_path: Path | None = None,
+          save_plan: Path | None = None, options: Mapping[str, Any] | None = None,
           read_back_check: bool = True, fail_on_nonfinite: bool = False,
-          before_commit: Callable[[Path], None] | None = None) -> None:
-    """Write the output (and manifest) atomically: on any failure neither file remains.
+          before_publish: Callable[[dict[Path, Path]], None] | None = None) -> list[Path]:
+    """Write the output (its side files, the manifest and the plan) so that it appears whole
+    or not at all (``weightmap.atomic``): every path is checked first (never an input, a
+    symlink, a device; an existing file only with ``force``), every file is written under its
+    final name into a hidden staging folder beside its place, read back and checked against
+    the plan (``read_back_check``; a sharded output through its index), handed to
+    ``before_publish`` if given, and only then published, side files first and the manifest
+    last. On any failure nothing of the port remains and an output it was to replace is as it
+    was. Returns the published paths.
 
-    A writer that takes ``final_path`` is told the output's final name (an ONNX model names its
-    external data file after it). A writer may return side files it has already renamed into
-    place; they are removed if anything after that fails. ``options`` (``writer_options``) go
-    to the writer as keywords. With ``read_back_check`` the written file is read back and checked
-    against the plan before it is renamed into place (a sharded output through its index).
-    ``before_commit(tmp)`` runs on the written, checked file before the manifest is written and
-    anything is renamed into place (the port's verification: it may fill the manifest, or
-    raise to keep nothing)."""
+    ``before_publish(files)`` gets ``{final path: staged path}`` of the output and its side
+    files, verified and not yet published; the manifest is written after it returns (the hook
+    may still add to ``manifest``); an error it raises refuses the port. A writer that takes
+    ``final_path`` is told the output's final name (an ONNX model names its external data file
+    after it); writers put their side files beside the path they are given. ``options``
+    (``writer_options``) go to the writer as keywords."""
     options = writer_options(kind, options)
-    check_output(out, force=force, inputs=inputs)
-    for side in side_outputs(kind, out, target, plan, options):
-        check_output(side, force=force, inputs=inputs)
-    if manifest_path is not None:
-        check_output(manifest_path, force=force, inputs=inputs)
-    # the temporary file keeps the output's suffix, so the read-back check recognises it (a
-    # sharded safetensors output is known by its ``.safetensors.index.json``)
-    suffix = next((s for s, _ in _SUFFIX_KIND if out.name.lower().endswith(s)), "")
+    inputs = list(inputs)
+    sides = side_outputs(kind, out, target, plan, options)
+    extras = [p for p in (manifest_path if manifest is not None else None, save_plan)
+              if p is not None]
+    written = [out, *sides, *extras]
+    check_distinct(written)
+    for path in written:
+        check_output(path, force=force, inputs=inputs)
     writer = _writer(kind)
     extra = {"final_path": out} if _takes(writer, "final_path") else {}
     extra.update(options)
     read_back = None
     if read_back_check and manifest is not None and _takes(writer, "read_back"):
         read_back = extra["read_back"] = ReadBack()
-    committed: list[Path] = []
-    try:
-        with atomic_path(out, suffix=suffix) as tmp:
-            committed = list(writer(tmp, kind=kind, plan=plan, target=target, tensors=tensors,
-                                    **extra) or ())
-            # the disk writes the file back while the CPU finishes the read-back check (what
-            # the writer did not already read back as it wrote, and the re-parsed header)
-            with background_fsync(tmp):
-                if read_back_check and manifest is not None:
-                    _record_check(manifest, check_written(tmp, plan, where=str(out),
-                                                          read_back=read_back),
-                                  fail_on_nonfinite)
-            if before_commit is not None:
-                before_commit(tmp)
-            if manifest_path is not None and manifest is not None:
-                with atomic_path(manifest_path) as mtmp:
-                    mtmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    except BaseException:
-        for side in committed:
-            with contextlib.suppress(OSError):
-                side.unlink()
-        raise
+    with staged(out) as stage:
+        tmp = stage.path(out)
+        writer(tmp, kind=kind, plan=plan, target=target, tensors=tensors, **extra)
+        files = stage.files()
+        # the disk writes the files back while the CPU finishes the read-back check (what
+        # the writer did not already read back as it wrote, and the re-parsed header)
+        with background_fsync(files.values()):
+            if read_back_check and manifest is not None:
+                _record_check(manifest, check_written(tmp, plan, where=str(out),
+                                                      read_back=read_back),
+                              fail_on_nonfinite)
+        for path in files:      # a side file the writer added (checked like the others)
+            if path not in written:
+                check_output(path, force=force, inputs=inputs)
+        if before_publish is not None:
+            before_publish(dict(sorted(files.items(), key=lambda kv: kv[0] != out)))
+        if manifest_path is not None and manifest is not None:
+            stage.path(manifest_path).write_text(json.dumps(manifest, indent=1) + "\n",
+                                                 encoding="utf-8")
+        if save_plan is not None:
+            stage.path(save_plan).write_text(plan.to_json(), encoding="utf-8")
+        return stage.publish([out, *extras], force=force, inputs=inputs,
+                             obsolete=previous_parts(kind, out) if force else ())
+
+
+def previous_parts(kind: str, out: Path) -> list[Path]:
+    """Files of the output already at ``out`` that replacing it makes obsolete (the shards an
+    old index lists), from the writer module's optional ``previous_parts(out)``."""
+    module = importlib.import_module(KINDS[kind][1].partition(":")[0])
+    find = getattr(module, "previous_parts", None)
+    return [] if find is None or not out.is_file() else [Path(p) for p in find(out)]
 
 
 def _record_check(manifest: dict[str, Any], checked: dict[str, dict[str, Any]],

@@ -5,6 +5,27 @@ The CLI prints ``str(error)`` as one line and exits with ``error.exit_code``.
 """
 from __future__ import annotations
 
+import unicodedata
+
+
+def printable(text: object) -> str:
+    """``text`` safe to print on a terminal, as one line: control characters (ESC, CR, LF ...),
+    format characters (bidirectional overrides ...) and lone surrogates are written as
+    ``\\x1b``, ``\\u202e``, ``\\ud800``. Names come from files: printed raw, they can rewrite
+    the terminal or fail to encode."""
+    text = str(text)
+    if text.isprintable() and text.isascii():
+        return text
+    return "".join(c if c.isprintable() else _escaped(c) for c in text)
+
+
+def _escaped(c: str) -> str:
+    if unicodedata.category(c) == "Zs":
+        return c                            # spaces of other scripts print as spaces
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 \
+        else f"\\U{code:08x}"
+
 
 class WeightmapError(Exception):
     """Base of every error weightmap raises on purpose."""
@@ -37,7 +58,7 @@ class WeightmapError(Exception):
         text = (": ".join(where) + ": " if where else "") + self.message
         if self.hint:
             text += f" ({self.hint})"
-        return " ".join(text.split())  # always one line
+        return printable(" ".join(text.split()))  # always one line, safe for a terminal
 
 
 class UsageError(WeightmapError):

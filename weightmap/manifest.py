@@ -52,7 +52,7 @@ def parse_freeze(text: str | FreezePolicy | None) -> FreezePolicy:
     kind, _, arg = text.partition(":")
     if kind == "until" and arg:
         return FreezePolicy("until", until=arg)
-    if kind == "first" and arg.isdigit():
+    if kind == "first" and arg.isdecimal():
         return FreezePolicy("first", first=int(arg))
     raise UsageError(f"unknown freeze policy {text!r}",
                      hint="use none, transferred, until:LAYER or first:N")

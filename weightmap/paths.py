@@ -23,6 +23,7 @@ import re
 import stat
 from pathlib import Path
 
+from .atomic import STAGE_PREFIX
 from .errors import FormatError, UnsafeInputError
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -36,10 +37,20 @@ def check_plain_name(name: object, *, what: str, referrer: Path) -> str:
     if name.startswith(("/", "\\")) or _DRIVE.match(name) or os.path.isabs(name):
         raise UnsafeInputError(f"{what} {name!r} is an absolute path", path=referrer,
                                hint="a checkpoint may only name files inside its own folder")
+    if any(part.startswith(STAGE_PREFIX) for part in parts):
+        raise FormatError(f"{what} {name!r} lies in a weightmap staging folder (an unfinished "
+                          f"output)", path=referrer, hint="a checkpoint never names one")
     if ".." in parts or "\x00" in name:
         raise UnsafeInputError(f"{what} {name!r} climbs out of the folder ('..')", path=referrer,
                                hint="a checkpoint may only name files inside its own folder")
     return name
+
+
+def natural_key(name: str) -> tuple:
+    """``model-2`` before ``model-10``: runs of decimal digits compare as numbers. Only what
+    ``int`` reads counts as a digit (``isdecimal``): ``²`` is a digit to ``isdigit`` but not to
+    ``int``, and a file name holding one must not crash the sort."""
+    return tuple(int(p) if p.isdecimal() else p for p in re.split(r"(\d+)", name))
 
 
 def hf_cache_root(folder: Path) -> Path | None:

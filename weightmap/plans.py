@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .dtypes import DTYPES
 from .errors import PlanError, UsageError
 from .graph import ParamGraph
 from .transforms import Step, check_steps
+from .transforms.core import finite_number
 
 PLAN_VERSION = 1
 
@@ -69,18 +71,37 @@ class TensorPlan:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TensorPlan":
-        value = d.get("value")
-        if isinstance(value, Mapping):
-            import numpy as np
-            value = value.get("fill") if "fill" in value else np.asarray(value["values"])
-        try:
-            return cls(target=d["target"], layer=d.get("layer", ""), shape=tuple(d["shape"]),
-                       dtype=d["dtype"], status=d["status"], sources=tuple(d.get("sources", ())),
-                       steps=tuple(Step.from_dict(s) for s in d.get("steps", ())),
-                       notes=tuple(d.get("notes", ())), match=d.get("match", {}), value=value)
-        except KeyError as exc:
-            raise PlanError(f"a tensor entry lacks the key {exc.args[0]!r}",
-                            tensor=d.get("target")) from None
+        """A tensor entry of a plan file, every field checked for its JSON type first (a plan
+        is a file a user edits: a wrong type is a ``PlanError`` naming the field)."""
+        if not isinstance(d, Mapping):
+            raise PlanError(f"a tensor entry is a JSON object, found {_kind(d)}")
+        for key in ("target", "shape", "dtype", "status"):
+            if key not in d:
+                raise PlanError(f"a tensor entry lacks the key {key!r}",
+                                tensor=d.get("target") if isinstance(d.get("target"), str)
+                                else None)
+        target = _typed(d, "target", str, "a string", None)
+        where = {"tensor": target}
+        shape = tuple(_typed(d, "shape", list, "a list of sizes", target))
+        if not all(type(n) is int and 0 <= n < 2**63 for n in shape):
+            raise PlanError(f"'shape' holds sizes (non-negative integers), found {shape!r:.80}",
+                            **where)
+        dtype = _typed(d, "dtype", str, "a dtype name", target)
+        if dtype not in DTYPES:
+            raise PlanError(f"unknown dtype {dtype!r:.40}; one of {', '.join(sorted(DTYPES))}",
+                            **where)
+        steps = []
+        for i, step in enumerate(_typed(d, "steps", list, "a list of steps", target, [])):
+            try:
+                steps.append(Step.from_dict(step))
+            except PlanError as exc:
+                raise PlanError(f"step {i + 1}: {exc.message}", **where) from None
+        return cls(target=target, layer=_typed(d, "layer", str, "a string", target, ""),
+                   shape=shape, dtype=dtype, status=_typed(d, "status", str, "a string", target),
+                   sources=tuple(_strings(d, "sources", target)), steps=tuple(steps),
+                   notes=tuple(_strings(d, "notes", target)),
+                   match=_typed(d, "match", dict, "an object", target, {}),
+                   value=_value(d.get("value"), shape, target))
 
 
 @dataclass(frozen=True)
@@ -111,11 +132,16 @@ class Plan:
     def from_dict(cls, d: Mapping[str, Any]) -> "Plan":
         if d.get("weightmap_plan") != PLAN_VERSION:
             raise PlanError(f"not a weightmap plan of version {PLAN_VERSION} "
-                            f"(found weightmap_plan={d.get('weightmap_plan')!r})")
-        return cls(source=d.get("source", {}), target=d.get("target", {}),
-                   tensors=tuple(TensorPlan.from_dict(t) for t in d.get("tensors", ())),
-                   unused=tuple(d.get("unused", ())), decisions=tuple(d.get("decisions", ())),
-                   options=d.get("options", {}), suggestions=tuple(d.get("suggestions", ())))
+                            f"(found weightmap_plan={d.get('weightmap_plan')!r:.40})")
+        unused = _records(d, "unused", "name", ("reason", "kind"))
+        suggestions = _records(d, "suggestions", "text", ("kind", "target"))
+        return cls(source=_typed(d, "source", dict, "an object", None, {}),
+                   target=_typed(d, "target", dict, "an object", None, {}),
+                   tensors=tuple(TensorPlan.from_dict(t) for t in
+                                 _typed(d, "tensors", list, "a list", None, [])),
+                   unused=tuple(unused), decisions=tuple(_strings(d, "decisions", None)),
+                   options=_typed(d, "options", dict, "an object", None, {}),
+                   suggestions=tuple(suggestions))
 
     @classmethod
     def load(cls, path: Path) -> "Plan":
@@ -169,3 +195,63 @@ class Plan:
         for t in self.tensors:
             out[t.status] += 1
         return out
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            type(None): "null", int: "a number", float: "a number"}.get(type(value),
+                                                                          type(value).__name__)
+
+
+_MISSING = object()
+
+
+def _typed(d: Mapping[str, Any], key: str, kind: type, what: str, tensor: str | None,
+           default: Any = _MISSING) -> Any:
+    """``d[key]`` if it is a ``kind`` (JSON type), else a PlanError naming the field."""
+    value = d.get(key, default)
+    if value is _MISSING:
+        raise PlanError(f"the plan lacks the key {key!r}", tensor=tensor)
+    if not isinstance(value, kind):
+        raise PlanError(f"{key!r} must be {what}, found {_kind(value)}", tensor=tensor)
+    return value
+
+
+def _records(d: Mapping[str, Any], key: str, required: str, texts: tuple[str, ...]
+             ) -> list[dict]:
+    """A list of objects, each with a string ``required`` and strings (if present) at
+    ``texts`` (``unused``: name, reason, kind; ``suggestions``: text, kind, target)."""
+    records = _typed(d, key, list, "a list of objects", None, [])
+    for r in records:
+        if not isinstance(r, dict) or not isinstance(r.get(required), str) or \
+                any(not isinstance(r[k], str) for k in texts if k in r):
+            raise PlanError(f"{key!r} lists objects with a {required!r} string (and "
+                            f"{', '.join(texts)} strings), found {r!r:.80}")
+    return records
+
+
+def _strings(d: Mapping[str, Any], key: str, tensor: str | None) -> list[str]:
+    values = _typed(d, key, list, "a list of strings", tensor, [])
+    if not all(isinstance(v, str) for v in values):
+        raise PlanError(f"{key!r} must be a list of strings", tensor=tensor)
+    return values
+
+
+def _value(value: Any, shape: tuple[int, ...], tensor: str) -> Any:
+    """A synthetic tensor's value: ``{"fill": number}`` or ``{"values": nested lists of numbers
+    of the tensor's shape}``."""
+    if value is None:
+        return None
+    if isinstance(value, dict) and set(value) == {"fill"} and finite_number(value["fill"]):
+        return value["fill"]
+    if isinstance(value, dict) and set(value) == {"values"}:
+        import numpy as np
+        try:
+            arr = np.asarray(value["values"])
+        except (ValueError, TypeError, OverflowError):
+            arr = None
+        if arr is not None and arr.dtype.kind in "biuf" and tuple(arr.shape) == shape:
+            return arr
+    raise PlanError('\'value\' must be {"fill": a number} or {"values": numbers nested in '
+                    f'the tensor\'s shape {list(shape)}}}', tensor=tensor)
+

@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from .errors import printable
 from .graph import ParamGraph
 from .plans import SHAPE_MISMATCH, Plan
 
@@ -102,7 +103,7 @@ def render(report: PortReport, *, verbose: bool = False) -> str:
         if notes:
             lines.append("notes (-v: one line per layer):")
             lines += [f"  {n}" for n in _capped(notes, verbose)]
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)     # names come from the files
 
 
 def _counts(s: Mapping[str, Any]) -> list[str]:

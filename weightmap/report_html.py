@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import manifest as manifest_mod
-from .atomic import atomic_path, check_output
+from .atomic import write_texts
 
 _PLACEHOLDER = "__WEIGHTMAP_DATA__"
 
@@ -54,10 +54,7 @@ def write(manifest: Mapping[str, Any], path: str | Path, *, force: bool = False,
     """Write the page atomically (no file unless it is whole; an existing one only with
     ``force``)."""
     path = Path(path)
-    page = render(manifest)
-    check_output(path, force=force, inputs=inputs)
-    with atomic_path(path) as tmp:
-        tmp.write_text(page, encoding="utf-8")
+    write_texts({path: render(manifest)}, force=force, inputs=inputs)
     return path
 
 

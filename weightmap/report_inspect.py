@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errors import printable
+
 
 def human_bytes(n: int) -> str:
     size = float(n)
@@ -37,6 +39,9 @@ def render(desc: dict[str, Any]) -> str:
             pname = p["name"] + (f" = {p['tied_to']}" if p.get("tied_to") else "")
             rows.append((name, op, f"{pname} [{p['role']}]", "x".join(map(str, p["shape"])) or "()",
                          p["dtype"], ",".join(p["axes"]) if p["axes"] is not None else "?"))
+    # every name comes from the file: escaped before the columns are measured
+    lines = [printable(line) for line in lines]
+    rows = [tuple(printable(c) for c in r) for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines.append("")
     for r in rows:

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import registry
+from .atomic import abandoned
 from .dtypes import from_numpy
 from .errors import (AdapterRegistryError, FormatError, UnknownFormatError, UsageError,
                      WeightmapError)
@@ -80,6 +81,11 @@ def detect(path: Path) -> tuple[Any, str]:
 
 
 def read_path(path: Path, **options: Any) -> ParamGraph:
+    left = abandoned(path)
+    if left is not None:
+        raise FormatError(f"this is inside {left.name}, what a weightmap port that was killed "
+                          f"left unfinished and unchecked", path=path,
+                          hint="remove that folder (the next port into its folder does)")
     adapter, fmt = detect(path)
     try:
         return adapter.read(path, fmt, **options)

@@ -101,6 +101,9 @@ def member_data_offset(fh: Any, info: zipfile.ZipInfo) -> int:
 # deflate cannot do better than about 1032:1.
 MAX_FILTER_RATIO = 1100
 MAX_OBJECTS = 1_000_000
+# Groups inside groups: Keras nests a few levels per nested model (layers/<model>/layers/...);
+# walking a path by its full name costs libhdf5 time in its depth (3000 levels took 25 s)
+MAX_DEPTH = 100
 
 
 @contextlib.contextmanager
@@ -124,8 +127,9 @@ def open_h5(loc: Location, *, check: bool = True, heaps: bool = True) -> Iterato
                 image = _image(fh, start, info.file_size) if check and heaps else None
                 src = stack.enter_context(_Window(fh, start, info.file_size))
             else:
-                image = zf.read(info) if check and heaps else None
-                src = stack.enter_context(zf.open(info))   # h5py reads through zipfile
+                image = inflated(fh, zf, info)
+                src = io.BytesIO(image)
+                image = image if check and heaps else None
         lay = h5heaps.layout(image) if image is not None else None
         f = stack.enter_context(h5py.File(src, "r"))
         if check:
@@ -133,6 +137,23 @@ def open_h5(loc: Location, *, check: bool = True, heaps: bool = True) -> Iterato
             if lay is not None:
                 h5heaps.check_references(image, lay, headers, loc.describe())
         yield f
+
+
+_INFLATED: dict[tuple, bytes] = {}
+
+
+def inflated(fh: Any, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """A compressed member's bytes, inflated once (its size bounded by ``check_archive``'s
+    ratio cap) and kept for the next reads of the same unchanged file (a port reads its tensors
+    one by one). HDF5 is read with seeks back and forth: through zipfile's stream every
+    backward seek inflates the member again from its start (minutes for a 1 MB member)."""
+    st = os.fstat(fh.fileno())
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, info.filename)
+    if key not in _INFLATED:
+        data = zf.read(info)
+        _INFLATED.clear()                  # one member at a time
+        _INFLATED[key] = data
+    return _INFLATED[key]
 
 
 def _image(fh: Any, start: int, size: int) -> Any:
@@ -191,9 +212,16 @@ def _refuse_link(group: Any, name: str | bytes, kind: int, where: str) -> None:
 
 
 def check_dataset(ds: Any, where: str) -> None:
-    """Refuse a dataset whose bytes live in other files (external storage, virtual)."""
+    """Refuse a dataset whose bytes live in other files (external storage, virtual), or whose
+    chunks are larger than the dataset in any dimension (libhdf5 allocates a whole chunk to
+    read any part of it: a 48-byte tensor in one 16384 x 16384 chunk costs 1 GB)."""
     import h5py
 
+    chunks = ds.chunks
+    if chunks is not None and any(c > max(int(d), 1) for c, d in zip(chunks, ds.shape)):
+        raise FormatError(f"dataset {ds.name!r} of shape {tuple(ds.shape)} is stored in chunks "
+                          f"of {tuple(chunks)}, larger than the dataset", path=where,
+                          hint="Keras never writes such chunks; the file is forged")
     plist = ds.id.get_create_plist()
     if plist.get_layout() == h5py.h5d.VIRTUAL:
         source = plist.get_virtual_filename(0) if plist.get_virtual_count() else "?"
@@ -214,10 +242,13 @@ def check_tree(f: Any, where: str) -> list[int]:
     import h5py
 
     seen: set[tuple] = set()
-    todo = [f]
+    todo = [(f, 0)]
     headers = [h5py.h5o.get_info(f["/"].id).addr]
     while todo:
-        group = todo.pop()
+        group, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise FormatError(f"the file nests groups more than {MAX_DEPTH} levels deep",
+                              path=where, hint="Keras never does; the file is forged")
         for name in group.keys():
             kind = _link_kind(group, name)
             if kind != h5py.h5l.TYPE_HARD:
@@ -232,7 +263,7 @@ def check_tree(f: Any, where: str) -> list[int]:
             if len(seen) > MAX_OBJECTS:
                 raise FormatError(f"the file holds more than {MAX_OBJECTS} objects", path=where)
             if isinstance(obj, h5py.Group):
-                todo.append(obj)
+                todo.append((obj, depth + 1))
             elif isinstance(obj, h5py.Dataset):
                 check_dataset(obj, where)
     return headers

@@ -15,6 +15,7 @@ the group names. The same assembly serves live Keras 3 models (``live.py``).
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import re
 import zipfile
@@ -24,12 +25,13 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from weightmap.errors import FormatError
 from weightmap.graph import Layer, ParamGraph, TensorData
+from weightmap.paths import natural_key
 from weightmap.zipcheck import check_archive
 
 from .build import Weight, make_layer, rnn_class, with_structure
 from .classes import class_from_name, k3_roles, owner_sort_key
-from .h5io import (WEIGHTS_MEMBER, Location, dataset_spec, decode, member_data_offset,
-                   open_h5, stored_member_offset)
+from .h5io import (WEIGHTS_MEMBER, Location, dataset_spec, decode, inflated,
+                   member_data_offset, open_h5, stored_member_offset)
 from .h5order import creation_order, file_reader
 from .modelconfig import LayerSpec, walk
 
@@ -115,8 +117,7 @@ def _raw(loc: Location) -> Iterator[Any]:
             if info.compress_type == zipfile.ZIP_STORED:
                 yield file_reader(fh, member_data_offset(fh, info))
             else:
-                with zf.open(info) as member:
-                    yield file_reader(member, 0)
+                yield file_reader(io.BytesIO(inflated(fh, zf, info)), 0)
 
 
 def scan(f: Any, loc: Location, base: int | None) -> tuple[dict[str, Owner], list[str]]:
@@ -148,7 +149,7 @@ def scan(f: Any, loc: Location, base: int | None) -> tuple[dict[str, Owner], lis
 
 
 def _index_key(key: str) -> tuple:
-    return (0, int(key), "") if key.isdigit() else (1, 0, key)
+    return (0, int(key), "") if key.isdecimal() else (1, 0, key)
 
 
 # ----------------------------------------------------------------------------- no config
@@ -193,10 +194,6 @@ def ordered_children(group: Any, read_at: Any) -> tuple[list[str], str]:
     if order is not None and sorted(order) == sorted(names) and _numbering_holds(order):
         return order, "hdf5-creation-order"
     return sorted(names, key=natural_key), "natural-sort"
-
-
-def natural_key(name: str) -> tuple:
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
 
 
 def _numbering_holds(order: Sequence[str]) -> bool:

@@ -54,7 +54,7 @@ def _root_package(model: Any) -> str:
 def _is_keras3(model: Any) -> bool:
     pkg = sys.modules.get(_root_package(model))
     version = str(getattr(pkg, "__version__", "0"))
-    return _root_package(model) == "keras" and version.split(".")[0].isdigit() and \
+    return _root_package(model) == "keras" and version.split(".")[0].isdecimal() and \
         int(version.split(".")[0]) >= 3
 
 

@@ -2,8 +2,8 @@
 
 The graph, node order, opsets and dtypes stay the target's. Each initializer keeps where it was
 stored: inline in the model, or (when the target keeps it in external data) in one data file
-beside the output named ``<output name>.data``, written under a temporary name and renamed into
-place only when everything else has succeeded.
+beside the output named ``<output name>.data``; the model and its data file are staged, read back
+and published together (``weightmap.atomic``).
 
 Ties (see ``docs/formats/onnx.md``): a tensor the target shares between several uses (``Identity``
 aliases of a deduplicated initializer, or one initializer read by several nodes) stays shared
@@ -25,7 +25,6 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from weightmap.atomic import atomic_path
 from weightmap.dtypes import from_numpy, itemsize
 from weightmap.errors import FormatError, PlanError, UsageError
 from weightmap.graph import ParamGraph
@@ -52,9 +51,9 @@ def side_outputs(out: Path, target: ParamGraph) -> list[Path]:
 
 def write_output(path: Path, *, kind: str, plan: Any, target: ParamGraph,
                  tensors: Callable[[], Iterator[tuple[Any, np.ndarray]]],
-                 final_path: Path | None = None) -> list[Path]:
-    """Write the model to ``path`` (renamed to ``final_path`` by the caller). Returns the side
-    files already renamed into place, which the caller removes if its own commit fails."""
+                 final_path: Path | None = None) -> None:
+    """Write the model to ``path`` and its external data file (named after ``final_path``, the
+    model's published name) beside it: the caller stages both and publishes them together."""
     path = Path(path)
     final = Path(final_path) if final_path is not None else path
     model, folder = _target_model(target)
@@ -62,22 +61,16 @@ def write_output(path: Path, *, kind: str, plan: Any, target: ParamGraph,
     if not _has_external(model):
         _Writer(model, tmap, target, spool_dir=path.parent).run(tensors)
         _save(model, path)
-        return []
+        return
     data_final = data_path_for(final)
-    if not side_outputs(final, target) and data_final.exists():
-        # external tensors outside the initializers: the caller could not check this file
-        raise UsageError("the output's external data file exists", path=data_final,
-                         hint="remove it or choose another --out")
     _refuse_overwriting_target_data(data_final, model, folder)
-    with atomic_path(data_final) as data_tmp:
-        with open(data_tmp, "wb") as fh:
-            data = DataFile(fh)
-            _Writer(model, tmap, target, spool_dir=path.parent, data=data,
-                    location=data_final.name).run(tensors)
-            _copy_other_external(model, folder, data, data_final.name, where=target.source)
-            fsync(fh)
-        _save(model, path)
-    return [data_final]
+    with open(path.with_name(data_final.name), "wb") as fh:
+        data = DataFile(fh)
+        _Writer(model, tmap, target, spool_dir=path.parent, data=data,
+                location=data_final.name).run(tensors)
+        _copy_other_external(model, folder, data, data_final.name, where=target.source)
+        fsync(fh)
+    _save(model, path)
 
 
 class _Writer:
@@ -255,9 +248,18 @@ def _graphs(graph: Any) -> Iterator[Any]:
 
 
 def _other_tensors(model: Any) -> Iterator[Any]:
-    """Tensors that are not top-level initializers: subgraph initializers, attribute tensors."""
-    for graph in _graphs(model.graph):
-        if graph is not model.graph:
+    """Tensors that are not top-level initializers: subgraph initializers, attribute tensors of
+    the graph, its subgraphs and the model-local functions (whose bodies are nodes too, and may
+    hold subgraphs)."""
+    bodies = list(_graphs(model.graph))
+    for function in model.functions:
+        bodies.append(function)
+        for node in function.node:
+            for attr in node.attribute:
+                for sub in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
+                    bodies.extend(_graphs(sub))
+    for graph in bodies:
+        if graph is not model.graph and hasattr(graph, "initializer"):
             yield from graph.initializer
         for node in graph.node:
             for attr in node.attribute:

@@ -9,17 +9,14 @@ in one shard is written as one file, under its own name.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from weightmap.atomic import usual_mode
 from weightmap.errors import UsageError
 
+from .shards import MAX_INDEX_BYTES
 from .writer import Spec, tensor_size, write, write_jobs
 
 INDEX_SUFFIX = ".safetensors.index.json"
@@ -103,7 +100,7 @@ def side_outputs(out: Path, target, *, plan=None, shard_size: Any = None,
 
 def write_output(path: Path, *, kind, plan, target, tensors, final_path: Path | None = None,
                  shard_size: Any = None, direct_io: bool | None = None,
-                 workers: int | None = None, read_back=None) -> list[Path]:
+                 workers: int | None = None, read_back=None) -> None:
     """``read_back`` (``weightmap.readback.ReadBack``): each tensor of a one-file output is read
     back as soon as it is written, beside the tensors still being written. ``direct_io``: write
     past the page cache (``weightmap.direct``): None for big outputs where the file system
@@ -119,44 +116,45 @@ def write_output(path: Path, *, kind, plan, target, tensors, final_path: Path | 
         else:
             write_jobs(path, specs, jobs, metadata=meta, workers=workers,
                        written=tensors.advance, read_back=read_back, direct=direct_io)
-        return []
+        return
     if jobs is None:       # arrays only come in order: one thread
         jobs, workers = _array_jobs(plan, tensors), 1
-    return _write_sharded(path, final, specs, shards, jobs, tensors, meta, workers, direct_io)
+    _write_sharded(Path(path), final, specs, shards, jobs, tensors, meta, workers, direct_io)
 
 
-def _write_sharded(index_tmp: Path, final: Path, specs: list[Spec], shards: list[list[int]],
-                   jobs, tensors, meta, workers, direct_io) -> list[Path]:
-    """Each shard to a temporary file beside ``final``, then all renamed into place; the index
-    goes to ``index_tmp`` (renamed onto ``final`` by the caller). Returns the shards placed."""
+def _write_sharded(index_path: Path, final: Path, specs: list[Spec], shards: list[list[int]],
+                   jobs, tensors, meta, workers, direct_io) -> None:
+    """Each shard beside ``index_path`` under its final name (the folder is the caller's
+    staging folder: nothing is published before it has been read back), then the index."""
     names = shard_names(final, len(shards))
-    temps: list[Path] = []
-    placed: list[Path] = []
+    for name, members in zip(names, shards):
+        write_jobs(index_path.with_name(name), [specs[i] for i in members],
+                   [jobs[i] for i in members], metadata=meta, workers=workers,
+                   written=getattr(tensors, "advance", None), direct=direct_io)
+    weight_map = {specs[i][0]: name for name, members in zip(names, shards) for i in members}
+    index = {"metadata": {"total_size": sum(tensor_size(s[1], s[2]) for s in specs)},
+             "weight_map": weight_map}
+    Path(index_path).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n",
+                                encoding="utf-8")
+
+
+def previous_parts(out: Path) -> list[Path]:
+    """The shards an existing index at ``out`` lists (plain names of regular files beside
+    it): replacing that output with ``force`` removes those the new one does not reuse."""
+    if not out.name.lower().endswith(INDEX_SUFFIX):
+        return []
     try:
-        for name, members in zip(names, shards):
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=final.parent)
-            os.close(fd)
-            temps.append(Path(tmp))
-            write_jobs(Path(tmp), [specs[i] for i in members], [jobs[i] for i in members],
-                       metadata=meta, workers=workers, written=getattr(tensors, "advance", None),
-                       direct=direct_io)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            usual_mode(Path(tmp))
-        for name, tmp in zip(names, temps):
-            os.replace(tmp, final.with_name(name))
-            placed.append(final.with_name(name))
-        weight_map = {specs[i][0]: name for name, members in zip(names, shards) for i in members}
-        index = {"metadata": {"total_size": sum(tensor_size(s[1], s[2]) for s in specs)},
-                 "weight_map": weight_map}
-        Path(index_tmp).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n",
-                                   encoding="utf-8")
-    except BaseException:
-        for p in temps + placed:
-            with contextlib.suppress(OSError):
-                p.unlink()
-        raise
-    return placed
+        if out.stat().st_size > MAX_INDEX_BYTES:
+            return []
+        weight_map = json.loads(out.read_bytes()).get("weight_map")
+    except (OSError, ValueError, AttributeError):
+        return []
+    if not isinstance(weight_map, dict):
+        return []
+    names = {v for v in weight_map.values() if isinstance(v, str)}
+    return [out.with_name(n) for n in sorted(names)
+            if n == Path(n).name and n not in ("", ".", "..")
+            and out.with_name(n).is_file() and not out.with_name(n).is_symlink()]
 
 
 class _ArrayJob:

@@ -9,13 +9,13 @@ inside the folder; Hugging Face cache symlinks into ``blobs/`` allowed).
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from weightmap.atomic import STAGE_PREFIX
 from weightmap.errors import FormatError, UsageError
-from weightmap.paths import resolve_inside
+from weightmap.paths import natural_key, resolve_inside
 
 from .header import parse_json_object
 
@@ -33,11 +33,6 @@ class ShardSet:
     shards: tuple[tuple[str, Path], ...]            # (name as listed, resolved path)
     weight_map: Mapping[str, str] = field(default_factory=dict)   # tensor -> shard name
     index_metadata: Mapping[str, Any] = field(default_factory=dict)
-
-
-def natural_key(text: str) -> list[Any]:
-    """``model-2`` before ``model-10``: digit runs compare as numbers."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
 def is_index_name(path: Path) -> bool:
@@ -61,8 +56,10 @@ def find_index(folder: Path) -> Path | None:
 
 
 def shard_files(folder: Path) -> list[Path]:
-    """The ``*.safetensors`` regular files directly in ``folder``, in natural order."""
-    return sorted((p for p in folder.iterdir() if p.name.endswith(".safetensors") and p.is_file()),
+    """The ``*.safetensors`` regular files directly in ``folder``, in natural order (names of
+    weightmap's staging folders, ``.weightmap-tmp-*``, are never shards)."""
+    return sorted((p for p in folder.iterdir() if p.name.endswith(".safetensors")
+                   and not p.name.startswith(STAGE_PREFIX) and p.is_file()),
                   key=lambda p: natural_key(p.name))
 
 
@@ -73,7 +70,11 @@ def resolve(path: Path) -> ShardSet:
         index = find_index(path)
         if index is None:
             return _unindexed(path)
-        return _from_index(index)
+        # the index the folder holds is checked like a shard before it is opened: inside the
+        # folder (or its Hugging Face cache repository), a regular file with one link
+        checked = resolve_inside(path, index.name, what="shard index", referrer=path,
+                                 allow_hf_cache=True)
+        return _from_index(index, checked)
     return _from_index(path)
 
 
@@ -87,10 +88,13 @@ def _unindexed(folder: Path) -> ShardSet:
     return ShardSet(folder=folder, index=None, shards=shards)
 
 
-def _from_index(index: Path) -> ShardSet:
-    if os.path.getsize(index) > MAX_INDEX_BYTES:
+def _from_index(index: Path, checked: Path | None = None) -> ShardSet:
+    """The shard set of ``index`` (its shards beside it), read from ``checked`` (where the
+    index resolves after ``resolve_inside``) when given."""
+    source = checked or index
+    if os.path.getsize(source) > MAX_INDEX_BYTES:
         raise FormatError(f"index is larger than {MAX_INDEX_BYTES} bytes", path=index)
-    obj = parse_json_object(index.read_bytes(), path=index, what="safetensors index")
+    obj = parse_json_object(source.read_bytes(), path=index, what="safetensors index")
     weight_map = obj.get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise FormatError("index has no 'weight_map' object (tensor name -> shard file)",

@@ -139,8 +139,13 @@ def _tensor(storage: Any, offset: Any, size: Any, stride: Any, dtype: str,
                           "rank")
     checked_nbytes(shape, dtype)           # rank and size product within bounds
     flags = metadata if isinstance(metadata, dict) else {}
-    return TensorRef(storage, offset, shape, strides, dtype,
-                     negative=bool(flags.get("neg")), conjugate=bool(flags.get("conj")))
+    negative = bool(flags.get("neg"))
+    if negative and dtype == "bool":
+        raise FormatError("a bool tensor carries torch's lazy negation bit, which torch never "
+                          "sets on one (bools cannot be negated)",
+                          hint="the file is forged or corrupt")
+    return TensorRef(storage, offset, shape, strides, dtype, negative=negative,
+                     conjugate=bool(flags.get("conj")))
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride):
@@ -216,12 +221,100 @@ def _device(kind: Any, index: Any = None) -> str:
     return kind if index is None else f"{kind}:{index}"
 
 
+class Key:
+    """A dict key or set member of a pickle that is not a string: hashed from its bytes with
+    Python's randomised string hash, so that no file can make many keys hash alike.
+
+    An ``int`` hashes to itself modulo 2**61 - 1 in every process: 100 000 keys ``i * (2**61 -
+    1)`` all hash to 0 and building their dict takes minutes (each insertion compares with every
+    earlier key). Strings and bytes hash with a per-process random key (SipHash), so they stay
+    as they are; numbers, tuples and other objects are wrapped. ``str()`` and ``repr()`` are the
+    value's."""
+
+    __slots__ = ("value", "_hash")
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self._hash = hash(_hashable(value))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Key) and type(other.value) is type(self.value) and \
+            other.value == self.value
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __repr__(self) -> str:
+        return short(self.value)
+
+
+def _hashable(value: Any) -> Any:
+    """What ``Key`` hashes: bytes for numbers (randomised like strings), the same for the items
+    of a tuple; a frozenset built here already holds ``Key``s; other objects by identity."""
+    if isinstance(value, int):
+        return b"i" + value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+    if isinstance(value, float):
+        return b"f" + struct.pack("<d", value)
+    if isinstance(value, complex):
+        return b"c" + struct.pack("<dd", value.real, value.imag)
+    if isinstance(value, tuple):
+        return tuple(_hashable(item) for item in value)
+    if isinstance(value, (str, bytes, frozenset)) or value is None:
+        return value
+    return ("id", id(value))
+
+
+def key(value: Any) -> Any:
+    """``value`` as this unpickler stores it as a dict key or set member."""
+    return value if type(value) in (str, bytes) else Key(value)
+
+
+def plain(value: Any) -> Any:
+    """``value`` with the ``Key`` wrappers undone, containers rebuilt (for comparing what was
+    read with what was pickled; recursion bounded by the scan's nesting cap)."""
+    if isinstance(value, Key):
+        return plain(value.value)
+    if isinstance(value, dict):
+        out = type(value)()
+        for k, v in value.items():
+            out[plain(k)] = plain(v)
+        return out
+    if isinstance(value, (set, frozenset, list, tuple)):
+        return type(value)(plain(v) for v in value)
+    return value
+
+
+def _mapping_of(cls: type) -> Callable[..., Any]:
+    """A stand-in for ``dict``, ``OrderedDict``, ``Counter`` called by the pickle: keys go
+    through ``key``."""
+    def build(items: Any = (), **named: Any) -> Any:
+        out = cls()
+        for k, v in (items.items() if isinstance(items, dict) else items):
+            out[key(k)] = v
+        out.update(named)
+        return out
+    build.__qualname__ = cls.__name__
+    return build
+
+
+def _set_of(cls: type) -> Callable[..., Any]:
+    def build(items: Any = ()) -> Any:
+        return cls(key(item) for item in items)
+    build.__qualname__ = cls.__name__
+    return build
+
+
 def globals_table() -> dict[str, Any]:
     """Every global a checkpoint may name, mapped to what this unpickler gives it instead."""
     table: dict[str, Any] = {
-        "collections.OrderedDict": OrderedDict, "collections.Counter": Counter,
-        "builtins.dict": dict, "builtins.list": list, "builtins.tuple": tuple,
-        "builtins.set": set, "builtins.frozenset": frozenset, "builtins.complex": complex,
+        "collections.OrderedDict": _mapping_of(OrderedDict),
+        "collections.Counter": _mapping_of(Counter), "builtins.dict": _mapping_of(dict),
+        "builtins.list": list, "builtins.tuple": tuple,
+        "builtins.set": _set_of(set), "builtins.frozenset": _set_of(frozenset),
+        "builtins.complex": complex,
         "builtins.bytearray": _bytearray, "_codecs.encode": _encode,
         "torch._utils._rebuild_tensor": _rebuild_tensor,
         "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
@@ -520,11 +613,46 @@ def scan(fh: Any, limits: Limits) -> bytes:
     return fh.read(length)
 
 
-class _SafeUnpickler(pickle.Unpickler):
+class _SafeUnpickler(pickle._Unpickler):
+    """Python's own unpickler (the C one cannot be changed per opcode) with every dict key and
+    set member going through ``key``: reading is linear in the pickle, whatever its keys."""
+
     def __init__(self, data: bytes, persistent: Callable[[Any], Any] | None, opaque: bool):
         super().__init__(io.BytesIO(data), encoding="utf-8")
         self._persistent, self._opaque = persistent, opaque
         self._types: dict[str, type] = {}
+
+    def load_dict(self) -> None:
+        items = self.pop_mark()
+        self.append({key(items[i]): items[i + 1] for i in range(0, len(items), 2)})
+
+    def load_setitem(self) -> None:
+        value = self.stack.pop()
+        k = self.stack.pop()
+        self.stack[-1][key(k)] = value
+
+    def load_setitems(self) -> None:
+        items = self.pop_mark()
+        target = self.stack[-1]
+        for i in range(0, len(items), 2):
+            target[key(items[i])] = items[i + 1]
+
+    def load_additems(self) -> None:
+        items = self.pop_mark()
+        target = self.stack[-1]
+        if isinstance(target, set):
+            target.update(key(item) for item in items)
+        else:
+            raise FormatError(f"the pickle adds set items to a {type(target).__name__}")
+
+    def load_frozenset(self) -> None:
+        items = self.pop_mark()            # before self.append: pop_mark rebinds it
+        self.append(frozenset(key(item) for item in items))
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch.update({pickle.DICT[0]: load_dict, pickle.SETITEM[0]: load_setitem,
+                     pickle.SETITEMS[0]: load_setitems, pickle.ADDITEMS[0]: load_additems,
+                     pickle.FROZENSET[0]: load_frozenset})
 
     def find_class(self, module: str, name: str) -> Any:
         try:

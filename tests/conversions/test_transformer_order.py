@@ -81,6 +81,20 @@ def test_a_graph_not_sorted_by_name_keeps_its_order():
     assert execution_order(graph) is graph
 
 
+def test_registration_order_with_norms_named_by_place_is_put_in_execution_order():
+    """A Llama state dict as torch registers it (norms after the MLP): the norms' names say
+    where they run, so the block is reordered; ``norm1`` / ``norm2`` above do not."""
+    registered = [m for m in LLAMA if "layernorm" not in m] + \
+        ["input_layernorm", "post_attention_layernorm"]
+    names = ["model.embed_tokens"] + [f"model.layers.{i}.{m}" for i in range(3)
+                                      for m in registered] + ["model.norm", "lm_head"]
+    graph = weightmap.read(state(names, biases=False))
+    ordered = execution_order(graph)
+    assert names_of(ordered) == ["model.embed_tokens"] + [
+        f"model.layers.{i}.{m}" for i in range(3) for m in LLAMA] + ["model.norm", "lm_head"]
+    assert f"in {graph.order} order" in ordered.meta["decisions"][0]
+
+
 def test_vit_tokens_on_the_root_come_before_the_blocks():
     vit = {"patch_embed.proj.weight": np.zeros((E, 3, 2, 2), np.float32),
            "cls_token": np.zeros((1, 1, E), np.float32),

@@ -34,3 +34,12 @@ def test_blocks_split_at_the_first_index_and_fused_kinds():
     order = arch.BLOCK_ROLES
     assert order.index("norm_attn") < order.index("q") < order.index("o") < \
         order.index("norm_mid") < order.index("gate") < order.index("down")
+
+
+@pytest.mark.parametrize("rest, says", [
+    ("self_attn.q_proj", True), ("mlp.down_proj", True), ("input_layernorm", True),
+    ("post_attention_layernorm", True), ("attention.output.LayerNorm", True),
+    ("output.LayerNorm", True), ("norm1", False), ("ln_1", False), ("ln_2", False),
+    ("mystery", False)])
+def test_which_block_parts_say_where_they_run(rest, says):
+    assert arch.says_its_place(rest) is says

@@ -121,7 +121,31 @@ def test_no_direct_io_keeps_the_page_cache(tmp_path, monkeypatch):
         args = ["port", str(src), "--to", str(src), "--out", str(tmp_path / out), "--quiet"]
         assert main(args + ([flag] if flag else [])) == 0
         assert load_file(str(tmp_path / out))["fc.weight"].tolist() == [[0, 1], [2, 3], [4, 5]]
-    assert [p.name.startswith(".auto.safetensors.") for p in opened] == [True]
+    assert [(p.name, p.parent.name.startswith(".weightmap-tmp-")) for p in opened] == \
+        [("auto.safetensors", True)]
+
+
+def test_names_from_a_file_reach_the_terminal_escaped(tmp_path):
+    """A lone surrogate crashed printing (exit 70, after the output was written); control
+    characters reached the terminal raw, in tables, reports, plans and errors."""
+    import re
+    from pathlib import Path
+    src = Path(__file__).resolve().parents[2] / "fixtures" / "hostile" / "safetensors" / \
+        "hostile_names.safetensors"
+    raw = re.compile("[\x00-\x09\x0b-\x1f\x7f\u202e\ud800-\udfff]")
+    out = tmp_path / "o.safetensors"
+    runs = [_run("inspect", str(src)), _run("inspect", str(src), "--json"),
+            _run("port", str(src), "--to", str(src), "--dry-run", "--verbose"),
+            _run("port", str(src), "--to", str(src), "--out", str(out), "--verbose"),
+            _run("port", str(src), "--to", str(src), "--out", str(out))]       # exists: error
+    for r in runs[:4]:
+        assert r.returncode == 0, r.stderr
+        assert not raw.search(r.stdout + r.stderr), repr(r.stdout)
+    assert "w\\ud800" in runs[0].stdout and "\\x1b[2J\\x1b]0;owned\\x07\\x0d\\x0a\\u202e" in \
+        runs[0].stdout
+    assert json.loads(runs[1].stdout)["layers"]
+    assert "w\\ud800" in runs[2].stdout and out.exists()
+    assert runs[4].returncode == 2 and not raw.search(runs[4].stderr)
 
 
 def _docstrings(tree):

@@ -105,3 +105,9 @@ def test_hf_cache_relaxation_stops_at_the_repo_folder(tmp_path):
         resolve_inside(snap, "escape.safetensors", what="shard", referrer=snap,
                        allow_hf_cache=True)
     assert hf_cache_root(tmp_path) is None
+
+
+def test_natural_key_orders_numbers_and_takes_any_digit():
+    from weightmap.paths import natural_key
+    assert sorted(["a10", "a9", "b1", "a09x"], key=natural_key) == ["a9", "a09x", "a10", "b1"]
+    assert sorted(["m-1²1", "m-٣", "m-2"], key=natural_key) == ["m-1²1", "m-2", "m-٣"]

@@ -74,3 +74,96 @@ def test_bad_plan_files(tmp_path):
     f.write_text(json.dumps({"weightmap_plan": 1, "tensors": [{"target": "x"}]}))
     with pytest.raises(PlanError, match="lacks the key"):
         Plan.load(f)
+
+
+def _saved_plan(tmp_path):
+    """A real plan file: a port of ``s.safetensors`` into ``t.safetensors`` (a transpose and a
+    synthetic fill among its entries), saved by ``weightmap port --dry-run --save-plan``."""
+    from safetensors.numpy import save_file
+
+    from weightmap.cli import main
+    save_file({"a.weight": np.ones((3, 2), np.float32), "a.bias": np.zeros(3, np.float32)},
+              str(tmp_path / "s.safetensors"))
+    save_file({"a.weight": np.ones((3, 2), np.float32), "a.bias": np.zeros(3, np.float32)},
+              str(tmp_path / "t.safetensors"))
+    assert main(["port", str(tmp_path / "s.safetensors"), "--to", str(tmp_path / "t.safetensors"),
+                 "--dry-run", "--quiet", "--save-plan", str(tmp_path / "plan.json")]) == 0
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    plan["tensors"].sort(key=lambda t: t["target"] != "a.weight")     # a.weight, a.bias
+    plan["tensors"][0]["status"] = "transformed"
+    plan["tensors"][0]["steps"] = [{"op": "transpose", "perm": [1, 0]},
+                                   {"op": "transpose", "perm": [1, 0]},
+                                   {"op": "scale", "factor": 2.0}]
+    return plan
+
+
+def _edit(path, value):
+    def apply(plan):
+        *keys, last = path
+        node = plan
+        for k in keys:
+            node = node[k]
+        node[last] = value
+        return plan
+    return apply
+
+
+MALFORMED = {
+    "tensors not a list": _edit(["tensors"], {"a": 1}),
+    "a tensor not an object": _edit(["tensors", 0], "a.weight"),
+    "a step not an object": _edit(["tensors", 0, "steps", 0], "transpose"),
+    "steps not a list": _edit(["tensors", 0, "steps"], {"op": "scale"}),
+    "a string scale": _edit(["tensors", 0, "steps", 2, "factor"], "2"),
+    "a NaN scale": _edit(["tensors", 0, "steps", 2, "factor"], float("nan")),
+    "a null shape": _edit(["tensors", 0, "shape"], None),
+    "a negative size": _edit(["tensors", 0, "shape"], [3, -2]),
+    "an axis 99": _edit(["tensors", 0, "steps"], [{"op": "sum_axis", "axis": 99}]),
+    "a concat on axis 99": _edit(["tensors", 0, "steps"], [{"op": "concat", "axis": 99}]),
+    "perm of strings": _edit(["tensors", 0, "steps", 0, "perm"], ["1", "0"]),
+    "a missing argument": _edit(["tensors", 0, "steps", 0], {"op": "transpose"}),
+    "an extra argument": _edit(["tensors", 0, "steps", 0], {"op": "transpose", "perm": [1, 0],
+                                                            "axis": 0}),
+    "an unknown op": _edit(["tensors", 0, "steps", 0], {"op": "__import__"}),
+    "an op that is a list": _edit(["tensors", 0, "steps", 0], {"op": ["scale"]}),
+    "an unknown dtype": _edit(["tensors", 0, "dtype"], "float128"),
+    "a status list": _edit(["tensors", 0, "status"], ["new"]),
+    "sources not strings": _edit(["tensors", 0, "sources"], [1]),
+    "a target number": _edit(["tensors", 0, "target"], 7),
+    "a value of another shape": _edit(["tensors", 1, "value"], {"values": [[1, 2], [3]]}),
+    "a fill string": _edit(["tensors", 1, "value"], {"fill": "x"}),
+    "unused not names": _edit(["unused"], [1, 2]),
+    "decisions not strings": _edit(["decisions"], [{"x": 1}]),
+    "options a list": _edit(["options"], [1]),
+    "source a string": _edit(["source"], "s"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_plan_files_are_plan_errors_not_crashes(tmp_path, name, capsys):
+    """Every edit is one line and exit 8 (a PlanError), never exit 70, and writes nothing."""
+    from weightmap.cli import main
+    plan = _saved_plan(tmp_path)
+    plan["tensors"][1]["status"] = "synthetic"
+    plan["tensors"][1]["sources"] = []
+    plan["tensors"][1]["value"] = {"fill": 0.5}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(MALFORMED[name](plan)))
+    capsys.readouterr()
+    code = main(["port", str(tmp_path / "s.safetensors"), "--to", str(tmp_path / "t.safetensors"),
+                 "--plan", str(bad), "--out", str(tmp_path / "o.safetensors"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 8 and err.count("\n") == 1 and err.startswith("weightmap: error: "), err
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_the_saved_plan_with_its_edits_applies(tmp_path):
+    from safetensors.numpy import load_file
+
+    from weightmap.cli import main
+    plan = _saved_plan(tmp_path)
+    (tmp_path / "good.json").write_text(json.dumps(plan))
+    assert main(["port", str(tmp_path / "s.safetensors"), "--to", str(tmp_path / "t.safetensors"),
+                 "--plan", str(tmp_path / "good.json"), "--out", str(tmp_path / "o.safetensors"),
+                 "--quiet"]) == 0
+    assert load_file(str(tmp_path / "o.safetensors"))[plan["tensors"][0]["target"]].tolist() == \
+        (2 * np.ones((3, 2))).tolist()

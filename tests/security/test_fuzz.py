@@ -23,7 +23,7 @@ pytestmark = pytest.mark.fuzz
 pytest.importorskip("atheris")
 
 FUZZ = Path(__file__).resolve().parents[2] / "fuzz"
-READERS = ("torch", "safetensors", "keras", "onnx")
+READERS = ("torch", "safetensors", "keras", "onnx", "plan")   # plan: the --plan loader
 SECONDS = int(os.environ.get("WEIGHTMAP_FUZZ_SECONDS", "1"))
 
 

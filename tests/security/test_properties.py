@@ -4,7 +4,9 @@
    and offset fields, cuts and insertions, biased towards headers — either read completely
    (graph and every tensor) or raise weightmap's own one-line error. Reads run in the worker
    process of conftest ``reader``, so a crash or hang is a failure, not a dead test run.
-2. Every dtype (bf16, the float8 variants, bool, complex, 0-d and empty shapes included)
+2. Plan files (``--plan``): any value of a real saved plan replaced by JSON of any type is
+   applied or refused with a one-line error, never an internal error, and leaves no output.
+3. Every dtype (bf16, the float8 variants, bool, complex, 0-d and empty shapes included)
    round-trips bit-exactly through the safetensors writer and reader, and through the torch
    ``.pt`` writer and reader.
 """
@@ -129,6 +131,60 @@ def test_mutated_keras_configs_read_or_refuse(data, reader, check_clean, tmp_pat
         for member, raw in members.items():
             zf.writestr(member, raw)
     check_clean(reader(out), f"{name} with config {json.dumps(config)[:300]}")
+
+
+
+# ----------------------------------------------------------------------------- plan files
+@pytest.fixture(scope="module")
+def saved_plan(tmp_path_factory):
+    """A real plan (transposes, a scale, a synthetic fill) and the two files it ports."""
+    import json
+
+    from safetensors.numpy import save_file
+
+    from weightmap.cli import main
+    folder = tmp_path_factory.mktemp("plan")
+    tensors = {"a.weight": np.ones((3, 2), np.float32), "a.bias": np.zeros(3, np.float32)}
+    for name in ("s", "t"):
+        save_file(tensors, str(folder / f"{name}.safetensors"))
+    assert main(["port", str(folder / "s.safetensors"), "--to", str(folder / "t.safetensors"),
+                 "--dry-run", "--quiet", "--save-plan", str(folder / "plan.json")]) == 0
+    plan = json.loads((folder / "plan.json").read_text())
+    for t in plan["tensors"]:
+        if t["target"] == "a.weight":
+            t.update(status="transformed", steps=[{"op": "transpose", "perm": [1, 0]},
+                                                  {"op": "transpose", "perm": [1, 0]},
+                                                  {"op": "scale", "factor": 2.0}])
+        else:
+            t.update(status="synthetic", sources=[], steps=[], value={"fill": 0.5})
+    return folder, plan
+
+
+@settings(FUZZ, max_examples=300)
+@given(data=st.data())
+def test_mutated_plans_apply_or_refuse_in_one_line(data, saved_plan, tmp_path_factory, capsys):
+    """A plan file is edited by hand: any value of any type anywhere gives a port or a
+    one-line error of weightmap's (exit 2-12), never an internal error (exit 70)."""
+    import json
+
+    from weightmap.cli import main
+    folder, plan = saved_plan
+    paths = list(json_paths(plan))
+    for _ in range(data.draw(st.integers(1, 3), label="edits")):
+        path = data.draw(st.sampled_from(paths), label="path")
+        plan = replaced(plan, path, data.draw(JSON_VALUES, label="value"))
+        paths = list(json_paths(plan))
+    work = tmp_path_factory.mktemp("edit")
+    (work / "plan.json").write_text(json.dumps(plan))
+    capsys.readouterr()
+    code = main(["port", str(folder / "s.safetensors"), "--to", str(folder / "t.safetensors"),
+                 "--plan", str(work / "plan.json"), "--out", str(work / "o.safetensors"),
+                 "--quiet"])
+    err = capsys.readouterr().err
+    assert code != 70, f"{err} for {json.dumps(plan)[:400]}"
+    if code:
+        assert err.count("\n") == 1 and err.startswith("weightmap: error: "), err
+        assert sorted(p.name for p in work.iterdir()) == ["plan.json"]
 
 
 # ----------------------------------------------------------------------------- round trips

@@ -82,21 +82,36 @@ def name_sorted(graph: ParamGraph) -> bool:
     return bool(graph.meta.get("stored_order")) or (len(names) > 2 and names == sorted(names))
 
 
+def places_named(graph: ParamGraph, stacks: list[str]) -> bool:
+    """Every part of every block has a name that fixes where it runs (``arch.says_its_place``:
+    Llama's ``input_layernorm`` / ``post_attention_layernorm``, BERT's
+    ``attention.output.LayerNorm``), so the roles give the block's order whatever the file's."""
+    for layer in graph.layers:
+        found = arch.split_block(layer.name)
+        if found is not None and found[0] in stacks and not arch.says_its_place(found[2]):
+            return False
+    return True
+
+
 def execution_order(graph: ParamGraph) -> ParamGraph:
-    """A name-sorted transformer graph put in execution order by the roles of its parts. A
-    graph in any other order keeps it: its order may be the model's own (a post-LayerNorm
-    block stores ``norm1`` after its attention, which the vocabulary cannot know)."""
-    if graph.order in TRUSTED or not name_sorted(graph):
+    """A transformer graph put in execution order by the roles of its parts, when its file's
+    order says nothing (stored sorted by name) or when every block part's name says where it
+    runs (a torch state dict in registration order lists Llama's norms after its MLP). Any
+    other graph keeps its order: it may be the model's own (a post-LayerNorm block stores
+    ``norm1`` after its attention, which the vocabulary cannot know)."""
+    if graph.order in TRUSTED:
         return graph
     stacks = block_stacks(graph)
-    if not stacks:
+    sorted_by_name = name_sorted(graph)
+    if not stacks or not (sorted_by_name or places_named(graph, stacks)):
         return graph
     ranked = sorted(enumerate(graph.layers), key=lambda il: rank(il[1], il[0], stacks))
     layers = tuple(l for _, l in ranked)
     meta = {**graph.meta, "order_from": "names (transformer roles)"}
     if layers == graph.layers:
         return replace(graph, meta=meta)
-    stored = graph.meta.get("stored_order") or "sorted by name"
+    stored = graph.meta.get("stored_order") or (
+        "sorted by name" if sorted_by_name else f"in {graph.order} order")
     note = (f"{graph.source}: layers put in transformer execution order before matching "
             f"(embeddings, blocks of {', '.join(stacks)} by number and each block's parts by "
             f"role: norm, q, k, v, o, norm, gate, up, down; then final norm and head); the "

@@ -86,9 +86,8 @@ def _entries(plan: Any, weights: Path, src: ParamGraph, tgt: ParamGraph
 
 def check(source: Any, target: Any, weights: Path, src: ParamGraph, tgt: ParamGraph,
           entries: Sequence[Entry], *, source_model: Any = None, tol: float = DEFAULT_TOL,
-          seed: int = 0, weights_name: str | None = None) -> VerifyResult:
-    """``verify`` on graphs already read and the plan's entries. ``weights_name``: what to call
-    ``weights`` in the result (a port checks its temporary file under the output's name)."""
+          seed: int = 0) -> VerifyResult:
+    """``verify`` on graphs already read and the plan's entries."""
     if not (tol > 0):
         raise UsageError(f"the tolerance must be a positive number, found {tol!r}")
     pairing = pair_layers(entries, src, tgt)
@@ -107,8 +106,6 @@ def check(source: Any, target: Any, weights: Path, src: ParamGraph, tgt: ParamGr
         for runner in reversed(runners):
             runner.close()
     ran = {"source": sr.description, "target": tr.description}
-    if weights_name:
-        ran["target"] = ran["target"].replace(Path(weights).name, weights_name)
     return _judge(pairing, src, tgt, run_s, run_t, probe.info, base, ran)
 
 
@@ -287,26 +284,29 @@ def port_mode(verify: Any, dry_run: bool = False) -> str | None:
 
 
 class PortCheck:
-    """A port's verification, called by ``emit.write`` on the written file before it is put in
-    place: the result goes into the manifest (``verify``) and ``.result``; in mode "fail" a
-    port that does not pass raises VerifyError, so nothing is kept."""
+    """A port's verification, the ``before_publish`` hook of ``emit.write``: it gets the written
+    files, staged under their final names and not yet published, verifies the output (its side
+    files beside it), puts the result into the manifest (``verify``) and ``.result``, then calls
+    ``then`` (the caller's own hook). In mode "fail" a port that does not pass raises
+    VerifyError, so nothing is published."""
 
     def __init__(self, mode: str, source: Any, target: Any, src: ParamGraph, tgt: ParamGraph,
-                 plan: Any, manifest: dict, *, source_model: Any = None,
-                 tol: float | None = None, shown_as: str | None = None):
+                 plan: Any, manifest: dict, out: Path, *, source_model: Any = None,
+                 tol: float | None = None, then: Any = None):
         self.mode, self.source, self.target, self.src, self.tgt = mode, source, target, src, tgt
-        self.entries, self.manifest, self.source_model = entries_from_plan(plan), manifest, \
-            source_model
+        self.entries, self.manifest, self.out = entries_from_plan(plan), manifest, Path(out)
+        self.source_model, self.then = source_model, then
         self.tol = DEFAULT_TOL if tol is None else tol
-        self.shown_as = shown_as
         self.result: VerifyResult | None = None
 
-    def __call__(self, written: Path) -> None:
+    def __call__(self, files: dict[Path, Path]) -> None:
+        written = files.get(self.out) or next(iter(files.values()))
         self.result = check(self.source, self.target, written, self.src, self.tgt,
-                            self.entries, source_model=self.source_model, tol=self.tol,
-                            weights_name=self.shown_as)
+                            self.entries, source_model=self.source_model, tol=self.tol)
         self.manifest["verify"] = self.result.to_dict()
         if not self.result.passed and self.mode == "fail":
             raise VerifyError(self.result.summary(), hint="nothing was written; rerun with "
                               "--verify=warn (Python: verify='warn') to keep the output and "
                               "see every layer")
+        if self.then is not None:
+            self.then(files)

@@ -1,6 +1,7 @@
 """The transform registry and the generic steps (transpose, reshape, flatten permutation ...)."""
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 from dataclasses import dataclass, field
@@ -22,15 +23,28 @@ class Step:
     args: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        if self.op not in STEPS:
-            raise PlanError(f"unknown transform {self.op!r}; known: {', '.join(sorted(STEPS))}")
-        object.__setattr__(self, "args", MappingProxyType(dict(self.args)))
+        if not isinstance(self.op, str) or self.op not in STEPS:
+            raise PlanError(f"unknown transform {self.op!r:.40}; known: "
+                            f"{', '.join(sorted(STEPS))}")
+        args = dict(self.args)
+        wanted = STEPS[self.op].args
+        if set(args) != set(wanted):
+            raise PlanError(f"{self.op} takes the arguments {', '.join(wanted) or 'none'}, "
+                            f"found {', '.join(sorted(map(str, args))) or 'none'}")
+        for name, value in args.items():
+            kind, what = ARG_KINDS[name]
+            if not kind(value):
+                raise PlanError(f"{self.op} argument {name!r} must be {what}, found "
+                                f"{value!r:.60}")
+        object.__setattr__(self, "args", MappingProxyType(args))
 
     def to_dict(self) -> dict[str, Any]:
         return {"op": self.op, **{k: _plain(v) for k, v in self.args.items()}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Step":
+        if not isinstance(data, Mapping):
+            raise PlanError(f"a transform step is a JSON object, found {data!r:.60}")
         data = dict(data)
         if "op" not in data:
             raise PlanError(f"a transform step needs an 'op' key, found {sorted(data)}")
@@ -46,17 +60,66 @@ class _Transform:
     shape: Callable[..., Shape]
     apply: Callable[..., np.ndarray]
     arity: int          # number of input tensors; -1 for any
+    args: tuple[str, ...] = ()      # the arguments it takes (each a name of ARG_KINDS)
 
 
 STEPS: dict[str, _Transform] = {}
 
 
+def _int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and -2**62 < v < 2**62
+
+
+def _ints(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) <= 64 and all(_int(x) for x in v)
+
+
+def _sizes(v: Any) -> bool:
+    return _ints(v) and all(x >= 0 for x in v)
+
+
+def finite_number(v: Any) -> bool:
+    """A finite number (not a bool) any dtype's arithmetic takes: a step argument, a fill."""
+    return (_int(v) or isinstance(v, (float, np.floating))) and math.isfinite(v)
+
+
+def _dtype(v: Any) -> bool:
+    from ..dtypes import DTYPES
+    return isinstance(v, str) and v in DTYPES
+
+
+# Every transform argument by name, with its JSON type: a plan file is edited by hand, so a
+# step's arguments are checked before any transform sees them.
+ARG_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "axis": (lambda v: _int(v) or (_ints(v) and len(v) > 0),     # bn_fold_kernel: several
+             "an integer or a list of integers"),
+    "index": (_int, "an integer"), "units": (_int, "an integer"),
+    "start": (_int, "an integer"), "stop": (_int, "an integer"),
+    "before": (_int, "an integer"), "after": (_int, "an integer"),
+    "perm": (_ints, "a list of integers"), "shape": (_sizes, "a list of sizes"),
+    "factor": (finite_number, "a finite number"), "eps": (finite_number, "a finite number"),
+    "eps_from": (finite_number, "a finite number"), "eps_to": (finite_number, "a finite number"),
+    "dtype": (_dtype, "a dtype name"),
+    "prefix": (lambda v: _int(v) and v >= 0, "a count (an integer >= 0)"),
+    "channels": (lambda v: _int(v) and v > 0, "a positive integer"),
+    "grid": (lambda v: _sizes(v) and len(v) == 2, "two sizes [h, w]"),
+    "size": (lambda v: _sizes(v) and len(v) == 2, "two sizes [h, w]"),
+    "parts": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
+              "a list of names"),
+}
+
+
 def register(name: str, *, arity: int = 1):
-    """Register ``shape``/``apply`` functions under ``name``: decorate a class with both."""
+    """Register ``shape``/``apply`` functions under ``name``: decorate a class with both. Their
+    arguments (after ``shapes``/``arrays``) must be named in ``ARG_KINDS``."""
     def wrap(cls):
         if name in STEPS:
             raise PlanError(f"transform {name!r} registered twice")
-        STEPS[name] = _Transform(shape=cls.shape, apply=cls.apply, arity=arity)
+        args = tuple(inspect.signature(cls.shape).parameters)[1:]
+        unknown = [a for a in args if a not in ARG_KINDS]
+        if unknown:
+            raise PlanError(f"transform {name!r} takes arguments of no known kind: {unknown}")
+        STEPS[name] = _Transform(shape=cls.shape, apply=cls.apply, arity=arity, args=args)
         return cls
     return wrap
 
@@ -73,9 +136,10 @@ def check_steps(steps: Sequence[Step], in_shapes: Sequence[Shape], where: str) -
             shapes = [tuple(t.shape(shapes, **step.args))]
         except PlanError as exc:
             raise PlanError(f"step {i + 1} {step.describe()}: {exc.message}", tensor=where) from None
-        except (TypeError, ValueError) as exc:
-            raise PlanError(f"step {i + 1} {step.describe()}: bad arguments: {exc}",
-                            tensor=where) from None
+        except (TypeError, ValueError, IndexError, KeyError, OverflowError,
+                ZeroDivisionError) as exc:     # an argument out of range for these shapes
+            raise PlanError(f"step {i + 1} {step.describe()}: bad arguments: "
+                            f"{type(exc).__name__}: {exc}", tensor=where) from None
     if len(shapes) != 1:
         raise PlanError(f"{len(shapes)} tensors reach the end of the chain; combine them into "
                         f"one (e.g. with a 'concat' or 'sum' step)", tensor=where)

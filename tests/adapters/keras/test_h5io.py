@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from pathlib import Path
 
 import h5py
 import ml_dtypes
@@ -145,3 +146,39 @@ def test_a_weight_name_leading_to_a_group_is_a_clear_format_error(tmp_path):
                                           "dataset") as caught:
         read(str(path))
     assert caught.value.path == str(path)
+
+
+def test_a_deflated_member_is_inflated_once_for_the_graph_and_every_tensor(tmp_path,
+                                                                            monkeypatch):
+    """h5py seeks back and forth; through zipfile's stream each backward seek inflated the
+    member again from its start (a 1 MB member: minutes for a port). Now it is inflated once
+    and read from memory, for the graph and for every tensor read after."""
+    import importlib.util
+
+    import weightmap
+    spec = importlib.util.spec_from_file_location(
+        "gen_hostile", Path(__file__).resolve().parents[3] / "fixtures" / "gen_hostile.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    path = tmp_path / "m.keras"
+    gen.deflated_keras(path, layers=20, wide=64)
+    inflations = []
+    real = zipfile._get_decompressor
+    monkeypatch.setattr(zipfile, "_get_decompressor",
+                        lambda kind: inflations.append(kind) or real(kind))
+    graph = weightmap.read(str(path))
+    values = {p.name: p.read() for p in graph.params()}
+    assert len(values) == 42 and values["layers/dense_5/vars/0"].shape == (3, 3)
+    assert inflations.count(zipfile.ZIP_DEFLATED) == 1
+
+
+def test_chunks_larger_than_their_dataset_are_refused(tmp_path):
+    from weightmap_keras.h5io import check_dataset
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        ok = f.create_dataset("ok", data=np.zeros((4, 3), "f4"), chunks=(2, 3),
+                              compression="gzip")
+        check_dataset(ok, "c.h5")
+        big = f.create_dataset("big", data=np.zeros((4, 3), "f4"), maxshape=(None, None),
+                               chunks=(64, 64), compression="gzip")
+        with pytest.raises(FormatError, match=r"chunks of \(64, 64\), larger than the dataset"):
+            check_dataset(big, "c.h5")

@@ -382,12 +382,15 @@ def test_external_constants_are_copied_into_the_output_data(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["o.onnx", "o.onnx.data", "t"]
     x = rng.standard_normal((4, 64)).astype(np.float32)
     np.testing.assert_allclose(_run(tmp_path / "o.onnx", {"x": x})[0], x * c + new_w, rtol=1e-6)
-    # the initializers are inline, so the caller could not check the data file: the writer does
+    # the initializers are inline, so only the written model tells of its data file: it is
+    # checked as it is staged, before anything is published (replaced only with force)
     (tmp_path / "p.onnx.data").write_bytes(b"keep")
-    with pytest.raises(UsageError, match="external data file exists"):
-        _write(target, {"w": new_w}, tmp_path / "p.onnx", force=True)
+    with pytest.raises(UsageError, match="p.onnx.data: the output file exists"):
+        _write(target, {"w": new_w}, tmp_path / "p.onnx")
     assert (tmp_path / "p.onnx.data").read_bytes() == b"keep"
     assert not (tmp_path / "p.onnx").exists()
+    _write(target, {"w": new_w}, tmp_path / "p.onnx", force=True)
+    np.testing.assert_allclose(_run(tmp_path / "p.onnx", {"x": x})[0], x * c + new_w, rtol=1e-6)
 
 
 def test_port_from_safetensors_into_an_onnx_target(tmp_path):
@@ -431,3 +434,61 @@ def test_ir3_model_gets_graph_inputs_for_split_initializers(tmp_path):
     x = rng.standard_normal((2, 5)).astype(np.float32)
     ref = x.astype(np.float64) @ w1 @ w2
     assert _rel_err(_run(tmp_path / "o.onnx", {"x": x})[0], ref) <= 1e-5
+
+
+def _model_with_function_constant(folder: Path, location: str, c: np.ndarray) -> Path:
+    """y = ScaleBy(x) + w, where the model-local function ScaleBy multiplies by a Constant
+    kept in external data at ``location``."""
+    value = numpy_helper.from_array(c, "cv")
+    value.ClearField("raw_data")
+    value.data_location = TensorProto.EXTERNAL
+    for key, v in (("location", location), ("offset", "0"), ("length", str(c.nbytes))):
+        entry = value.external_data.add()
+        entry.key, entry.value = key, v
+    body = [helper.make_node("Constant", [], ["c"], value=value),
+            helper.make_node("Mul", ["xin", "c"], ["xout"])]
+    function = helper.make_function("local", "ScaleBy", ["xin"], ["xout"], body,
+                                    [helper.make_opsetid("", 17)])
+    w = np.zeros((c.shape[0],), np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("ScaleBy", ["x"], ["xs"], domain="local"),
+         helper.make_node("Add", ["xs", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, c.shape[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, c.shape[0]])],
+        initializer=[numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, functions=[function], opset_imports=[
+        helper.make_opsetid("", 17), helper.make_opsetid("local", 1)])
+    model.ir_version = 9
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(model, str(folder / "t.onnx"))
+    return folder / "t.onnx"
+
+
+def test_constants_of_model_local_functions_are_copied_into_the_output_data(tmp_path):
+    rng = np.random.default_rng(21)
+    c = rng.standard_normal((8,)).astype(np.float32)
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "c.bin").write_bytes(c.tobytes())
+    path = _model_with_function_constant(tmp_path / "t", "c.bin", c)
+    target = ADAPTER.read(path)
+    new_w = rng.standard_normal((8,)).astype(np.float32)
+    _write(target, {"w": new_w}, tmp_path / "o.onnx")
+    out = onnx.load(str(tmp_path / "o.onnx"), load_external_data=False)
+    const = out.functions[0].node[0].attribute[0].t
+    assert [(e.key, e.value) for e in const.external_data][0] == ("location", "o.onnx.data")
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    np.testing.assert_allclose(_run(tmp_path / "o.onnx", {"x": x})[0], x * c + new_w, rtol=1e-6)
+
+
+def test_a_function_constant_naming_a_file_outside_is_refused(tmp_path):
+    """Graph Constants and subgraphs were checked; a model-local function's Constant kept
+    pointing at ``../outside/secret.bin``, and the output carried that reference on."""
+    from weightmap.errors import UnsafeInputError
+    (tmp_path / "outside").mkdir()
+    c = np.arange(8, dtype=np.float32)
+    (tmp_path / "outside" / "secret.bin").write_bytes(c.tobytes())
+    path = _model_with_function_constant(tmp_path / "t", "../outside/secret.bin", c)
+    target = ADAPTER.read(path)
+    with pytest.raises(UnsafeInputError, match="climbs out"):
+        _write(target, {"w": np.zeros(8, np.float32)}, tmp_path / "o.onnx")
+    assert sorted(os.listdir(tmp_path)) == ["outside", "t"]

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+import weightmap
 from weightmap.errors import FormatError, UnsafeInputError, UsageError
-from weightmap_safetensors.shards import find_index, natural_key, resolve, shard_files
+from weightmap_safetensors.shards import find_index, resolve, shard_files
 
 FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "safetensors"
 SHARDS = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
@@ -49,8 +50,14 @@ def test_natural_order_without_index(tmp_path):
     assert [p.name for p in shard_files(tmp_path)] == [n for n, _ in got.shards]
 
 
-def test_natural_key():
-    assert sorted(["a10", "a9", "b1", "a09x"], key=natural_key) == ["a9", "a09x", "a10", "b1"]
+def test_shard_names_with_digits_int_cannot_read_are_sorted(tmp_path):
+    """``²`` is a digit to ``str.isdigit`` and not to ``int``: format detection crashed."""
+    for name in ("model-1²1.safetensors", "model-2.safetensors", "model-10.safetensors"):
+        save_file({name.split(".")[0]: np.ones(1, np.float32)}, str(tmp_path / name))
+    assert [p.name for p in shard_files(tmp_path)] == [
+        "model-1²1.safetensors", "model-2.safetensors", "model-10.safetensors"]
+    graph = weightmap.read(str(tmp_path))
+    assert len(list(graph.params())) == 3
 
 
 def test_several_indices_prefer_the_standard_name(tmp_path):

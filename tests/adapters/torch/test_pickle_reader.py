@@ -79,9 +79,28 @@ def load_tensor(data):
 @pytest.mark.parametrize("protocol", [0, 1, 2, 3, 4, 5])
 def test_plain_containers_round_trip(protocol):
     value = OrderedDict(a=[1, 2.5, "x", None, True], b=(b"\x00\xffraw", bytearray(b"ba")),
-                        c={"nested": {3, 4}}, d=frozenset({"f"}), e=complex(1, -2),
-                        f=Counter("aab"), g=-(2 ** 70))
-    assert pr.loads(pickle.dumps(value, protocol=protocol)) == value
+                        c={"nested": {3, 4}}, d=frozenset({"f", 7}), e=complex(1, -2),
+                        f=Counter("aab"), g=-(2 ** 70), h={0: "int key", (1, 2.5): "tuple key"},
+                        i=dict([(5, "via dict()")]))
+    got = pr.loads(pickle.dumps(value, protocol=protocol))
+    assert pr.plain(got) == value
+    assert set(got["h"]) == {pr.Key(0), pr.Key((1, 2.5))} and str(pr.Key(0)) == "0"
+    assert all(type(k) is str for k in got)          # string keys stay plain strings
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_keys_that_hash_alike_do_not_make_reading_quadratic(protocol):
+    """``i * (2**61 - 1)`` hash to 0 as ints: a dict or set of them is built in quadratic time
+    by a plain unpickler. Here every one hashes differently (from its bytes, randomised)."""
+    m = 2 ** 61 - 1
+    keys = [i * m for i in range(1, 2001)]
+    assert len({hash(k) for k in keys}) == 1
+    value = {"d": dict.fromkeys(keys), "s": set(keys), "f": frozenset(keys),
+             "t": {(k, 1): None for k in keys}}
+    got = pr.loads(pickle.dumps(value, protocol=protocol))
+    for part in ("d", "s", "f", "t"):
+        assert len({hash(k) for k in got[part]}) > 1990
+    assert pr.plain(got) == value
 
 
 def test_rebuild_tensor_v2_gives_a_spec():
@@ -245,7 +264,8 @@ def test_resolve_global_table_is_closed():
     assert table["torch.cuda.HalfStorage"].dtype == "float16"
     assert table["torch.float8_e5m2"].dtype == "float8_e5m2"
     assert table["torch.complex32"].dtype is None
-    assert pr.resolve_global("__builtin__", "set") is set     # Python 2 name mapping
+    python2 = pr.resolve_global("__builtin__", "set")         # Python 2 name mapping
+    assert python2 is pr.resolve_global("builtins", "set") and python2([1]) == {pr.Key(1)}
 
 
 @pytest.mark.parametrize("name", ["lightning.ckpt", "views.pt"])
