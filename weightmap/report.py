@@ -1,10 +1,10 @@
 """What a port did, as data first (PortReport) and text second (``render``).
 
 The text puts the summary first — counts (parameters and buffers apart), coverage, the
-verification's verdict (``port --verify``), then what to look at (decisions, tensors left new and why, unused source tensors) — then the notes, each
-note once with the layers it concerns ("53 BatchNorm layers (...): eps ..."; a decision
-said of several layers in the same words is one ``check:`` line too). One line per layer only
-with ``verbose`` (``-v``).
+verification's verdict (``port --verify``), then what to look at (decisions, tensors left new
+and why, unused source tensors) — then the notes, each note once with the layers it concerns
+("53 BatchNorm layers (...): eps ..."; a decision said of several layers in the same words is
+one ``check:`` line too). One line per layer only with ``verbose`` (``-v``).
 """
 from __future__ import annotations
 

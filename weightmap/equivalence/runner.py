@@ -12,9 +12,9 @@ loaded by name); None runs the model with its own weights. ``owned=False`` means
 the caller's: a runner that loads weights into it must leave it as it was (a copy, or the old
 values put back by ``close``). A model file is built lazily where its framework allows
 (torch: on the meta device) and comes with ``rebuild=`` (a function building it normally) for
-a runner that needs values the weights do not give. A model a runner cannot run (a checkpoint without architecture,
-a Keras config holding code) is a ``VerifyError`` saying why; nothing from a checkpoint is ever
-executed.
+a runner that needs values the weights do not give. A model a runner cannot run (a checkpoint
+without architecture, a Keras config holding code) is a ``VerifyError`` saying why; nothing
+from a checkpoint is ever executed.
 """
 from __future__ import annotations
 
