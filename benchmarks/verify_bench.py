@@ -4,10 +4,10 @@ Run: ``python benchmarks/verify_bench.py [--reps 3] [--work DIR]``.
 
 It generates once (cached in ``benchmarks/_work/verify_bench/``, git-ignored) the full
 keras.applications VGG16 architecture (138 M parameters, 528 MB float32) with seeded random
-weights, saved by tf_keras as a legacy ``.h5``, and its torch twin as a model file (torchvision's
-layout, ``example_input`` 1x3x224x224), and ports one into the other. Then, several times:
+weights, saved by tf_keras as a legacy ``.h5``, and ports it into its torch twin
+(``tests/e2e/models/vgg_torch.py:vgg16``, torchvision's layout, ``example_input`` 1x3x224x224). Then, several times:
 
-  verify   ``python -m weightmap verify vgg16.h5 --to vgg16_torch.py --weights vgg16.safetensors``
+  verify   ``python -m weightmap verify vgg16.h5 --to vgg_torch.py:vgg16 --weights vgg16.safetensors``
 
 (wall time, CPU time and peak RSS of the process, as ``port_bench.measure`` takes them), and
 once the same verification in stages inside one process (CPU and wall seconds per stage:
@@ -28,45 +28,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+# torchvision's VGG16 layout, the twin of keras.applications.VGG16 (the suite's headline model)
+TARGET = f"{HERE.parent / 'tests' / 'e2e' / 'models' / 'vgg_torch.py'}:vgg16"
 
 from port_bench import measure  # noqa: E402
-
-TORCH_MODEL = '''\
-"""VGG16 as torchvision writes it (the twin of keras.applications.VGG16)."""
-import torch
-from torch import nn
-
-CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
-
-
-class VGG(nn.Module):
-    def __init__(self, num_classes=1000):
-        super().__init__()
-        layers, c = [], 3
-        for v in CFG:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-                continue
-            layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=True)]
-            c = v
-        self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
-        self.classifier = nn.Sequential(
-            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(),
-            nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(),
-            nn.Linear(4096, num_classes))
-
-    def forward(self, x):
-        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
-
-
-def model():
-    return VGG().eval()
-
-
-def example_input():
-    return torch.zeros(1, 3, 224, 224)
-'''
 
 MAKE_SOURCE = r"""
 import os, sys
@@ -127,9 +92,8 @@ print(f"  {marks[-1][1] - marks[0][1]:6.2f} s CPU {marks[-1][2] - marks[0][2]:6.
 
 def prepare(work: Path) -> dict[str, Path]:
     work.mkdir(parents=True, exist_ok=True)
-    files = {"source": work / "vgg16.h5", "target": work / "vgg16_torch.py",
+    files = {"source": work / "vgg16.h5", "target": TARGET,
              "weights": work / "vgg16.safetensors"}
-    files["target"].write_text(TORCH_MODEL)
     if not files["source"].exists():
         print(f"generating {files['source']} (once) ...", flush=True)
         tmp = work / "vgg16.tmp.h5"

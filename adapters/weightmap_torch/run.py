@@ -22,6 +22,7 @@ from weightmap.errors import VerifyError
 from weightmap.graph import ParamGraph
 
 from . import live_ops
+from .containers import wrapper_prefixes
 from .live import _torch
 from .torch_names import TORCH_DTYPES
 from .writer import to_tensor
@@ -120,17 +121,13 @@ def _load_file(path: Path, torch: Any) -> dict:
 
 
 def _fit_prefix(state: dict, names: set[str]) -> dict:
-    """A checkpoint whose every name carries one wrapper prefix the model lacks
-    (``module.``, ``model.``, ``_orig_mod.``) loads without it."""
+    """A checkpoint whose every name carries wrapper prefixes the model lacks (``module.``,
+    ``model.``, ``_orig_mod.``: ``containers.wrapper_prefixes``) loads without them."""
     if not state or set(state) & names:
         return state
-    first = next(iter(state))
-    prefix = first[: first.index(".") + 1] if "." in first else ""
-    if prefix and all(k.startswith(prefix) for k in state):
-        stripped = {k[len(prefix):]: v for k, v in state.items()}
-        if set(stripped) & names:
-            return stripped
-    return state
+    cut = sum(len(p) for p in wrapper_prefixes(list(state)))
+    stripped = {k[cut:]: v for k, v in state.items()} if cut else state
+    return stripped if set(stripped) & names else state
 
 
 # ---- running ------------------------------------------------------------------------------------
