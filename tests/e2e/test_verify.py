@@ -28,11 +28,11 @@ TORCH = MODELS / "proof_torch.py"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _build_keras():
+def _build_keras(**options):
     spec = importlib.util.spec_from_file_location("proof_keras", MODELS / "proof_keras.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.build(keras)
+    return module.build(keras, **options)
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +67,24 @@ def test_exact_port_proves_itself_and_the_manifest_says_so(source, tmp_path, pro
     # and standalone, from the files (the manifest beside the weights pairs the layers)
     again = weightmap.verify(source, TORCH, out)
     assert again.passed and [l.rel for l in again.layers] == [l.rel for l in result.layers]
+
+
+def test_a_softmax_classifier_into_a_model_returning_logits(tmp_path, randomised_keras):
+    """Keras' ``Dense(activation="softmax")`` returns probabilities, the torch twin its
+    logits: the outputs differ by the softmax alone. Verification passes and says so; the
+    same port with the flatten permutation dropped still fails."""
+    keras.utils.set_random_seed(1)
+    path = tmp_path / "softmax.keras"
+    randomised_keras(_build_keras(head_activation="softmax")).save(path)
+    report = weightmap.port(path, TORCH, tmp_path / "net.safetensors", verify=True)
+    (output,) = report.verify.outputs
+    assert report.verify.passed and output.status == "ok" and output.rel <= 1e-5
+    assert output.note.startswith("agrees once softmax is applied to the target's output")
+    assert "fc applies softmax inside it" in report.verify.summary()
+    broken = _edited(path, "flatten")
+    with pytest.raises(VerifyError, match="first divergence: fc <- fc"):
+        weightmap.port(path, TORCH, tmp_path / "broken.safetensors", plan=broken, verify=True)
+    assert not (tmp_path / "broken.safetensors").exists()
 
 
 def _edited(source, edit):

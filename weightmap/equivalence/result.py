@@ -98,6 +98,7 @@ class VerifyResult:
             agree = all(o.status == "ok" for o in compared)
             parts.append(f"outputs {'agree' if agree else 'differ'} to rel {_fmt(worst.rel)} "
                          f"(max abs {_fmt(worst.max_abs)}, tol {_fmt(self.tol)})")
+            parts += [o.note for o in compared if o.note]
         elif self.compared_up_to:
             up = self.compared_up_to
             parts.append(f"compared up to {up['target']} <- {up['source']} (outputs not "
