@@ -11,12 +11,13 @@ from .errors import WeightmapError
 from .graph import Layer, Param, ParamGraph
 
 __version__ = "0.1.0"
-__all__ = ["read", "inspect", "plan", "port", "load_partial", "convert", "migrate", "Layer",
-           "Param", "ParamGraph", "WeightmapError", "__version__"]
-# The pipeline's entry points, imported when first used (name -> module): their signatures
-# and docstrings are the API's own (docs/api.md).
-_PIPELINE = {"plan": "api", "port": "api", "load_partial": "api", "convert": "surgery",
-             "migrate": "migration"}
+__all__ = ["read", "inspect", "plan", "port", "verify", "load_partial", "convert", "migrate",
+           "Layer", "Param", "ParamGraph", "WeightmapError", "__version__"]
+# The pipeline's entry points (weightmap/api.py; verify: weightmap/equivalence; convert:
+# weightmap/surgery; migrate: weightmap/migration), imported when first used: their signatures
+# and docstrings are the API's own (docs/api.md, docs/verify.md, docs/migrate.md).
+_PIPELINE = {"plan": "api", "port": "api", "load_partial": "api", "verify": "equivalence",
+             "convert": "surgery", "migrate": "migration"}
 
 
 def read(source: Any, *, example_input: Any = None, **options: Any) -> ParamGraph:

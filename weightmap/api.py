@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from . import atomic, coverage, emit, manifest as manifest_mod, report as report_mod
+from . import (atomic, coverage, emit, equivalence, manifest as manifest_mod,
+               report as report_mod)
 from .conversions import prepare_graphs
 from .errors import CoverageError, UsageError
 from .execute import TensorStream, produce, tensor_nbytes
@@ -52,8 +53,9 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
          direct_io: bool | None = None, min_coverage: float | None = None,
          strict: bool = False, save_plan: PathLike | None = None,
          before_publish: Callable[[dict[Path, Path]], None] | None = None,
-         source_digest: bool = False, job: Mapping[str, Any] | None = None,
-         **options: Any) -> report_mod.PortReport:
+         verify: bool | str = False, source_model: Any = None,
+         verify_tol: float | None = None, source_digest: bool = False,
+         job: Mapping[str, Any] | None = None, **options: Any) -> report_mod.PortReport:
     """Port ``source``'s weights into ``target`` and write the target's weights to ``out``.
 
     Returns the report: ``print(report)`` shows the command line's summary;
@@ -87,6 +89,13 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
     time are always recorded); ``job``: JSON data recorded as the manifest's ``job`` entry (a
     migration records each job's options there, docs/migrate.md).
 
+    ``verify``: run the source and the written target on one probe and compare their outputs
+    and paired layers before the output is published (docs/verify.md): True refuses a port
+    that does not pass (VerifyError, nothing kept), ``"warn"`` keeps it; the result is
+    ``report.verify`` and the manifest's ``verify``. ``source_model``: the ``model.py[:NAME]``
+    (or live model) that builds a source given as weights only; ``verify_tol``: the relative
+    tolerance (default 1e-4). Verification runs before ``before_publish``.
+
     The written file is read back and checked against the plan before success is reported;
     each tensor's SHA-256 and non-finite count go into the manifest. Every written path is
     checked first against every file the port reads (``input_files``), with ``force`` too; the
@@ -99,6 +108,7 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
     if before_publish is not None and not callable(before_publish):
         raise UsageError(f"before_publish= is a {type(before_publish).__name__}",
                          hint="give a function taking {final path: temporary path}")
+    check_mode = equivalence.port_mode(verify, dry_run)
     src, tgt = _graphs(source, target, new_values)
     if plan is None:
         the_plan = _plan(src, tgt, rules=rules, options=opts)
@@ -111,11 +121,17 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
         the_plan = plan if isinstance(plan, Plan) else Plan.load(Path(plan))
         the_plan.check(src, tgt)
         the_plan = refresh(the_plan, src, tgt)      # unused sources of the plan as edited
+    check = None
+    if check_mode:
+        def check(man: dict, out_path: Path) -> equivalence.PortCheck:
+            return equivalence.PortCheck(check_mode, source, target, src, tgt, the_plan, man,
+                                         out_path, source_model=source_model, tol=verify_tol,
+                                         then=before_publish)
     return write_plan(the_plan, src, tgt, out, manifest=manifest, freeze=freeze,
                       lr_scale=lr_scale, dry_run=dry_run, force=force, shard_size=shard_size,
                       progress=progress, fail_on_nonfinite=fail_on_nonfinite,
                       direct_io=direct_io, min_coverage=min_coverage, strict=strict,
-                      save_plan=save_plan, before_publish=before_publish,
+                      save_plan=save_plan, before_publish=before_publish, check=check,
                       source_digest=source_digest, job=job)
 
 
@@ -127,10 +143,14 @@ def write_plan(the_plan: Plan, src: ParamGraph, tgt: ParamGraph, out: PathLike |
                direct_io: bool | None = None, min_coverage: float | None = None,
                strict: bool = False, save_plan: PathLike | None = None,
                before_publish: Callable[[dict[Path, Path]], None] | None = None,
+               check: Callable[[dict, Path], Any] | None = None,
                source_digest: bool = False, job: Mapping[str, Any] | None = None
                ) -> report_mod.PortReport:
     """Check a plan's coverage and execute it into ``out`` in ``tgt``'s format (the emit stage
-    of ``port``, shared with ``convert``): streamed, atomic, read back, with the manifest."""
+    of ``port``, shared with ``convert``): streamed, atomic, read back, with the manifest.
+    ``check(manifest, out_path)``: the hook that verifies the staged output before it is
+    published (``port``'s ``equivalence.PortCheck``, which calls ``before_publish`` itself);
+    its ``.result`` becomes ``report.verify``."""
     kind = emit.output_kind(tgt, Path(out) if out else None)
     out_path = Path(out) if out else emit.default_output(src, tgt, kind)
     writer_options = emit.writer_options(kind, {"shard_size": shard_size,
@@ -151,17 +171,18 @@ def write_plan(the_plan: Plan, src: ParamGraph, tgt: ParamGraph, out: PathLike |
     if job is not None:
         man["job"] = dict(job)
     bar = _progress(the_plan, progress)
+    proof = check(man, out_path) if check is not None else None
     try:
         emit.write(kind, out_path, the_plan, tgt,
                    TensorStream(the_plan, src, tgt, bar, census=manifest_mod.Census(man)),
                    force=force, inputs=inputs, manifest=man, manifest_path=man_path,
                    save_plan=plan_path, options=writer_options,
-                   fail_on_nonfinite=fail_on_nonfinite, before_publish=before_publish)
+                   fail_on_nonfinite=fail_on_nonfinite, before_publish=proof or before_publish)
     finally:
         if bar is not None:
             bar.close()
     return report_mod.make(the_plan, man, output=str(out_path), manifest_path=str(man_path),
-                           target=tgt)
+                           target=tgt, verify=proof.result if proof else None)
 
 
 def load_partial(model: Any, checkpoint: Any, *,

@@ -63,8 +63,27 @@ def _parser() -> argparse.ArgumentParser:
     po.add_argument("--strict", action="store_true",
                     help="fail (exit 11, nothing written) unless every target tensor is carried "
                          "over or ignored by a rule, and every source tensor used or ignored")
+    po.add_argument("--verify", nargs="?", const="fail", metavar="warn",
+                    help="run the source and the written target on one probe and compare "
+                         "outputs and paired layers before the output is put in place; a "
+                         "failure leaves no output (exit 10); --verify=warn keeps it and "
+                         "reports")
+    _verify_options(po)
     _limit_option(po)
     _plan_options(po)
+    ve = sub.add_parser("verify", help="run a source and its ported target on one probe and "
+                                       "compare them, naming the first layer that diverges")
+    ve.add_argument("source", help="source checkpoint, or model.py[:NAME]")
+    ve.add_argument("--to", required=True, dest="target",
+                    help="target: model.py[:NAME], an .onnx file or a Keras model file")
+    ve.add_argument("--weights", required=True,
+                    help="the port's output (its manifest beside it says which layers pair)")
+    ve.add_argument("--json", action="store_true", help="print the result as JSON")
+    ve.add_argument("--report", metavar="HTML",
+                    help="also draw the port's manifest with this verification's figures as "
+                         "one self-contained HTML page")
+    ve.add_argument("--force", action="store_true", help="replace an existing --report page")
+    _verify_options(ve)
     rep = sub.add_parser("report", help="draw a port's manifest as a self-contained HTML page")
     rep.add_argument("manifest", help="the .manifest.json a port wrote beside its output")
     rep.add_argument("--html", required=True, metavar="OUT", help="the page to write")
@@ -126,6 +145,14 @@ def _migrate_parser(sub) -> None:
     mi.add_argument("--quiet", "-q", action="store_true", help="no progress line, no table")
 
 
+def _verify_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source-model", metavar="FILE.py[:NAME]",
+                        help="the file that builds the source model, when the source is "
+                             "weights only (a state dict, safetensors)")
+    parser.add_argument("--tol", type=float, default=None, metavar="T",
+                        help="relative tolerance of the comparison (default 1e-4)")
+
+
 def _plan_options(parser: argparse.ArgumentParser) -> None:
     """``--NAME VALUE`` (repeatable) for each plan option with a command-line spelling
     (``options.PlanOptions``); the option's check reads the list of texts."""
@@ -161,7 +188,8 @@ def _port(args: argparse.Namespace) -> int:
                    progress=False if args.quiet else None, new_values=args.new_values,
                    direct_io=False if args.no_direct_io else None,
                    min_coverage=args.min_coverage, strict=args.strict,
-                   save_plan=args.save_plan, **options)
+                   save_plan=args.save_plan, verify=_verify_flag(args.verify),
+                   source_model=args.source_model, verify_tol=args.tol, **options)
     except CoverageError as exc:      # a dry run still shows (and saves) what it planned
         if args.dry_run and getattr(exc, "report", None) is not None:
             _show(args, exc.report)
@@ -181,6 +209,37 @@ def _show(args: argparse.Namespace, rep) -> None:
         if args.dry_run:
             print(_render_plan(rep.plan))
         print(render(rep, verbose=args.verbose))
+
+
+def _verify_flag(value: str | None) -> bool | str:
+    from .errors import UsageError
+    if value not in (None, "fail", "warn"):
+        raise UsageError(f"--verify={value}; write --verify or --verify=warn")
+    return {None: False, "fail": True, "warn": "warn"}[value]
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .emit import manifest_path_for
+    from .equivalence import DEFAULT_TOL, verify
+    from .equivalence.result import render
+    from .errors import UsageError, VerifyError
+    manifest = manifest_path_for(Path(args.weights))
+    if args.report:              # refused before anything runs, like a port's --report
+        from .atomic import check_output
+        if not manifest.is_file():
+            raise UsageError(f"--report draws the port's manifest, and there is none beside "
+                             f"{Path(args.weights).name} ({manifest.name})")
+        check_output(Path(args.report), force=args.force, inputs=(manifest,))
+    result = verify(args.source, args.target, args.weights, source_model=args.source_model,
+                    tol=DEFAULT_TOL if args.tol is None else args.tol)
+    print(json.dumps(result.to_dict(), indent=1) if args.json else render(result))
+    if args.report:
+        from . import report_html
+        drawn = dict(report_html.load_manifest(manifest), verify=result.to_dict())
+        report_html.write(drawn, args.report, force=args.force, inputs=(manifest,))
+        if not args.json:
+            print(f"wrote {args.report}")
+    return 0 if result.passed else VerifyError.exit_code
 
 
 def _render_plan(plan) -> str:
@@ -246,8 +305,8 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"inspect": _inspect, "port": _port, "report": _report, "convert": _convert,
-            "migrate": _migrate}
+COMMANDS = {"inspect": _inspect, "port": _port, "verify": _verify, "report": _report,
+            "convert": _convert, "migrate": _migrate}
 # what `timeout`, `docker stop` and a closed terminal send: handled as Ctrl-C is, so the port
 # cleans up what it was writing and exits 128 + the signal's number
 _TERMINATING = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))

@@ -105,6 +105,12 @@ class ConversionError(WeightmapError):
     exit_code = 7
 
 
+class UndecidableError(ConversionError):
+    """A conversion needs a fact neither graph gives (whether a dense layer reads a flattened
+    feature map, and of which shape): a guess could port it wrong without a sign, leaving the
+    layer new would hide it, so the port stops and says what would tell."""
+
+
 class PlanError(WeightmapError):
     """A plan is invalid: a shape contract does not hold, a referenced tensor is missing."""
 

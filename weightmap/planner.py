@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Any, Mapping
 
 from .conversions import PASSES, LayerPair, PlanContext, convert
-from .errors import ConversionError
+from .errors import ConversionError, UndecidableError
 from .graph import ParamGraph
 from .match.signature import canonical_shape
 from .plans import SHAPE_MISMATCH, Plan, TensorPlan
@@ -38,6 +38,8 @@ def build_plan(source: ParamGraph, target: ParamGraph, matching: Any,
                          options=options)
         try:
             planned = convert(pair)
+        except UndecidableError:
+            raise                       # not a layer to leave new: the port cannot be planned
         except ConversionError as exc:
             decisions.append(f"{layer.name}: not converted: {exc.message}")
             tensors += [_new(layer.name, p, f"conversion failed: {exc.message}")

@@ -20,6 +20,14 @@ An adapter is an object with a ``name`` and any of these capabilities:
     A context entered around running any model file (Keras: TensorFlow's start-up logs stay
     off stderr).
 
+``run_file(path, fmt, *, graph, weights=None) -> Runner`` and
+``run_live(obj, *, graph, weights=None, example_input=None, owned=False[, rebuild]) -> Runner``
+    Execute a model of this framework for verification (``weightmap.equivalence.runner`` has
+    the Runner protocol): a file the adapter reads (a format that holds no architecture is a
+    VerifyError saying so; nothing from a checkpoint is ever executed), or a live object it
+    accepts; ``weights`` (a file, or a graph's tensors) loaded into it first. A model built
+    lazily (``lazy_construction``) comes with ``rebuild=``, building it normally.
+
 Importing an adapter module must not import its framework; the framework is imported inside the
 functions that need it. Two adapters under one name is an error, not a silent override.
 """

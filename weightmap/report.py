@@ -1,10 +1,10 @@
 """What a port did, as data first (PortReport) and text second (``render``).
 
-The text puts the summary first — counts (parameters and buffers apart), coverage, then what to
-look at (decisions, tensors left new and why, unused source tensors) — then the notes, each
-note once with the layers it concerns ("53 BatchNorm layers (...): eps ..."; a decision
-said of several layers in the same words is one ``check:`` line too). One line per layer only
-with ``verbose`` (``-v``).
+The text puts the summary first — counts (parameters and buffers apart), coverage, the
+verification's verdict (``port --verify``), then what to look at (decisions, tensors left new
+and why, unused source tensors) — then the notes, each note once with the layers it concerns
+("53 BatchNorm layers (...): eps ..."; a decision said of several layers in the same words is
+one ``check:`` line too). One line per layer only with ``verbose`` (``-v``).
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ class PortReport:
     manifest_path: str | None = None
     # target layer -> op kind, to name groups of layers ("53 BatchNorm layers")
     layer_ops: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    verify: Any = field(default=None, compare=False, hash=False)   # a VerifyResult, or None
 
     @property
     def decisions(self) -> tuple[str, ...]:
@@ -62,11 +63,13 @@ class PortReport:
                 "summary": self.manifest["summary"], "decisions": list(self.decisions),
                 "suggestions": [dict(s) for s in self.plan.suggestions],
                 "transferred": list(self.transferred), "new": list(self.new),
-                "mismatched": list(self.mismatched), "unused": list(self.unused)}
+                "mismatched": list(self.mismatched), "unused": list(self.unused),
+                "verify": self.verify.to_dict() if self.verify is not None else None}
 
 
 def make(plan: Plan, manifest: Mapping[str, Any], output: str | None = None,
-         manifest_path: str | None = None, target: ParamGraph | None = None) -> PortReport:
+         manifest_path: str | None = None, target: ParamGraph | None = None,
+         verify: Any = None) -> PortReport:
     carried = tuple(t.target for t in plan.tensors if t.status != "new")
     new = tuple(t.target for t in plan.tensors if t.status == "new")
     mismatched = tuple(t.target for t in plan.tensors if t.status == "new" and any(
@@ -75,12 +78,14 @@ def make(plan: Plan, manifest: Mapping[str, Any], output: str | None = None,
     return PortReport(transferred=carried, new=new,
                       unused=tuple(u["name"] for u in plan.unused), mismatched=mismatched,
                       manifest=manifest, plan=plan, output=output, manifest_path=manifest_path,
-                      layer_ops=ops)
+                      layer_ops=ops, verify=verify)
 
 
 def render(report: PortReport, *, verbose: bool = False) -> str:
     lines = _written(report)
     lines += _counts(report.manifest["summary"])
+    if report.verify is not None:                 # the verdict, beside the counts
+        lines.append(report.verify.summary())
     lines += [f"check: {d}" for d in _decisions(report, verbose)]
     lines += _left_new(report, verbose)
     if report.unused:

@@ -135,6 +135,16 @@ class KerasAdapter:
         from .live import read_live
         return read_live(obj, origin=origin, **options)
 
+    def run_file(self, path: Path, fmt: str, **options: Any) -> Any:
+        """A runner of a full-model file rebuilt from its config (built-in layers only)."""
+        from .run import run_file
+        return run_file(path, fmt, **options)
+
+    def run_live(self, obj: Any, **options: Any) -> Any:
+        """A runner of a live Keras model (``weightmap.equivalence.runner``)."""
+        from .run import run_live
+        return run_live(obj, **options)
+
     def model_file_context(self, path: Path) -> Any:
         """Around running a model file: TensorFlow's start-up logs, if the file is the first
         to import it, stay off stderr (``quiet.py``)."""

@@ -2,9 +2,10 @@
 attributes, axis labels and the inference used when a file has no model config."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
+from weightmap.dataflow import FED_BY, fed_by
 from weightmap.graph import Layer, Param, TensorData
 from weightmap.layouts import axes_for
 
@@ -44,6 +45,24 @@ def make_layer(name: str, class_name: str | None, config: Mapping[str, Any] | No
                    for w in weights)
     return Layer(name=name, op=op, params=params, attrs=attrs,
                  source_type=source_type(class_name, config))
+
+
+def with_structure(layers: Sequence[Layer], info: Any) -> list[Layer]:
+    """``layers`` with what the model config says of their place in it: ``fed_by`` (which
+    layers with weights feed each one, ``weightmap.dataflow``) and, for a Dense,
+    ``dense_input`` (flatten, pooled or features)."""
+    if info is None:
+        return list(layers)
+    flows = fed_by(info.inputs, {l.name for l in layers})
+    out = []
+    for layer in layers:
+        facts = {}
+        if layer.name in flows:
+            facts[FED_BY] = flows[layer.name]
+        if layer.name in info.dense_input and layer.op == "dense":
+            facts["dense_input"] = info.dense_input[layer.name]
+        out.append(replace(layer, attrs={**layer.attrs, **facts}) if facts else layer)
+    return out
 
 
 def _inferred_attrs(op: str, weights: Sequence[Weight]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from weightmap.graph import Layer, ParamGraph, TensorData
 from weightmap.paths import natural_key
 from weightmap.zipcheck import check_archive
 
-from .build import Weight, make_layer, rnn_class
+from .build import Weight, make_layer, rnn_class, with_structure
 from .classes import class_from_name, k3_roles, owner_sort_key
 from .h5io import (WEIGHTS_MEMBER, Location, dataset_spec, decode, inflated,
                    member_data_offset, open_h5, stored_member_offset)
@@ -77,7 +77,8 @@ def read(path: Path, fmt: str, *, config: Any = None) -> ParamGraph:
         meta["model_class"] = config.get("class_name")
         if info.input_shape is not None:
             meta["input_shape"] = list(info.input_shape)
-    return assemble(specs, owners, flatten, fmt=fmt, source=str(path), order=order, meta=meta)
+    return assemble(specs, owners, flatten, fmt=fmt, source=str(path), order=order, meta=meta,
+                    info=info)
 
 
 def _zip_json(path: Path) -> tuple[dict, dict]:
@@ -227,9 +228,11 @@ def _wrapper_config(cls: str | None, cpath: str, owners: Mapping[str, Owner]) ->
 # ----------------------------------------------------------------------------- assembly
 def assemble(specs: Sequence[LayerSpec], owners: Mapping[str, Owner],
              flatten: Mapping[str, Any], *, fmt: str, source: str, order: str,
-             meta: dict, live: Any = None, check_paths: bool = True) -> ParamGraph:
+             meta: dict, live: Any = None, check_paths: bool = True,
+             info: Any = None) -> ParamGraph:
     """Graph layers of the specs, each with the variables under its path; variables no spec
-    claims (a subclassed model's attributes) become opaque layers named by their path."""
+    claims (a subclassed model's attributes) become opaque layers named by their path. ``info``
+    (the walked config, if any) adds each layer's place in the model (``with_structure``)."""
     layers: list[Layer] = []
     claimed: set[str] = set()
     weightless: dict[str, str] = {}          # weightless layer -> the layer before it ("")
@@ -251,8 +254,9 @@ def assemble(specs: Sequence[LayerSpec], owners: Mapping[str, Owner],
             weights = _weights(cls, None, path, [owner])
             layers.append(make_layer(path or owner.name or "<model>", cls, None, weights))
     meta = dict(meta, weightless_layers=list(weightless), weightless_after=weightless)
-    return ParamGraph(format=fmt, framework="keras", source=source, layers=tuple(layers),
-                      order=order, meta=meta, live=live)
+    return ParamGraph(format=fmt, framework="keras", source=source,
+                      layers=tuple(with_structure(layers, info)), order=order, meta=meta,
+                      live=live)
 
 
 def _check_owner(spec: LayerSpec, owners: Mapping[str, Owner], source: str) -> None:

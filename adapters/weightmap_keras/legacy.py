@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 from weightmap.errors import FormatError
 from weightmap.graph import Layer, ParamGraph, TensorData
 
-from .build import Weight, infer_class, make_layer
+from .build import Weight, infer_class, make_layer, with_structure
 from .classes import direction_of, op_of, role_from_weight_name
 from .h5io import Location, dataset_spec, load_attr, load_json_attr, open_h5
 from .modelconfig import LayerSpec, ModelInfo, walk
@@ -91,6 +91,7 @@ def build_graph(groups: Sequence[tuple[str, list[Stored]]], model_cfg: Mapping |
             weights = [_weight(s, gname, qualify, op_of(cls, cfg)) for s in items]
             flatten = info.flatten.get(name) if info else None
             layers.append(make_layer(name, cls, cfg, weights, flatten))
+    layers = with_structure(layers, info)
     meta = dict(meta, order_source="layer_names", weightless_layers=list(weightless),
                 weightless_after=weightless)
     if info is not None:

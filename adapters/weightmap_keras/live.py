@@ -144,7 +144,7 @@ def _read_keras3(model: Any, source: str) -> ParamGraph:
         flatten, how = {}, "walk"
         meta["config"] = "none"
     meta["order_source"] = how
-    return keras3.assemble(specs, owners, flatten, fmt=FORMAT, source=source,
+    return keras3.assemble(specs, owners, flatten, fmt=FORMAT, source=source, info=info,
                            order="registration", meta=meta, live=model,
                            check_paths=info is not None)
 

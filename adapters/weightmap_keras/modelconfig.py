@@ -17,8 +17,8 @@ from typing import Any, Mapping
 
 from weightmap.errors import FormatError
 
-from .classes import MODEL_CLASSES, to_snake_case
-from .shapes import PASS_THROUGH, Shape, output_shape
+from .classes import MODEL_CLASSES, OP_OF_CLASS, WRAPPERS, to_snake_case
+from .shapes import MERGE_SAME, PASS_THROUGH, Shape, output_shape
 
 Flow = tuple  # (producer layer graph name | None, per-sample shape | None)
 
@@ -40,6 +40,10 @@ class ModelInfo:
     # dense layer name -> (per-sample shape in flatten order, "channels_last" | "channels_first")
     flatten: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # every layer (weights or not) -> the layers whose outputs it takes (model inputs left out)
+    inputs: dict[str, list[str]] = field(default_factory=dict)
+    # dense layer name -> "flatten" | "pooled" | "features": what it reads (see dense_inputs)
+    dense_input: dict[str, str] = field(default_factory=dict)
     # per-sample shape of the model's first input layer (channels last for images), if known
     input_shape: Shape | None = None
 
@@ -60,7 +64,8 @@ def walk(model: Mapping[str, Any] | None,
     walker = _Walker(dict(known_inputs or {}))
     try:
         walker.model(model, prefix="", k3_prefix="", outer=None, upstream=[])
-        info = ModelInfo(specs=walker.specs, input_shape=walker.input_shape)
+        info = ModelInfo(specs=walker.specs, inputs=walker.inputs,
+                         input_shape=walker.input_shape)
         _find_flattens(walker, info)
     except (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError) as exc:
         # a config is untrusted JSON: a list where a dict belongs is a malformed file
@@ -139,6 +144,7 @@ class _Walker:
         self.specs: list[LayerSpec] = []
         self.by_name: dict[str, LayerSpec] = {}
         self.producer: dict[str, str | None] = {}
+        self.inputs: dict[str, list[str]] = {}
         self.in_shape: dict[str, Shape | None] = {}
         self.input_shape: Shape | None = None       # the first input layer's
 
@@ -196,21 +202,54 @@ class _Walker:
         self.by_name[gname] = spec
         shape = self.known_inputs.get(gname) or _build_input(layer) or ins[0][1]
         self.producer[gname] = ins[0][0]
+        self.inputs[gname] = [i[0] for i in ins if i[0] is not None]
         self.in_shape[gname] = shape
         out = output_shape(cls or "", lcfg or {}, [shape] + [i[1] for i in ins[1:]])
         return (gname, out)
 
 
+# Layers whose output a Dense may read without it being a flattened feature map; anything
+# else that is not a Flatten (a Reshape, a Lambda, a custom layer) leaves it unknown.
+_POOLING = ("GlobalAveragePooling", "GlobalMaxPooling", "GlobalAvgPool", "GlobalMaxPool")
+_SHAPED = ("MaxPooling", "AveragePooling", "MaxPool", "AvgPool", "ZeroPadding", "Cropping",
+           "UpSampling")
+
+
+def _built_in(class_name: str) -> bool:
+    """A Keras layer that never flattens a feature map into a vector (Flatten, Reshape,
+    Permute, Lambda and custom layers are not among these)."""
+    return (class_name in OP_OF_CLASS or class_name in WRAPPERS or class_name in MODEL_CLASSES
+            or class_name in PASS_THROUGH or class_name in MERGE_SAME
+            or class_name in ("Concatenate", "InputLayer") or class_name.startswith(_SHAPED))
+
+
+def dense_input(class_name: str | None) -> str | None:
+    """What a Dense reads when the nearest producer that changes shapes is of this class:
+    ``flatten`` (a Flatten), ``pooled`` (global pooling), ``features`` (a vector or the last
+    axis of anything else: a Dense never flattens), None when the class does not say."""
+    if class_name is None:
+        return "features"                       # the model's input itself
+    if class_name == "Flatten":
+        return "flatten"
+    if class_name.startswith(_POOLING):
+        return "pooled"
+    return "features" if _built_in(class_name) else None
+
+
 def _find_flattens(w: _Walker, info: ModelInfo) -> None:
-    """Dense layers fed by a Flatten (through shape-keeping layers such as Dropout) get the
-    per-sample shape the Flatten enumerates and its channel position."""
+    """What each Dense reads (``info.dense_input``); those fed by a Flatten (through
+    shape-keeping layers such as Dropout) get the per-sample shape the Flatten enumerates and
+    its channel position."""
     for spec in w.specs:
         if spec.class_name != "Dense":
             continue
         src = w.producer.get(spec.name)
         while src is not None and w.by_name[src].class_name in PASS_THROUGH:
             src = w.producer.get(src)
-        if src is None or w.by_name[src].class_name != "Flatten":
+        kind = dense_input(w.by_name[src].class_name if src is not None else None)
+        if kind is not None:
+            info.dense_input[spec.name] = kind
+        if kind != "flatten":
             continue
         shape = w.in_shape.get(src)
         if shape is None or None in shape or len(shape) < 2:

@@ -97,4 +97,14 @@ class OnnxAdapter:
                            shape_inference=shape_inference)
 
 
+    def run_file(self, path: Path, fmt: str, **options: Any) -> Any:
+        """A runner of the model file on onnxruntime (``weightmap.equivalence.runner``)."""
+        from .run import run_file
+        return run_file(path, fmt, **options)
+
+    def run_live(self, obj: Any, **options: Any) -> Any:
+        from .run import run_live
+        return run_live(obj, **options)
+
+
 ADAPTER = OnnxAdapter()

@@ -12,9 +12,11 @@
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from weightmap.dataflow import FED_BY, fed_by
 from weightmap.errors import FormatError
 from weightmap.graph import Layer, Param, ParamGraph
 from weightmap.layouts import axes_for
@@ -26,6 +28,7 @@ from .tensors import Initializer, read_initializer
 FORMAT = "onnx"
 UNCONSUMED = "<unconsumed>"
 _DENSE_INPUT_OPS = {"Flatten", "Reshape"}
+_POOLING_OPS = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax"}
 
 
 def build_graph(model: Any, *, source: str, model_path: Path, folder: Path | None,
@@ -35,7 +38,7 @@ def build_graph(model: Any, *, source: str, model_path: Path, folder: Path | Non
         raise FormatError("sparse initializers are not supported", path=model_path,
                           tensor=graph.sparse_initializer[0].values.name or None,
                           hint="densify them (onnx.numpy_helper) and save again")
-    inits = _initializers(graph, model_path=model_path, folder=folder)
+    inits = initializers(graph, model_path=model_path, folder=folder)
     shapes, shape_note = infer_shapes(model) if shape_inference else ({}, "off")
     info = GraphInfo.build(graph, inits, shapes)
     builder = _Builder(info)
@@ -44,10 +47,30 @@ def build_graph(model: Any, *, source: str, model_path: Path, folder: Path | Non
     builder.add_unconsumed()
     meta = _model_meta(model, info, builder, shape_note)
     return ParamGraph(format=FORMAT, framework="onnx", source=source,
-                      layers=tuple(builder.layers), order="execution", meta=meta)
+                      layers=tuple(with_fed_by(builder.layers, info, builder.node_layer)),
+                      order="execution", meta=meta)
 
 
-def _initializers(graph: Any, *, model_path: Path, folder: Path | None) -> dict[str, Initializer]:
+def with_fed_by(layers: list[Layer], info: GraphInfo, node_layer: dict[int, str]
+                ) -> list[Layer]:
+    """Each node layer with ``attrs["fed_by"]``: the layers whose outputs reach its data
+    inputs through nodes without weights (``weightmap.dataflow``)."""
+    ids = {i: node_layer.get(i, f"#{i}") for i in range(len(info.nodes))}
+    inputs: dict[str, list[str]] = {}
+    for i, node in enumerate(info.nodes):
+        mine = inputs.setdefault(ids[i], [])
+        for value in node.input:
+            producer = info.producers.get(value) if value and info.root(value) is None \
+                else None
+            if producer is not None and ids[producer] != ids[i]:
+                mine.append(ids[producer])
+    flows = fed_by(inputs, set(node_layer.values()))
+    return [replace(l, attrs={**l.attrs, FED_BY: flows[l.name]}) if l.name in flows else l
+            for l in layers]
+
+
+def initializers(graph: Any, *, model_path: Path, folder: Path | None
+                 ) -> dict[str, Initializer]:
     inits: dict[str, Initializer] = {}
     for tensor in graph.initializer:
         if tensor.name in inits:
@@ -67,9 +90,11 @@ class _Builder:
         self.taken: set[str] = set()              # param names in use
         self.layer_names: set[str] = set()
         self.shared: dict[str, list[str]] = {}    # holder -> params tied to it
+        self.node_layer: dict[int, str] = {}      # node index -> the layer it belongs to
 
     def add(self, index: int, node: Any, draft: Draft) -> None:
         name = self._layer_name(index, node)
+        self.node_layer.update({i: name for i in (index, *draft.merged)})
         params = tuple(self._param(slot, name, draft.op) for slot in draft.slots)
         attrs = {"node_index": index, "op_type": node.op_type, **draft.attrs}
         if node.domain not in DEFAULT_DOMAINS:
@@ -100,11 +125,7 @@ class _Builder:
         self.layers.append(Layer(name=UNCONSUMED, op="opaque", params=params, attrs=attrs))
 
     def _layer_name(self, index: int, node: Any) -> str:
-        name = node.name or f"{node.op_type}_{index}"
-        if name in self.layer_names:
-            name = f"{name}#{index}"
-        self.layer_names.add(name)
-        return name
+        return layer_name(index, node, self.layer_names)
 
     def _param(self, slot: Slot, layer: str, op: str) -> Param:
         root = self.info.root(slot.name)
@@ -126,6 +147,28 @@ class _Builder:
                      data=init.data, tied_to=tied)
 
 
+def layer_name(index: int, node: Any, taken: set[str]) -> str:
+    """The layer name of the node at ``index``: its own name, else ``<op>_<index>``; a name
+    already in ``taken`` gets ``#<index>``. Adds it to ``taken``."""
+    name = node.name or f"{node.op_type}_{index}"
+    if name in taken:
+        name = f"{name}#{index}"
+    taken.add(name)
+    return name
+
+
+def layer_outputs(info: GraphInfo) -> dict[str, str]:
+    """Layer name -> the value holding that layer's output (a MatMul's, after the bias Add
+    folded into its layer), replaying the walk ``build_graph`` names layers by."""
+    taken: set[str] = set()
+    out = {}
+    for index, node, draft in layer_drafts(info):
+        last = info.nodes[draft.merged[-1]] if draft.merged else node
+        if last.output and last.output[0]:
+            out[layer_name(index, node, taken)] = last.output[0]
+    return out
+
+
 def _activation(node: Any, draft: Draft) -> str:
     """The non-weight input of a dense node (the activations it multiplies)."""
     kernel_pos = next(s.pos for s in draft.slots if s.role == "kernel")
@@ -135,14 +178,20 @@ def _activation(node: Any, draft: Draft) -> str:
 
 
 def flatten_attrs(info: GraphInfo, value: str) -> dict[str, Any]:
-    """``flatten_input_shape`` (without batch) when ``value`` is a Flatten/Reshape to 2-D of a
-    tensor with spatial axes, from shape inference; ``data_format`` channels_last only when that
-    tensor came out of a Transpose to channels-last, as Keras exports do."""
+    """What a dense node reads (``dense_input``): ``pooled`` from a global pooling or a
+    ReduceMean/ReduceMax, ``flatten`` from a Flatten/Reshape to 2-D of a tensor with spatial
+    axes, with ``flatten_input_shape`` (without batch) from shape inference; ``data_format``
+    channels_last only when that tensor came out of a Transpose to channels-last, as Keras
+    exports do. Nothing when the graph does not say."""
     index = info.producers.get(value)
     if index is None:
         return {}
     node = info.nodes[index]
-    if node.op_type not in _DENSE_INPUT_OPS or node.domain not in DEFAULT_DOMAINS:
+    if node.domain not in DEFAULT_DOMAINS:
+        return {}
+    if node.op_type in _POOLING_OPS:
+        return {"dense_input": "pooled"}
+    if node.op_type not in _DENSE_INPUT_OPS:
         return {}
     if node.op_type == "Flatten" and _axis(node) != 1:
         return {}
@@ -151,9 +200,11 @@ def flatten_attrs(info: GraphInfo, value: str) -> dict[str, Any]:
         return {}
     x = node.input[0]
     shape = info.shapes.get(x)
-    if not shape or len(shape) < 3 or any(d is None for d in shape[1:]):
-        return {}
-    return {"flatten_input_shape": list(shape[1:]),
+    if shape is not None and len(shape) < 3:
+        return {"dense_input": "features"}          # a vector reshaped, not a feature map
+    if not shape or any(d is None for d in shape[1:]):
+        return {"dense_input": "flatten"}           # a flatten of a shape nothing inferred
+    return {"dense_input": "flatten", "flatten_input_shape": list(shape[1:]),
             "data_format": "channels_last" if _to_channels_last(info, x, len(shape))
             else "channels_first"}
 

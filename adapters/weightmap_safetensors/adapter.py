@@ -6,7 +6,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from weightmap.errors import UsageError
+from weightmap.errors import UsageError, VerifyError
 from weightmap.graph import ParamGraph
 
 from .header import MAX_HEADER_BYTES
@@ -61,6 +61,11 @@ class SafetensorsAdapter:
             return read_file(path, max_header_bytes=max_header_bytes)
         raise UsageError(f"the safetensors adapter reads {', '.join(self.formats)}, not {fmt!r}",
                          path=path)
+
+    def run_file(self, path: Path, fmt: str, **_options: Any) -> Any:
+        """safetensors holds tensors, never a model: always a VerifyError saying so."""
+        raise VerifyError(f"{Path(path).name} is a safetensors file: it holds weights, not the "
+                          "code of its model", path=path)
 
 
 def _head(path: Path) -> bytes:

@@ -83,6 +83,16 @@ class TorchAdapter:
         from .live import read_live
         return read_live(obj, origin=origin, **options)
 
+    def run_file(self, path: Path, fmt: str, **options: Any) -> Any:
+        """A checkpoint holds no architecture: always a VerifyError saying so."""
+        from .run import run_file
+        return run_file(path, fmt, **options)
+
+    def run_live(self, obj: Any, **options: Any) -> Any:
+        """A runner of a live ``nn.Module`` (``weightmap.equivalence.runner``)."""
+        from .run import run_live
+        return run_live(obj, **options)
+
     def lazy_construction(self, path: Path) -> Any:
         """A context in which a torch model file builds its model on the meta device (no
         weights allocated or initialised; see ``meta.py``), or None for a file without torch."""

@@ -13,11 +13,13 @@ read from the tensors only when asked, as copies; the model itself is never chan
 """
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from typing import Any
 
 import numpy as np
 
+from weightmap.dataflow import FED_BY
 from weightmap.errors import MissingDependencyError, UsageError
 from weightmap.graph import CallableData, Layer, Param, ParamGraph
 from weightmap.layouts import axes_for
@@ -106,14 +108,6 @@ def _read_state_dict(state: dict, origin: str, torch: Any) -> ParamGraph:
                       meta={"prefixes": list(wrapper_prefixes(list(state)))})
 
 
-def _owned(module: Any) -> list[str]:
-    """Names of the state-dict tensors a module holds itself (not its children's)."""
-    hidden = getattr(module, "_non_persistent_buffers_set", set())
-    names = [k for k, v in module._parameters.items() if v is not None]
-    names += [k for k, v in module._buffers.items() if v is not None and k not in hidden]
-    return names
-
-
 def _read_module(module: Any, origin: str, example_input: Any, torch: Any,
                  trace: live_trace.Trace | None = None, input_hint: Any = None,
                  synthesized: synth_input.Outcome | None = None) -> ParamGraph:
@@ -125,7 +119,7 @@ def _read_module(module: Any, origin: str, example_input: Any, torch: Any,
                              hint="run one forward pass before reading the model")
     owners = []                                  # (path, module, own state-dict names)
     for path, mod in module.named_modules(remove_duplicate=False):
-        own = [f"{path}.{k}" if path else k for k in _owned(mod)]
+        own = [f"{path}.{k}" if path else k for k in live_trace.owned(mod)]
         own = [n for n in own if n in tensors]
         if own:
             owners.append((path, mod, own))
@@ -136,8 +130,9 @@ def _read_module(module: Any, origin: str, example_input: Any, torch: Any,
         synthesized = synthesized or synth_input.synthesize(
             module, torch, input_hint, origin, synth_input.run_live(module, torch))
         trace = synthesized.trace
+    made_up = None
     if synthesized is not None:
-        how = synthesized.how
+        how, made_up = synthesized.how, synthesized.input
     registered = [path or "<root>" for path, _, _ in owners]
     if trace is not None:
         owners = _execution_order(owners, trace)
@@ -146,6 +141,8 @@ def _read_module(module: Any, origin: str, example_input: Any, torch: Any,
     tie_of = {n: ties.tied_to(n, tensors[n]) for n in tensors}   # decided in state-dict order
     layers = [_layer(path, mod, sorted(own, key=rank.get), tensors, tie_of, table, trace)
               for path, mod, own in owners]
+    if trace is not None:
+        layers = _with_fed_by(layers, owners, trace)
     claimed = {n for _, _, own in owners for n in own}
     leftovers = [Entry(n, tuple(t.shape), canonical_dtype(t, n),
                        CallableData(partial(to_numpy, t, canonical_dtype(t, n))), tie_of[n])
@@ -157,6 +154,9 @@ def _read_module(module: Any, origin: str, example_input: Any, torch: Any,
     if skipped:
         meta["skipped_non_tensors"] = skipped
     meta["trace_input"] = how
+    if made_up is not None:               # the shape it ran on, as data (a probe's size)
+        meta["trace_input_shape"] = [int(d) for d in made_up.shape]
+        meta["trace_input_dtype"] = str(made_up.dtype).removeprefix("torch.")
     if synthesized is not None and synthesized.decision:
         meta["decisions"] = [synthesized.decision]
     meta["weightless_after"] = _weightless_after(module, owners, trace)
@@ -218,6 +218,16 @@ def _execution_order(owners: list, trace: live_trace.Trace) -> list:
     return [owner for _, owner in sorted(enumerate(owners), key=key)]
 
 
+def _with_fed_by(layers: list[Layer], owners: list, trace: live_trace.Trace) -> list[Layer]:
+    """``attrs["fed_by"]`` from the trace (``weightmap.dataflow``), for the layers the forward
+    called (``nn.MultiheadAttention`` reads ``out_proj``'s weights without calling it: that
+    one gets none, and keeps its place after its parent)."""
+    path_of = {id(mod): path or "<root>" for path, mod, _ in owners}
+    return [dataclasses.replace(layer, attrs={**layer.attrs, FED_BY: tuple(
+        path_of[i] for i in trace.fed_by[id(mod)] if i in path_of)})
+        if id(mod) in trace.fed_by else layer for layer, (_, mod, _) in zip(layers, owners)]
+
+
 def _layer(path: str, mod: Any, names: list[str], tensors: dict, tie_of: dict, table: list,
            trace: live_trace.Trace | None) -> Layer:
     op, attrs = live_ops.describe(mod, table)
@@ -233,7 +243,9 @@ def _layer(path: str, mod: Any, names: list[str], tensors: dict, tie_of: dict, t
                             data=CallableData(partial(to_numpy, t, dtype)),
                             tied_to=tie_of[name], buffer=name.rpartition(".")[2] in mod._buffers))
     if trace is not None and id(mod) in trace.flatten_shape:
-        attrs.update(flatten_input_shape=trace.flatten_shape[id(mod)],
+        attrs.update(dense_input="flatten", flatten_input_shape=trace.flatten_shape[id(mod)],
                      data_format="channels_first")
+    elif trace is not None and id(mod) in trace.reads_features and op == "dense":
+        attrs["dense_input"] = "features"
     return Layer(name=path or "<root>", op=op, params=tuple(params), attrs=attrs,
                  source_type=type(mod).__name__)

@@ -58,6 +58,7 @@ class Outcome:
     trace: live_trace.Trace | None
     how: str                      # for graph.meta["trace_input"]
     decision: str | None = None   # for the report when the order is a fallback
+    input: Candidate | None = None   # the input that ran (a verification's probe follows it)
 
 
 def find_stems(model: Any, torch: Any) -> list[Stem]:
@@ -156,7 +157,7 @@ def synthesize(model: Any, torch: Any, hint: Sequence[Any] | None, origin: str,
                                  f"(tried {shapes}; {reason[:_MAX_REASON]})")
     stem, chosen = tried[index]
     return Outcome(trace, f"synthesized input {describe(chosen.shape, chosen.dtype)} for the "
-                          f"stem {stem.path!r} ({chosen.why})")
+                          f"stem {stem.path!r} ({chosen.why})", input=chosen)
 
 
 def _zeros(c: Candidate, torch: Any, device: str) -> Any:

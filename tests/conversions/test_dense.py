@@ -41,18 +41,44 @@ def test_flatten_shape_from_the_target_graph(pair_factory, layer_factory):
     _check_computes_the_same(pair, w)
 
 
-def test_flatten_shape_inferred_is_reported(pair_factory, layer_factory):
-    pair = _graphs(pair_factory, layer_factory)
-    w, _ = convert(pair)
-    _check_computes_the_same(pair, w)
-    assert any(n.startswith("decision:") and "inferred" in n for n in w.notes)
-
-
-def test_non_square_unknown_map_is_refused(pair_factory, layer_factory):
-    from weightmap.errors import ConversionError
-    pair = _graphs(pair_factory, layer_factory, in_features=2 * 3 * C)
-    with pytest.raises(ConversionError, match="square grid"):
+@pytest.mark.parametrize("in_features", [H * W * C, 2 * 3 * C, C])
+def test_unknown_input_after_a_conv_stops_the_port(pair_factory, layer_factory, in_features):
+    """Neither graph says what the dense layer reads: no guess from channel counts (a square
+    grid, a 1x1 map), whatever the numbers, and not a layer quietly left new either."""
+    from weightmap.errors import UndecidableError
+    pair = _graphs(pair_factory, layer_factory, in_features=in_features)
+    with pytest.raises(UndecidableError, match="neither graph says") as caught:
         convert(pair)
+    assert "example_input" in caught.value.hint
+
+
+@pytest.mark.parametrize("side", ["src_attrs", "tgt_attrs"])
+@pytest.mark.parametrize("kind", ["pooled", "features"])
+def test_pooled_features_need_no_reordering(pair_factory, layer_factory, side, kind):
+    """The DenseNet case: 32 channels before pooling, 1024 after concatenations: the graph's
+    word decides, not the last conv's channel count."""
+    pair = _graphs(pair_factory, layer_factory, **{side: {"dense_input": kind}})
+    w, _ = convert(pair)
+    assert [s.op for s in w.steps] == ["transpose"]
+    k = pair.source_graph.param("fc/kernel:0").read()
+    np.testing.assert_array_equal(apply_steps(w.steps, [k]), k.T)
+
+
+def test_a_flatten_of_unknown_shape_stops_the_port(pair_factory, layer_factory):
+    from weightmap.errors import UndecidableError
+    pair = _graphs(pair_factory, layer_factory, src_attrs={"dense_input": "flatten"})
+    with pytest.raises(UndecidableError, match="shape neither graph knows"):
+        convert(pair)
+
+
+def test_the_planner_stops_instead_of_leaving_the_layer_new(pair_factory, layer_factory):
+    from weightmap.errors import UndecidableError
+    from weightmap.match import match
+    from weightmap.planner import build_plan
+    pair = _graphs(pair_factory, layer_factory)
+    with pytest.raises(UndecidableError):
+        build_plan(pair.source_graph, pair.target_graph,
+                   match(pair.source_graph, pair.target_graph))
 
 
 def test_one_by_one_map_needs_no_permutation(pair_factory, layer_factory):

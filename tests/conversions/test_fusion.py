@@ -252,3 +252,28 @@ def test_a_batchnorm_of_another_width_does_not_follow_the_conv():
     src = graph("torch", conv("torch", "conv1", 4, 3, bias=True), bn("torch", "bn1", 5, 1e-5))
     assert following_bn(src, src.layers[0]) is None
     assert following_bn(src, src.layers[1]) is None
+
+
+def _fed(layer, *sources):
+    return Layer(layer.name, layer.op, layer.params, {**layer.attrs, "fed_by": sources})
+
+
+def test_following_bn_from_the_data_flow_not_the_order():
+    """Keras lists a ResNet block's shortcut conv, then the main branch's last conv, then their
+    BatchNorms: with the data flow, each conv finds its own BatchNorm."""
+    from weightmap.dataflow import consumers
+    c0, c3 = _fed(conv("keras", "c0", 8, 4, True), "x"), _fed(conv("keras", "c3", 8, 4, True),
+                                                               "y")
+    b0, b3 = _fed(bn("keras", "b0", 8, 1e-3), "c0"), _fed(bn("keras", "b3", 8, 1e-3), "c3")
+    g = graph("keras", c0, c3, b0, b3)
+    assert following_bn(g, c0) is None and following_bn(g, c3) is b0   # by order: wrong
+    feeds = consumers(g.layers)
+    assert following_bn(g, c0, feeds) is b0 and following_bn(g, c3, feeds) is b3
+    # a conv whose output also goes elsewhere is not "followed" by a BatchNorm alone
+    other = _fed(conv("keras", "z", 8, 8, True), "c0")
+    g2 = graph("keras", c0, b0, other)
+    assert following_bn(g2, c0, consumers(g2.layers)) is None
+    # a BatchNorm fed by two layers (after an addition) normalises neither
+    b_sum = _fed(bn("keras", "bs", 8, 1e-3), "c0", "c3")
+    g3 = graph("keras", c0, c3, b_sum)
+    assert following_bn(g3, c0, consumers(g3.layers)) is None

@@ -58,3 +58,32 @@ def test_each_fixture_is_claimed_by_exactly_one_adapter_and_reads(path, owner):
     graph = adapter.read(path, fmt)
     assert isinstance(graph, ParamGraph) and graph.layers
     assert graph.framework in ("torch", "keras", "onnx")
+
+
+@pytest.mark.parametrize("name,adapter", ADAPTERS, ids=[n for n, _ in ADAPTERS])
+def test_adapters_offer_runners(name, adapter):
+    """Each adapter runs (or says it cannot run) what it reads, and what it accepts live."""
+    assert callable(getattr(adapter, "run_file", None))
+    if hasattr(adapter, "accepts"):
+        assert callable(getattr(adapter, "run_live", None))
+
+
+@pytest.mark.parametrize("path,owner", list(_fixtures()))
+def test_each_fixture_either_runs_or_says_why_not(path, owner):
+    """A runner of the model the file describes, or a VerifyError saying why there is none (a
+    checkpoint without architecture, a config carrying code) — never another failure."""
+    from weightmap.equivalence.runner import Runner
+    from weightmap.errors import VerifyError
+    if path.name in REFUSED:
+        return
+    adapter = registry.get(owner)
+    fmt = adapter.sniff(path, path.read_bytes()[:HEAD_BYTES] if path.is_file() else b"")
+    graph = adapter.read(path, fmt)
+    try:
+        runner = adapter.run_file(path, fmt, graph=graph)
+    except VerifyError as exc:
+        assert exc.message and "\n" not in str(exc)
+        return
+    assert isinstance(runner, Runner) and runner.framework == graph.framework
+    assert all(spec.origin for spec in runner.inputs())
+    runner.close()

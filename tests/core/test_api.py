@@ -31,7 +31,7 @@ def _section(text, title):
 def test_every_public_function_and_parameter_is_documented():
     api = (DOCS / "api.md").read_text(encoding="utf-8")
     for fn in (weightmap.port, weightmap.plan, weightmap.load_partial, weightmap.read,
-               weightmap.convert, weightmap.migrate):
+               weightmap.verify, weightmap.convert, weightmap.migrate):
         section = _section(api, f"weightmap.{fn.__name__}(")
         for name in inspect.signature(fn).parameters:
             assert f"`{name}`" in section or f"`**{name}`" in section or (
@@ -43,7 +43,7 @@ def test_every_public_function_and_parameter_is_documented():
                "weightmap.keras.freeze"):
         assert f"`{fn}(" in api, fn
     for member in ("summary", "to_dict", "transferred", "new", "unused", "mismatched",
-                   "manifest", "plan", "output", "manifest_path", "decisions"):
+                   "manifest", "plan", "output", "manifest_path", "decisions", "verify"):
         assert hasattr(PortReport, member) or member in PortReport.__dataclass_fields__
         assert f"{member}" in _section(api, "PortReport"), member
 

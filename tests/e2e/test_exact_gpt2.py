@@ -61,10 +61,12 @@ def _rel(got, want):
     return float(np.abs(got - want).max() / np.abs(want).max())
 
 
-def test_hf_safetensors_into_fused_linear_gpt(hf_checkpoint, tmp_path):
+def test_hf_safetensors_into_fused_linear_gpt(hf_checkpoint, tmp_path, proven):
     path, ids, expected = hf_checkpoint
     out = tmp_path / "gpt.safetensors"
-    report = weightmap.port(path, f"{MODELS}:gpt_fused", out)
+    report = weightmap.port(path, f"{MODELS}:gpt_fused", out, verify=True,
+                            source_model=f"{MODELS}:hf_gpt2")
+    proven(report)
     assert not report.new and not report.unused and not report.mismatched
     assert _rel(_ported_logits("gpt_fused", out, ids), expected) <= RTOL
     man = report.manifest["params"]
@@ -85,10 +87,15 @@ def test_hf_safetensors_into_fused_linear_gpt(hf_checkpoint, tmp_path):
     assert any("layers put in transformer execution order" in d for d in report.decisions)
 
 
-def test_hf_safetensors_into_split_qkv_gpt(hf_checkpoint, tmp_path):
+def test_hf_safetensors_into_split_qkv_gpt(hf_checkpoint, tmp_path, proven):
     path, ids, expected = hf_checkpoint
     out = tmp_path / "gpt_split.safetensors"
-    report = weightmap.port(path, f"{MODELS}:gpt_split", out)
+    report = weightmap.port(path, f"{MODELS}:gpt_split", out, verify=True,
+                            source_model=f"{MODELS}:hf_gpt2")
+    # one fused c_attn against separate q, k, v: compared against their outputs side by side
+    result = proven(report)
+    assert result.layers[3].note == ("the outputs of blocks.0.attn.q, blocks.0.attn.k, "
+                                     "blocks.0.attn.v side by side")
     assert not report.new and not report.unused
     assert _rel(_ported_logits("gpt_split", out, ids), expected) <= RTOL
     man = report.manifest["params"]

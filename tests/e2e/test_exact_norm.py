@@ -93,10 +93,11 @@ def keras_h5(tmp_path_factory):
     return path, x, model.predict(x, verbose=0), model
 
 
-def test_keras_batchnorm_into_torch_gives_the_same_logits(keras_h5, tmp_path):
+def test_keras_batchnorm_into_torch_gives_the_same_logits(keras_h5, tmp_path, proven):
     path, x, expected, kmodel = keras_h5
     out = tmp_path / "convbn.safetensors"
-    report = weightmap.port(path, f"{TORCH}:model", out)
+    report = weightmap.port(path, f"{TORCH}:model", out, verify=True)
+    proven(report)
     state = load_file(out)
     model = load_python_object(TORCH, "model")[0]
     model.load_state_dict(state, strict=True)
@@ -146,11 +147,12 @@ def torch_trained(tmp_path_factory):
     return path, model
 
 
-def test_torch_state_dict_into_keras_gives_the_same_logits(torch_trained, tmp_path):
+def test_torch_state_dict_into_keras_gives_the_same_logits(torch_trained, tmp_path, proven):
     pytest.importorskip("keras")
     path, tmodel = torch_trained
     out = tmp_path / "convbn.weights.h5"
-    report = weightmap.port(path, KERAS, out)
+    report = weightmap.port(path, KERAS, out, verify=True, source_model=f"{TORCH}:model")
+    proven(report)
     kmodel = load_python_object(KERAS, "model")[0]
     kmodel.load_weights(out)
     x = np.random.default_rng(3).standard_normal((4, 8, 8, 3)).astype(np.float32)

@@ -77,14 +77,14 @@ def trained():
 def port_into_fresh_model(fused, x, tmp_path):
     """Port ``fused`` into a freshly built target, load it strictly, run it on ``x``."""
     out = tmp_path / "unfused.safetensors"
-    report = weightmap.port(fused, f"{MODEL}:model", out)
+    report = weightmap.port(fused, f"{MODEL}:model", out, verify=True)
     target = fresh_model()
     target.load_state_dict(load_file(out), strict=True)
     with torch.no_grad():
         return report, target(x).numpy()
 
 
-def test_fused_onnx_export_unfuses_into_torch_conv_bn(trained, tmp_path):
+def test_fused_onnx_export_unfuses_into_torch_conv_bn(trained, tmp_path, proven):
     model, x, expected = trained
     fused = export(model, tmp_path / "fused.onnx", x)
     graph = weightmap.read(fused)
@@ -95,6 +95,9 @@ def test_fused_onnx_export_unfuses_into_torch_conv_bn(trained, tmp_path):
     report, got = port_into_fresh_model(fused, x, tmp_path)
     assert rel_error(got, expected) <= 1e-5, rel_error(got, expected)
     assert rel_error(got, run_onnx(fused, x)) <= 1e-5
+    # proven by verify too: each fused Conv against the BatchNorm it was unfused into
+    result = proven(report)
+    assert len(result.synthetic) == 30 and len(result.layers) == 11
 
     man = report.manifest["params"]
     for bn in BNS:
@@ -109,7 +112,7 @@ def test_fused_onnx_export_unfuses_into_torch_conv_bn(trained, tmp_path):
     assert not report.unused and report.manifest["summary"]["synthetic"] == 30
 
 
-def test_dynamo_export_keeps_names_and_unfuses_the_same(trained, tmp_path):
+def test_dynamo_export_keeps_names_and_unfuses_the_same(trained, tmp_path, proven):
     model, x, expected = trained
     fused = export(model, tmp_path / "dynamo.onnx", x, dynamo=True)
     convs = [l for l in weightmap.read(fused).layers if l.op == "conv2d"]
@@ -118,9 +121,10 @@ def test_dynamo_export_keeps_names_and_unfuses_the_same(trained, tmp_path):
     report, got = port_into_fresh_model(fused, x, tmp_path)
     assert rel_error(got, expected) <= 1e-5, rel_error(got, expected)
     assert report.manifest["params"]["bn1.running_var"]["status"] == "synthetic"
+    proven(report)
 
 
-def test_torch_state_dict_fuses_into_an_onnx_target(trained, tmp_path):
+def test_torch_state_dict_fuses_into_an_onnx_target(trained, tmp_path, proven):
     model, x, expected = trained
     target = export(fresh_model(), tmp_path / "fresh.onnx", x)
     tied = [p for p in weightmap.read(target).params() if p.tied_to]
@@ -128,7 +132,8 @@ def test_torch_state_dict_fuses_into_an_onnx_target(trained, tmp_path):
     src = tmp_path / "trained.pt"
     torch.save(model.state_dict(), src)
     out = tmp_path / "ported.onnx"
-    report = weightmap.port(src, target, out)
+    report = weightmap.port(src, target, out, verify=True, source_model=f"{MODEL}:model")
+    proven(report)
     got = run_onnx(out, x)
     assert rel_error(got, expected) <= 1e-5, rel_error(got, expected)
     assert rel_error(run_onnx(target, x), expected) > 0.1          # the target was not it

@@ -71,10 +71,11 @@ def _manifest_notes(report, name):
     return report.manifest["params"][name].get("notes", [])
 
 
-def test_keras_to_torch_gives_the_same_sequences(keras_file, tmp_path):
+def test_keras_to_torch_gives_the_same_sequences(keras_file, tmp_path, proven):
     keras, model, path = keras_file
     out = tmp_path / "encoder.safetensors"
-    report = weightmap.port(path, f"{MODELS}:keras_twin", out)
+    report = weightmap.port(path, f"{MODELS}:keras_twin", out, verify=True)
+    assert len(proven(report).layers) == 4       # the two Keras LSTMs against one torch LSTM
     assert not report.new and not report.unused
     target = weightmap.read(f"{MODELS}:keras_twin").live
     target.load_state_dict(load_file(out), strict=True)
@@ -91,13 +92,15 @@ def test_keras_to_torch_gives_the_same_sequences(keras_file, tmp_path):
     assert any("recurrent levels paired in order" in d for d in report.decisions)
 
 
-def test_torch_to_keras_gives_the_same_sequences(keras_file, tmp_path):
+def test_torch_to_keras_gives_the_same_sequences(keras_file, tmp_path, proven):
     keras, _, path = keras_file
     source = tmp_path / "encoder.pt"
     torch_model = weightmap.read(f"{MODELS}:randomised").live
     torch.save(torch_model.state_dict(), source)
     out = tmp_path / "encoder.weights.h5"
-    report = weightmap.port(source, path, out)
+    report = weightmap.port(source, path, out, verify=True,
+                            source_model=f"{MODELS}:randomised")
+    proven(report)
     assert not report.new and not report.unused
     fresh = keras_model(keras)
     fresh.load_weights(out)
@@ -120,10 +123,11 @@ def onnx_export(tmp_path_factory):
     return source, path
 
 
-def test_onnx_to_torch_gives_the_same_sequences(onnx_export, tmp_path):
+def test_onnx_to_torch_gives_the_same_sequences(onnx_export, tmp_path, proven):
     source, path = onnx_export
     out = tmp_path / "from_onnx.safetensors"
-    report = weightmap.port(path, f"{MODELS}:keras_twin", out)
+    report = weightmap.port(path, f"{MODELS}:keras_twin", out, verify=True)
+    proven(report)
     assert not report.new and not report.unused
     target = weightmap.read(f"{MODELS}:keras_twin").live
     target.load_state_dict(load_file(out), strict=True)
@@ -134,7 +138,7 @@ def test_onnx_to_torch_gives_the_same_sequences(onnx_export, tmp_path):
     assert "B = [Wb; Rb]: Rb -> b_hh" in _manifest_notes(report, "bilstm.bias_hh_l0_reverse")
 
 
-def test_torch_to_onnx_target_runs_in_onnxruntime(onnx_export, tmp_path):
+def test_torch_to_onnx_target_runs_in_onnxruntime(onnx_export, tmp_path, proven):
     ort = pytest.importorskip("onnxruntime")
     _, template = onnx_export
     other = weightmap.read(f"{MODELS}:randomised").live
@@ -144,7 +148,9 @@ def test_torch_to_onnx_target_runs_in_onnxruntime(onnx_export, tmp_path):
     source = tmp_path / "other.pt"
     torch.save(other.state_dict(), source)
     out = tmp_path / "ported.onnx"
-    report = weightmap.port(source, template, out)
+    report = weightmap.port(source, template, out, verify=True,
+                            source_model=f"{MODELS}:randomised")
+    proven(report)
     assert not report.new and not report.unused
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     x = tokens()

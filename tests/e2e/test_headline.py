@@ -35,10 +35,12 @@ def keras_vgg16(tmp_path_factory):
     return path, x, model.predict(x, verbose=0)
 
 
-def test_keras_vgg16_h5_to_torch_gives_the_same_logits(keras_vgg16, tmp_path):
+def test_keras_vgg16_h5_to_torch_gives_the_same_logits(keras_vgg16, tmp_path, proven):
     path, x, expected = keras_vgg16
     out = tmp_path / "vgg16.safetensors"
-    report = weightmap.port(path, f"{MODELS}:vgg16", out)
+    report = weightmap.port(path, f"{MODELS}:vgg16", out, verify=True)
+    result = proven(report)      # the port proved itself: outputs and every paired layer
+    assert len(result.layers) == 16 and report.manifest["verify"]["passed"]
     assert len(report.transferred) == 32 and not report.new and not report.unused
     model = weightmap.read(f"{MODELS}:vgg16").live
     model.load_state_dict(load_file(out), strict=True)

@@ -8,6 +8,7 @@ torch = pytest.importorskip("torch")
 keras = pytest.importorskip("keras")
 
 import weightmap  # noqa: E402
+from weightmap.errors import UndecidableError  # noqa: E402
 from weightmap.sources import load_python_object  # noqa: E402
 
 MODELS = Path(__file__).parent / "models"
@@ -55,7 +56,14 @@ def test_load_partial_into_a_live_keras_model_and_template_output(tmp_path):
     fresh = load_python_object(KERAS, "model")[0]
     fresh.save_weights(template)
     out = tmp_path / "from_template.weights.h5"
-    weightmap.port(tmodel, template, out)
+    # a bare weights file knows no feature map, nor does an untraced model: the port stops
+    # rather than guess what the dense layer reads (a square grid from channel counts) ...
+    with pytest.raises(UndecidableError, match="neither graph says") as caught:
+        weightmap.port(tmodel, template, out)
+    assert "example_input" in str(caught.value) and not out.exists()
+    # ... and goes through once the torch side is traced
+    traced = weightmap.read(tmodel, example_input=torch.zeros(1, 3, 12, 12))
+    weightmap.port(traced, template, out)
     fresh.load_weights(out)
     t, k = _outputs(tmodel, fresh)
     assert np.abs(t - k).max() / np.abs(t).max() <= 1e-5

@@ -189,3 +189,31 @@ def test_ray_executor_writes_the_same_bytes(collection, first):
 def _sha256(path):
     import hashlib
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_verify_true_checks_each_port_by_what_it_computes(collection, tmp_path):
+    """``verify: true`` runs each source and its ported target on one probe (Keras files run
+    themselves; state dicts through ``source_model``): agreeing ports are ok with their figure,
+    one whose target has another head fails alone, with nothing written."""
+    root, files, _ = collection
+    other = tmp_path / "other_head.py"
+    other.write_text(gen.TORCH_MODEL.read_text().replace("model = SmallVGG()",
+                                                         "model = SmallVGG(classes=10)"))
+    spec = {"out_dir": str(tmp_path / "verified"), "target": str(gen.TORCH_MODEL),
+            "verify": True,
+            "jobs": [{"source": str(gen.keras_files()[0])},
+                     {"source": str(files["pth"][0]), "source_model": str(gen.TORCH_MODEL)},
+                     {"source": str(files["ckpt"][0]), "source_model": str(gen.TORCH_MODEL),
+                      "target": str(other), "out": "other_head"}]}
+    summary = weightmap.migrate(spec, jobs=1)
+    assert [j["status"] for j in summary.jobs] == ["ok", "ok", "failed"]
+    for job in summary.jobs[:2]:
+        assert job["verify"]["passed"] is True and job["verify"]["rel"] <= 1e-4, job
+        manifest = json.loads(Path(job["manifest"]).read_text())
+        assert manifest["verify"]["passed"] is True
+    assert summary.jobs[2]["error"].startswith("verify FAILED")
+    assert "\n" not in summary.jobs[2]["error"]
+    assert not list((tmp_path / "verified").glob("other_head*"))
+    again = weightmap.migrate(spec, jobs=1)
+    assert [j["status"] for j in again.jobs] == ["skipped", "skipped", "failed"]
+    assert again.jobs[0]["verify"] == summary.jobs[0]["verify"]

@@ -153,3 +153,55 @@ def test_hostile_names_are_shown_as_text(browser, tmp_path):
     assert page.locator("path.pair").count() == 1
     assert not problems and requests == [path.as_uri()]
     page.close()
+
+
+TWIN = ROOT / "fixtures" / "examples" / "small_vgg_torch.py"
+
+
+def _verified(tmp_path, *extra):
+    out, page = tmp_path / "v.safetensors", tmp_path / "v.html"
+    code = main(["port", str(SOURCE), "--to", str(TWIN), "--out", str(out), "--report", str(page),
+                 "-q", *extra])
+    return code, page, json.loads((tmp_path / "v.manifest.json").read_text())
+
+
+def test_the_verify_plot_has_one_point_per_compared_layer(browser, tmp_path):
+    pytest.importorskip("tf_keras")
+    code, path, manifest = _verified(tmp_path, "--verify")
+    assert code == 0 and manifest["verify"]["passed"]
+    compared = [r for r in manifest["verify"]["layers"] if r["status"] != "skipped"]
+    page, problems, requests = _open(browser, path)
+    assert page.locator("#vsvg circle.vpoint").count() == len(compared) == 6
+    assert page.locator("#vsvg circle.first").count() == 0
+    assert page.locator("#vtext .verdict-pass").count() == 1
+    page.locator("#vsvg circle.vpoint").nth(4).click()          # a point opens its pair
+    assert page.locator("#detail h2").text_content() == "classifier.1 \u2190 fc1"
+    assert "ok (rel" in page.locator("#detail").text_content()
+    assert not problems and requests == [path.as_uri()]
+    page.close()
+
+
+def test_a_failed_verification_highlights_its_first_divergence(browser, tmp_path):
+    """A plan edited to drop the flatten permutation: the port is kept (--verify=warn) and the
+    page points at the dense layer that diverged first."""
+    pytest.importorskip("tf_keras")
+    plan = tmp_path / "plan.json"
+    assert main(["port", str(SOURCE), "--to", str(TWIN), "--dry-run", "--save-plan", str(plan),
+                 "-q"]) == 0
+    data = json.loads(plan.read_text())
+    fc = next(t for t in data["tensors"] if t["target"] == "classifier.1.weight")
+    fc["steps"] = [s for s in fc["steps"] if s["op"] != "flatten_permute"]
+    plan.write_text(json.dumps(data))
+    code, path, manifest = _verified(tmp_path, "--plan", str(plan), "--verify=warn")
+    first = manifest["verify"]["first_divergence"]
+    assert code == 0 and not manifest["verify"]["passed"]
+    assert (first["target"], first["source"]) == ("classifier.1", "fc1")
+    page, problems, _ = _open(browser, path)
+    mark = page.locator("#vsvg circle.first")
+    assert mark.count() == 1 and "classifier.1 \u2190 fc1" in mark.locator("title").text_content()
+    assert page.locator("#vtext .verdict-fail").count() == 1
+    assert "first divergence classifier.1" in page.locator("#look").text_content()
+    shot = Path(os.environ.get("WEIGHTMAP_SCREENSHOT_DIR", tmp_path)) / "report-verify.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert not problems
+    page.close()

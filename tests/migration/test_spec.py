@@ -123,3 +123,11 @@ def test_a_glob_leaves_out_the_outputs_folder(collection):
     spec = {**data, "out_dir": "runs/ported", "jobs": [{"source": "runs/**/*.safetensors"}]}
     assert [j.source for j in _load(spec, root).jobs] == [
         str(root / "runs" / f"run{i}.safetensors") for i in (1, 2, 10)]
+
+
+def test_a_source_model_is_a_file_whose_digest_joins_the_options(collection):
+    root, data = collection
+    (root / "net.py").write_text("model = None\n")
+    job = _load({**data, "verify": True, "source_model": "net.py:model"}, root).jobs[0]
+    assert job.options["source_model"] == f"{root / 'net.py'}:model"
+    assert len(job.options["source_model_sha256"]) == 64 and job.options["verify"] is True

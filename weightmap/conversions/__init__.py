@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from .base import PASSES, LayerPair, PlanContext, convert, lookup, register, register_pass
 from .base import GRAPH_PASSES, prepare_graphs, register_graph_pass
-from . import transformer_order  # noqa: F401  (graph pass: name-sorted transformers, first)
+from . import branches  # noqa: F401  (graph pass first: later passes see the branch order)
+from . import transformer_order  # noqa: F401  (graph pass: name-sorted transformers)
 from . import generic, dense, depthwise  # noqa: F401  (modules register themselves)
 from . import norm, fusion  # noqa: F401  (normalisation algebra, conv+BN pass)
 from . import transformer  # noqa: F401  (Conv1D layouts, fused qkv, tied heads)

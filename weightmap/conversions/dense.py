@@ -2,29 +2,31 @@
 
 Keras flattens NHWC (index h·W·C + w·C + c), torch and ONNX flatten NCHW (c·H·W + h·W + w). A dense
 kernel that reads a flattened feature map must have its input axis re-ordered when the two sides
-flatten differently; a plain transpose is wrong. The feature-map shape comes from the graphs
-(``flatten_input_shape``); when neither graph knows it, it is inferred from the channels of the
-last feature layer and the kernel's input size, and the report says so.
+flatten differently; a plain transpose is wrong. What a dense layer reads comes from the graphs,
+never from channel counts: ``attrs["dense_input"]`` (``flatten``, ``pooled``, ``features``: the
+Keras config's Flatten or global pooling, the ONNX graph's Flatten / GlobalAveragePool /
+ReduceMean, the traced torch forward) and ``flatten_input_shape``, the per-sample shape the
+flatten enumerates. Pooled features need no reordering. When neither graph says, the port
+stops (``UndecidableError``) and says what would tell.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
-from ..errors import ConversionError
+from ..errors import ConversionError, UndecidableError
 from ..graph import Layer, ParamGraph
+from .. import layouts
 from ..layouts import spatial_rank
 from ..plans import TensorPlan
 from ..transforms import Step
 from .base import LayerPair, register
 from .generic import plan_param
 
-_CHANNELS_LAST = {"keras": "channels_last", "torch": "channels_first", "onnx": "channels_first"}
 _SPATIAL = {1: ("w",), 2: ("h", "w"), 3: ("d", "h", "w")}
 
 
 def data_format(layer: Layer, graph: ParamGraph) -> str:
-    return layer.attrs.get("data_format") or _CHANNELS_LAST.get(graph.framework, "channels_first")
+    return layouts.data_format(graph.framework, layer.attrs)
 
 
 def labels(fmt: str, rank: int) -> tuple[str, ...]:
@@ -47,47 +49,39 @@ def follows_feature_map(layer: Layer, graph: ParamGraph) -> Layer | None:
     return None
 
 
-def _channels(conv: Layer) -> int | None:
-    k = conv.param("kernel") or conv.param("pointwise_kernel") or conv.param("depthwise_kernel")
-    if k is None or k.axes is None:
-        return None
-    if "out" in k.axes:   # conv-transpose kernels hold out/groups channels
-        groups = conv.attrs.get("groups", 1) if conv.op.startswith("conv_transpose") else 1
-        return k.shape[k.axes.index("out")] * groups
-    if "c" in k.axes and "m" in k.axes:
-        return k.shape[k.axes.index("c")] * k.shape[k.axes.index("m")]
-    return None
-
-
-def flatten_shape(pair: LayerPair, in_features: int) -> tuple[tuple[int, ...], str, list[str]]:
-    """The feature map shape in the *source* order, how it was found, and decisions to report."""
+def flatten_shape(pair: LayerPair) -> tuple[tuple[int, ...], str] | None:
+    """The flattened feature map's shape in the *source* order and which graph said it."""
     src, tgt = pair.source, pair.target
     sfmt, tfmt = data_format(src, pair.source_graph), data_format(tgt, pair.target_graph)
     if src.attrs.get("flatten_input_shape"):
-        return tuple(src.attrs["flatten_input_shape"]), "source graph", []
+        return tuple(src.attrs["flatten_input_shape"]), "source graph"
     if tgt.attrs.get("flatten_input_shape"):
         shape = tuple(tgt.attrs["flatten_input_shape"])
         rank = len(shape) - 1
-        return _reorder(shape, labels(tfmt, rank), labels(sfmt, rank)), "target graph", []
-    conv = follows_feature_map(src, pair.source_graph)
-    channels = _channels(conv) if conv is not None else None
-    if channels is None or in_features % channels:
-        raise ConversionError(
-            f"{src.name!r} reads a flattened feature map of {in_features} features but its "
-            f"spatial shape is unknown", tensor=tgt.name,
-            hint="give the model file an example_input, or a source saved with its config")
-    spatial = in_features // channels
-    rank = spatial_rank(conv.op) or 2
-    side = round(spatial ** (1 / rank))
-    if side ** rank != spatial:
-        raise ConversionError(f"cannot infer the feature map of {in_features} features with "
-                              f"{channels} channels as a square grid", tensor=tgt.name,
-                              hint="give the model file an example_input")
-    grid = (side,) * rank
-    shape = grid + (channels,) if sfmt == "channels_last" else (channels,) + grid
-    return shape, "inferred", [f"{tgt.name}: flatten shape {shape} ({sfmt}) inferred from "
-                               f"{channels} channels of {conv.name!r} and {in_features} inputs; "
-                               f"check it or give an example_input"]
+        return _reorder(shape, labels(tfmt, rank), labels(sfmt, rank)), "target graph"
+    return None
+
+
+def reads(pair: LayerPair) -> str | None:
+    """``flatten`` when either graph says the dense layer reads a flattened feature map;
+    ``pooled`` / ``features`` when one says it reads a vector; None when neither says."""
+    said = [l.attrs.get("dense_input") for l in (pair.source, pair.target)]
+    if "flatten" in said or any(l.attrs.get("flatten_input_shape")
+                                for l in (pair.source, pair.target)):
+        return "flatten"
+    return next((k for k in said if k), None)
+
+
+def _undecidable(pair: LayerPair, in_features: int, why: str) -> UndecidableError:
+    sfmt = data_format(pair.source, pair.source_graph)
+    tfmt = data_format(pair.target, pair.target_graph)
+    return UndecidableError(
+        f"{pair.target.name} <- {pair.source.name}: {why}; the source orders a flattened map "
+        f"{sfmt}, the target {tfmt}, so its {in_features} inputs would need reordering if it "
+        f"is one, and a guess could port it wrong", tensor=pair.target.name,
+        hint="give the torch model file an example_input (its forward is traced), or use a "
+             "Keras model saved with its config (.keras, a full .h5) or an ONNX file, so "
+             "that one graph says what the dense layer reads")
 
 
 @register("*:dense", "*:dense")
@@ -95,13 +89,22 @@ def convert_dense(pair: LayerPair) -> list[TensorPlan]:
     src, tgt = pair.source, pair.target
     sfmt, tfmt = data_format(src, pair.source_graph), data_format(tgt, pair.target_graph)
     kernel = src.param("kernel")
-    needs = (sfmt != tfmt and kernel is not None and kernel.axes and "in" in kernel.axes
-             and (src.attrs.get("flatten_input_shape") or tgt.attrs.get("flatten_input_shape")
-                  or follows_feature_map(src, pair.source_graph) is not None))
-    if not needs:
+    if sfmt == tfmt or kernel is None or not kernel.axes or "in" not in kernel.axes:
         return [plan_param(pair, p) for p in pair.target.params]
     axis = kernel.axes.index("in")
-    shape, how, decisions = flatten_shape(pair, kernel.shape[axis])
+    kind = reads(pair)
+    if kind is None and (follows_feature_map(src, pair.source_graph) is not None
+                         or follows_feature_map(tgt, pair.target_graph) is not None):
+        raise _undecidable(pair, kernel.shape[axis], "it follows a convolution, and neither "
+                           "graph says whether it reads a flattened feature map or pooled "
+                           "features")
+    if kind != "flatten":                       # pooled or plain features: no reordering
+        return [plan_param(pair, p) for p in pair.target.params]
+    found = flatten_shape(pair)
+    if found is None:
+        raise _undecidable(pair, kernel.shape[axis], "it reads a flattened feature map whose "
+                           "shape neither graph knows")
+    shape, how = found
     if math.prod(shape) != kernel.shape[axis]:
         raise ConversionError(f"the flatten shape {shape} ({how}) holds {math.prod(shape)} "
                               f"features, the kernel reads {kernel.shape[axis]}", tensor=tgt.name)
@@ -114,12 +117,5 @@ def convert_dense(pair: LayerPair) -> list[TensorPlan]:
     step = Step("flatten_permute", {"axis": axis, "shape": list(shape), "perm": perm})
     note = (f"flatten {''.join(sl).upper()} {shape} -> {''.join(tl).upper()} "
             f"{_reorder(shape, sl, tl)} ({how})")
-    out = []
-    for p in pair.target.params:
-        if p.role == "kernel":
-            plan = plan_param(pair, p, extra_steps=[step], extra_notes=[note])
-            out.append(replace(plan, notes=plan.notes + tuple(f"decision: {d}"
-                                                               for d in decisions)))
-        else:
-            out.append(plan_param(pair, p))
-    return out
+    return [plan_param(pair, p, extra_steps=[step], extra_notes=[note]) if p.role == "kernel"
+            else plan_param(pair, p) for p in pair.target.params]

@@ -1,8 +1,9 @@
 """Conv + BatchNorm across layers: conv bias into the BN mean, fusion and unfusion.
 
-A plan pass, because each case spans two layers the matcher pairs separately. "Followed by" is
-read from each graph's layer order: a BatchNorm right after a conv (or depthwise conv, or dense)
-with as many channels as the conv has outputs is taken to normalise that conv's output.
+A plan pass, because each case spans two layers the matcher pairs separately. A BatchNorm with
+as many channels as a conv (or depthwise conv, or dense) has outputs normalises that conv's
+output when it follows it: in the data flow where a reader knew it (``attrs["fed_by"]``: the
+one layer the conv feeds, fed by that conv alone), else in the graph's layer order.
 
 * **Bias into the mean.** Source conv with bias + BN, target conv without bias + BN (the BNs
   matched): ``mean' = mean − b``. The reverse (the target conv has a bias the source lacks): the
@@ -18,7 +19,9 @@ with as many channels as the conv has outputs is taken to normalise that conv's 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Mapping
 
+from ..dataflow import FED_BY, consumers
 from ..graph import Layer, Param, ParamGraph
 from ..plans import TensorPlan
 from ..transforms import Step
@@ -66,13 +69,24 @@ def bn_channels(layer: Layer) -> int | None:
     return sizes.pop() if len(sizes) == 1 else None
 
 
-def following_bn(graph: ParamGraph, layer: Layer) -> Layer | None:
-    """The BatchNorm right after ``layer`` in the graph's order, if it fits its outputs."""
-    layers = graph.layers
-    idx = next(i for i, l in enumerate(layers) if l.name == layer.name)
-    if idx + 1 >= len(layers):
-        return None
-    nxt = layers[idx + 1]
+def following_bn(graph: ParamGraph, layer: Layer,
+                 feeds: Mapping[str, list[str]] | None = None) -> Layer | None:
+    """The BatchNorm normalising ``layer``'s output, if it fits its outputs: where the graph
+    knows its data flow (``feeds``: ``dataflow.consumers``), the one layer ``layer`` feeds, fed
+    by it alone; otherwise the layer right after it in the graph's order."""
+    if feeds is not None and FED_BY in layer.attrs:
+        fed = feeds.get(layer.name, [])
+        if len(fed) != 1:
+            return None
+        nxt = graph.layer(fed[0])
+        if tuple(nxt.attrs.get(FED_BY, ())) != (layer.name,):
+            return None
+    else:
+        layers = graph.layers
+        idx = next(i for i, l in enumerate(layers) if l.name == layer.name)
+        if idx + 1 >= len(layers):
+            return None
+        nxt = layers[idx + 1]
     n = out_channels(layer)
     if nxt.op != "batchnorm" or n is None or bn_channels(nxt) != n:
         return None
@@ -114,14 +128,15 @@ def _with(plan: TensorPlan, add_notes=(), **changes) -> TensorPlan:
 def conv_bn_pass(ctx: PlanContext) -> None:
     src_of = {m.target: m.source for m in ctx.matching.layers}
     plans = _Plans(ctx)
+    t_feeds, s_feeds = consumers(ctx.target_graph.layers), consumers(ctx.source_graph.layers)
     for tconv in ctx.target_graph.layers:
         if tconv.op not in FOLDABLE or tconv.name not in src_of:
             continue
         sconv = ctx.source_graph.layer(src_of[tconv.name])
         if sconv.op not in FOLDABLE:
             continue
-        tbn = following_bn(ctx.target_graph, tconv)
-        sbn = following_bn(ctx.source_graph, sconv)
+        tbn = following_bn(ctx.target_graph, tconv, t_feeds)
+        sbn = following_bn(ctx.source_graph, sconv, s_feeds)
         if tbn is not None and sbn is not None and src_of.get(tbn.name) == sbn.name:
             move_bias(ctx, plans, sconv, tconv, tbn)
         elif tbn is not None and sbn is None and tbn.name not in src_of and (

@@ -167,8 +167,8 @@ def _port(job: Job, replace: bool) -> Any:
     o = job.options
     source = read(job.source)
     target = target_of(job, input_hint(source))
-    extra = {k: o[k] for k in ("freeze", "lr_scale", "new_values", "verify", "min_coverage",
-                               "strict") if k in o}
+    extra = {k: o[k] for k in ("freeze", "lr_scale", "new_values", "verify", "source_model",
+                               "verify_tol", "min_coverage", "strict") if k in o}
     return port(source, target, out=_output(job, target), **_shared(job, replace), **extra)
 
 

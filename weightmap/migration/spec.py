@@ -35,6 +35,8 @@ OPTIONS: dict[str, dict[str, Any]] = {
                  "properties": {k: {"type": "number", "minimum": 0}
                                 for k in ("transferred", "new", "decay")}},
     "verify": {"enum": [True, False, "warn"]},
+    "source_model": {"type": "string", "minLength": 1},
+    "verify_tol": {"type": "number", "exclusiveMinimum": 0},
     "min_coverage": {"type": "number", "minimum": 0, "maximum": 1},
     "strict": {"type": "boolean"},
     "new_values": {"enum": ["construct", "reset"]},
@@ -49,11 +51,11 @@ OPTIONS: dict[str, dict[str, Any]] = {
                              {"type": "string", "minLength": 1}]},
     "fail_on_nonfinite": {"type": "boolean"},
 }
-PORT_OPTIONS = ("rules", "freeze", "lr_scale", "verify", "min_coverage", "strict",
-                "new_values", "shard_size", "fail_on_nonfinite")
+PORT_OPTIONS = ("rules", "freeze", "lr_scale", "verify", "source_model", "verify_tol",
+                "min_coverage", "strict", "new_values", "shard_size", "fail_on_nonfinite")
 CONVERT_OPTIONS = ("rules", "cast", "strip_prefix", "keep", "drop", "container", "shard_size",
                    "fail_on_nonfinite")
-# options of the issues that add them to ``weightmap.port``: refused until port takes them
+# options of ``weightmap.port`` that not every weightmap has: refused where port lacks them
 PORT_CAPABILITIES = {"verify": "verification of the ported model (weightmap.port(verify=...))",
                      "min_coverage": "coverage checks (weightmap.port(min_coverage=...))"}
 
@@ -281,14 +283,16 @@ def _job(index: int, entry: int, kind: str, source: str, target: str | None,
 
 
 def _normalised(options: Mapping[str, Any], base: Path) -> dict[str, Any]:
-    out = {k: v for k, v in options.items() if k != "rules"}
+    """The options as a job takes them: files absolute, each with its SHA-256 (a changed rules
+    or source model file makes its jobs run again)."""
+    out = dict(options)
     for key in ("keep", "drop"):
         if isinstance(out.get(key), str):
             out[key] = [out[key]]
-    if "rules" in options:
-        rules = str(_absolute(base, options["rules"]))
-        out["rules"] = rules
-        out["rules_sha256"] = _file_sha256(rules)
+    for key in ("rules", "source_model"):
+        if key in options:
+            out[key] = _absolute_ref(base, options[key])
+            out[f"{key}_sha256"] = _file_sha256(out[key])
     return out
 
 

@@ -74,11 +74,14 @@ def test_vgg_full_model_specs_and_attributes(kx):
     assert dict(conv.attrs) == {"filters": 4, "kernel_size": (3, 3), "strides": (1, 1),
                                 "padding": "same", "dilation_rate": (1, 1), "groups": 1,
                                 "use_bias": True, "data_format": "channels_last",
-                                "activation": "relu"}
+                                "activation": "relu", "fed_by": ()}
+    assert g.layer("block1_conv2").attrs["fed_by"] == ("block1_conv1",)
     fc1 = g.layer("fc1")
     assert fc1.attrs["flatten_input_shape"] == (4, 4, 8)
     assert fc1.attrs["data_format"] == "channels_last"
+    assert (fc1.attrs["dense_input"], fc1.attrs["fed_by"]) == ("flatten", ("block2_bn",))
     assert "flatten_input_shape" not in g.layer("predictions").attrs
+    assert g.layer("predictions").attrs["dense_input"] == "features"
 
 
 def test_vgg_weights_only_has_the_same_tensors_with_inferred_ops(kx):

@@ -119,3 +119,31 @@ def test_walk_does_not_modify_the_config(kx):
     before = copy.deepcopy(config)
     walk(config)
     assert config == before
+
+
+def _functional(*layers):
+    """A tf_keras-dialect functional config: (name, class, [producers], config)."""
+    return {"class_name": "Functional", "config": {
+        "input_layers": [["in", 0, 0]], "output_layers": [[layers[-1][0], 0, 0]],
+        "layers": [{"class_name": "InputLayer", "name": "in",
+                    "config": {"name": "in", "batch_input_shape": [None, 8, 8, 3]},
+                    "inbound_nodes": []}] + [
+            {"class_name": cls, "name": name, "config": {"name": name, **cfg},
+             "inbound_nodes": [[[p, 0, 0, {}] for p in producers]]}
+            for name, cls, producers, cfg in layers]}}
+
+
+def test_inputs_of_every_layer_and_what_each_dense_reads():
+    conv = {"filters": 4, "kernel_size": [3, 3], "padding": "same"}
+    info = walk(_functional(
+        ("c1", "Conv2D", ["in"], conv), ("c2", "Conv2D", ["c1"], conv),
+        ("cat", "Concatenate", ["c1", "c2"], {"axis": -1}),
+        ("gap", "GlobalAveragePooling2D", ["cat"], {}), ("drop", "Dropout", ["gap"], {}),
+        ("pooled", "Dense", ["drop"], {"units": 5}),
+        ("flat", "Flatten", ["c2"], {}), ("flattened", "Dense", ["flat"], {"units": 5}),
+        ("after", "Dense", ["pooled"], {"units": 2}),
+        ("lam", "Lambda", ["c2"], {}), ("unknown", "Dense", ["lam"], {"units": 2})))
+    assert info.inputs["cat"] == ["c1", "c2"] and info.inputs["c1"] == []
+    assert info.dense_input == {"pooled": "pooled", "flattened": "flatten",
+                                "after": "features"}          # after a Lambda: unknown
+    assert info.flatten["flattened"] == ((8, 8, 4), "channels_last")

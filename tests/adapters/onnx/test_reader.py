@@ -66,11 +66,13 @@ def test_legacy_cnn_specs_and_identity_alias(same_tensor):
     assert dict(g.layer("/features/features.0/Conv").attrs) == {
         "node_index": 1, "op_type": "Conv", "kernel_shape": [3, 3], "strides": [1, 1],
         "pads": [1, 1, 1, 1], "dilations": [1, 1], "group": 1, "auto_pad": "NOTSET",
-        "in_channels": 3, "out_channels": 8, "module_hint": "features.0"}
+        "in_channels": 3, "out_channels": 8, "module_hint": "features.0", "fed_by": ()}
     assert dict(g.layer("/fc1/Gemm").attrs) == {
         "node_index": 5, "op_type": "Gemm", "alpha": 1.0, "beta": 1.0, "transA": 0,
         "transB": 1, "in_features": 128, "out_features": 16, "module_hint": "fc1",
-        "flatten_input_shape": [8, 4, 4], "data_format": "channels_first"}
+        "dense_input": "flatten", "flatten_input_shape": [8, 4, 4],
+        "data_format": "channels_first", "fed_by": ("/features/features.0/Conv",)}
+    assert g.layer("/fc3/Gemm").attrs["fed_by"] == ("/fc2/Gemm",)
     assert "flatten_input_shape" not in g.layer("/fc2/Gemm").attrs
     assert g.totals()["tensors"] == 7 and g.totals()["params"] == 8
     _check_data(g, path, same_tensor, aliases={"fc2.bias": "fc1.bias"})
@@ -200,11 +202,13 @@ def test_ops_fixture_specs(same_tensor):
     assert attrs["up"]["strides"] == [2, 2]
     assert (attrs["gnorm"]["epsilon"], attrs["gnorm"]["num_groups"]) == (0.0001, 1)
     assert attrs["ln"] == {"node_index": 16, "op_type": "LayerNormalization", "epsilon": 1e-6,
-                           "axis": -1, "stash_type": 1}
+                           "axis": -1, "stash_type": 1, "fed_by": ("mm2",)}
+    gemm_fed_by = attrs["gemm"].pop("fed_by")
     assert attrs["gemm"] == {"node_index": 9, "op_type": "Gemm", "alpha": 0.5, "beta": 2.0,
                              "transA": 0, "transB": 0, "in_features": 512, "out_features": 6,
-                             "flatten_input_shape": [2, 16, 16],
+                             "dense_input": "flatten", "flatten_input_shape": [2, 16, 16],
                              "data_format": "channels_first"}
+    assert gemm_fed_by and all(attrs[n]["node_index"] < 9 for n in gemm_fed_by)
     assert attrs["mm1"]["bias_node"] == "mm1_bias"
     assert attrs["<unconsumed>"] == {"shape_operands": ["flat_shape"], "unused": ["unused_t"]}
     assert g.meta["aliases"] == {"alias1": "gemm_c", "alias2": "gemm_c"}
@@ -228,6 +232,35 @@ def test_channels_last_flatten_is_recognised(make_model, tmp_path):
     g = build_graph(model, source="m", model_path=tmp_path / "m.onnx", folder=tmp_path)
     assert g.layers[0].attrs["flatten_input_shape"] == [2, 3, 4]
     assert g.layers[0].attrs["data_format"] == "channels_last"
+
+
+@pytest.mark.parametrize("pool", ["GlobalAveragePool", "ReduceMean"])
+def test_pooled_features_and_data_flow_through_a_residual_addition(make_model, tmp_path, pool):
+    """A residual block (conv, then conv + the block input) pooled into a dense layer: what
+    the dense layer reads and which layers feed which come from the graph."""
+    k = np.zeros((4, 4, 3, 3), np.float32)
+    pooling = helper.make_node("GlobalAveragePool", ["r"], ["p4"]) if pool != "ReduceMean" \
+        else helper.make_node("ReduceMean", ["r", "axes"], ["p"], keepdims=0)
+    nodes = [helper.make_node("Conv", ["x", "k1"], ["a"], "c1", pads=[1] * 4),
+             helper.make_node("Relu", ["a"], ["ra"]),
+             helper.make_node("Conv", ["ra", "k2"], ["b"], "c2", pads=[1] * 4),
+             helper.make_node("Add", ["b", "ra"], ["r"]), pooling]
+    if pool != "ReduceMean":
+        nodes.append(helper.make_node("Flatten", ["p4"], ["p"]))
+    nodes.append(helper.make_node("Gemm", ["p", "w"], ["y"], "fc", transB=1))
+    inits = {"k1": k, "k2": k, "w": np.zeros((2, 4), np.float32),
+             "axes": np.array([2, 3], np.int64)}
+    model = make_model(nodes, inits)
+    model.graph.input[0].CopyFrom(
+        helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4, 5, 5]))
+    g = build_graph(model, source="m", model_path=tmp_path / "m.onnx", folder=tmp_path)
+    fc = g.layer("fc").attrs
+    if pool == "ReduceMean":
+        assert fc["dense_input"] == "pooled" and "flatten_input_shape" not in fc
+    else:                                   # a flatten of a 1x1 map: no reordering either
+        assert (fc["dense_input"], fc["flatten_input_shape"]) == ("flatten", [4, 1, 1])
+    assert [g.layer(n).attrs["fed_by"] for n in ("c1", "c2", "fc")] == [
+        (), ("c1",), ("c2", "c1")]
 
 
 def test_unnamed_and_duplicate_node_names(make_model, tmp_path):

@@ -189,6 +189,11 @@ def test_recurrent_and_attention_layers():
     attn = g.layer("attn")
     assert [(p.role, p.axes) for p in attn.params] == [("in_proj_kernel", ("out", "in")),
                                                        ("in_proj_bias", ("out",))]
+    # data flow from the trace; out_proj, never called itself, follows its attention layer
+    assert [g.layer(n).attrs.get("fed_by") for n in layer_names(g)] == [(), None, ("attn",),
+                                                                        ("lstm",)]
+    from weightmap.dataflow import branch_order
+    assert [l.name for l in branch_order(g.layers)] == layer_names(g)
 
 
 def test_opaque_layers_have_no_axis_labels():

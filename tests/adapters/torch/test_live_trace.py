@@ -75,3 +75,50 @@ def test_tuple_and_dict_inputs():
     by_dict = live_trace.run(two, {"x": x, "y": x}, torch)
     for trace in (by_tuple, by_dict):
         assert trace.first_call[id(two.b)] < trace.first_call[id(two.a)]
+
+
+class Branchy(nn.Module):
+    """A residual block whose shortcut runs first, pooled features into a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.main = nn.Conv2d(4, 4, 3, padding=1)
+        self.norm = nn.BatchNorm2d(4)
+        self.short = nn.Conv2d(4, 4, 1)
+        self.fc = nn.Linear(4, 2)
+        self.drop = nn.Dropout()
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        identity = self.short(x)
+        x = torch.relu(self.norm(self.main(x)) + identity)
+        return self.fc(self.drop(x.mean((2, 3))))
+
+
+def test_fed_by_follows_tensors_through_functions():
+    net = Branchy()
+    trace = live_trace.run(net, torch.randn(2, 1, 5, 5), torch)
+    fed = {name: {n for n, m in net.named_modules() if id(m) in trace.fed_by[id(mod)]}
+           for name, mod in net.named_modules() if id(mod) in trace.fed_by}
+    assert fed == {"stem": set(), "short": {"stem"}, "main": {"stem"}, "norm": {"main"},
+                   "fc": {"norm", "short"}}
+    assert trace.reads_features == {id(net.fc)} and trace.flatten_shape == {}
+
+
+def test_a_flatten_through_dropout_is_kept_and_a_slice_of_it_is_nobodys():
+    class Flat(nn.Module):
+        def __init__(self, cut):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3, padding=1)
+            self.fc = nn.Linear(6 if cut else 18, 2)
+            self.cut = cut
+
+        def forward(self, x):
+            x = nn.functional.dropout(self.conv(x).view(x.shape[0], -1), 0.5, False)
+            return self.fc(x[:, :6] if self.cut else x)
+    whole, cut = Flat(False), Flat(True)
+    assert live_trace.run(whole, torch.randn(2, 1, 3, 3), torch).flatten_shape == {
+        id(whole.fc): (2, 3, 3)}
+    traced = live_trace.run(cut, torch.randn(2, 1, 3, 3), torch)
+    assert traced.flatten_shape == {} and traced.reads_features == set()

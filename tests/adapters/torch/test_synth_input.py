@@ -85,7 +85,8 @@ def test_a_meta_model_is_traced_on_stand_ins_with_the_first_size_that_runs():
                                  device="meta")
     assert out.decision is None
     assert out.how == "synthesized input (1, 3, 32, 32) float32 for the stem 'conv' (default size)"
-    assert out.trace.flatten_shape == {}                 # torch.flatten is not a module
+    # the trace follows torch.flatten too: the head reads the flattened 8x8x8 map
+    assert out.trace.flatten_shape == {id(model.head): (8, 8, 8)}
     assert sorted(out.trace.first_call.values()) == [0, 1, 2]
     assert model.conv.weight.device.type == "meta"
 

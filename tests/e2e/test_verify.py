@@ -1,0 +1,212 @@
+"""``weightmap verify`` and ``port --verify`` on real models (issue 11).
+
+A Keras 3 network (``models/proof_keras.py``) saved as ``.keras`` is ported into its torch twin
+(``models/proof_torch.py``). The exact port proves itself, figures in the manifest; plans
+broken on purpose — two same-shaped convs swapped, the BatchNorm epsilon compensation removed,
+the flatten permutation dropped — fail and name the layer that broke, with no output left; a
+new head verifies the trunk and says so; a source that is weights only cannot be run and says
+what to pass.
+"""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+keras = pytest.importorskip("keras")
+
+import weightmap  # noqa: E402
+from weightmap.errors import VerifyError  # noqa: E402
+from weightmap.plans import Plan  # noqa: E402
+
+MODELS = Path(__file__).parent / "models"
+TORCH = MODELS / "proof_torch.py"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _build_keras(**options):
+    spec = importlib.util.spec_from_file_location("proof_keras", MODELS / "proof_keras.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build(keras, **options)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory, randomised_keras):
+    """Random weights, non-zero biases; BatchNorm variances of 1e-6 in every third channel,
+    where Keras' epsilon 1e-3 against torch's 1e-5 weighs."""
+    keras.utils.set_random_seed(0)
+    model = randomised_keras(_build_keras(), tiny_variance_every=3)
+    path = tmp_path_factory.mktemp("proof") / "proof.keras"
+    model.save(path)
+    return path
+
+
+def test_exact_port_proves_itself_and_the_manifest_says_so(source, tmp_path, proven):
+    out = tmp_path / "net.safetensors"
+    report = weightmap.port(source, TORCH, out, verify=True)
+    result = proven(report)
+    assert [(l.target, l.source) for l in result.layers] == [
+        ("conv1", "c1"), ("conv2", "c2"), ("conv3", "c3"), ("bn", "bn"), ("fc", "fc")]
+    assert result.probe["shape"] == [2, 3, 8, 8] and result.probe["seed"] == 0
+    assert result.probe["layout"] == {"source": "channels_last", "target": "channels_first"}
+    assert "example_input" in result.probe["origin"]
+    assert "relu (fused in the source layer)" in result.layers[0].note
+    saved = json.loads((tmp_path / "net.manifest.json").read_text())["verify"]
+    assert saved == report.manifest["verify"] == result.to_dict()
+    assert saved["passed"] and saved["first_divergence"] is None
+    assert saved["compared_up_to"] is None
+    assert set(saved["probe"]) >= {"shape", "dtype", "origin", "seed", "layout"}
+    assert set(saved["layers"][0]) >= {"source", "target", "depth", "max_abs", "rel", "status",
+                                       "note"}
+    assert "verify passed" in weightmap.report.render(report)
+    # and standalone, from the files (the manifest beside the weights pairs the layers)
+    again = weightmap.verify(source, TORCH, out)
+    assert again.passed and [l.rel for l in again.layers] == [l.rel for l in result.layers]
+
+
+def test_a_softmax_classifier_into_a_model_returning_logits(tmp_path, randomised_keras):
+    """Keras' ``Dense(activation="softmax")`` returns probabilities, the torch twin its
+    logits: the outputs differ by the softmax alone. Verification passes and says so; the
+    same port with the flatten permutation dropped still fails."""
+    keras.utils.set_random_seed(1)
+    path = tmp_path / "softmax.keras"
+    randomised_keras(_build_keras(head_activation="softmax")).save(path)
+    report = weightmap.port(path, TORCH, tmp_path / "net.safetensors", verify=True)
+    (output,) = report.verify.outputs
+    assert report.verify.passed and output.status == "ok" and output.rel <= 1e-5
+    assert output.note.startswith("agrees once softmax is applied to the target's output")
+    assert "fc applies softmax inside it" in report.verify.summary()
+    broken = _edited(path, "flatten")
+    with pytest.raises(VerifyError, match="first divergence: fc <- fc"):
+        weightmap.port(path, TORCH, tmp_path / "broken.safetensors", plan=broken, verify=True)
+    assert not (tmp_path / "broken.safetensors").exists()
+
+
+def _edited(source, edit):
+    """The plan of the exact port, broken on purpose."""
+    data = weightmap.plan(source, TORCH).to_dict()
+    by_name = {t["target"]: t for t in data["tensors"]}
+    if edit == "swap":                  # conv2 and conv3 have the same shape
+        for role in ("weight", "bias"):
+            a, b = by_name[f"conv2.{role}"], by_name[f"conv3.{role}"]
+            a["sources"], b["sources"] = b["sources"], a["sources"]
+    elif edit == "eps":                 # gamma copied as stored: eps 1e-3 -> 1e-5 ignored
+        gamma = by_name["bn.weight"]
+        assert [s["op"] for s in gamma["steps"]] == ["bn_eps_gamma"]
+        gamma.update(sources=gamma["sources"][:1], steps=[], status="transferred")
+    elif edit == "flatten":             # a plain transpose, as if both flattened alike
+        kernel = by_name["fc.weight"]
+        assert [s["op"] for s in kernel["steps"]] == ["flatten_permute", "transpose"]
+        kernel["steps"] = kernel["steps"][1:]
+    return Plan.from_dict(data)
+
+
+@pytest.mark.parametrize("edit,where", [("swap", ("conv2", "c3")), ("eps", ("bn", "bn")),
+                                        ("flatten", ("fc", "fc"))])
+def test_broken_plans_fail_and_name_the_layer_that_broke(source, tmp_path, edit, where):
+    plan = _edited(source, edit)
+    out = tmp_path / "net.safetensors"
+    with pytest.raises(VerifyError) as caught:
+        weightmap.port(source, TORCH, out, plan=plan, verify=True)
+    assert caught.value.exit_code == 10
+    assert f"first divergence: {where[0]} <- {where[1]}" in str(caught.value)
+    assert not out.exists() and not (tmp_path / "net.manifest.json").exists()
+    assert list(tmp_path.iterdir()) == []                  # no temporary file either
+
+    report = weightmap.port(source, TORCH, out, plan=plan, verify="warn")
+    assert out.exists()                                    # warn keeps the output
+    first = report.verify.first_divergence
+    assert (first["target"], first["source"]) == where
+    assert first["rel"] > 1e-3
+    if where != ("conv1", "c1"):
+        assert first["inputs_rel"] is not None and first["inputs_rel"] <= 1e-5
+    assert not report.verify.passed and report.manifest["verify"]["passed"] is False
+    before = [l for l in report.verify.layers if l.depth < [l.target for l in
+                                                          report.verify.layers].index(where[0])]
+    assert all(l.status == "ok" for l in before)
+
+
+def test_feature_extraction_verifies_the_trunk_and_says_so(source, tmp_path):
+    out = tmp_path / "new_head.safetensors"
+    report = weightmap.port(source, f"{TORCH}:new_head", out, verify=True)
+    result = report.verify
+    assert result.passed
+    assert result.compared_up_to["target"] == "bn" and result.compared_up_to["source"] == "bn"
+    assert "fc is new" in result.compared_up_to["reason"]
+    assert [o.status for o in result.outputs] == ["skipped"]
+    assert [l.status for l in result.layers] == ["ok"] * 4      # fc is new: no pair
+    text = result.summary()
+    assert "compared up to bn <- bn (outputs not compared: the target's fc is new" in text
+
+
+@pytest.fixture(scope="module")
+def state_dict(tmp_path_factory):
+    model = weightmap.read(f"{TORCH}:model").live
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+    path = tmp_path_factory.mktemp("sd") / "net.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_a_bare_state_dict_cannot_be_run_without_its_model_file(state_dict, tmp_path,
+                                                                proven):
+    out = tmp_path / "net.safetensors"
+    with pytest.raises(VerifyError) as caught:
+        weightmap.port(state_dict, TORCH, out, verify=True)
+    text = str(caught.value)
+    assert "cannot run the source" in text and "--source-model" in text
+    assert not out.exists()
+    report = weightmap.port(state_dict, TORCH, out, verify="warn")
+    assert out.exists() and not report.verify.passed
+    assert not report.verify.layers and not report.verify.outputs
+    assert report.manifest["verify"]["passed"] is False
+    report = weightmap.port(state_dict, TORCH, tmp_path / "again.safetensors", verify=True,
+                            source_model=TORCH)
+    proven(report)
+    assert "the tensors of" in report.verify.ran["source"]
+
+
+def test_cli_port_verify_and_verify(source, tmp_path, capsys):
+    from weightmap.cli import main
+    plan = tmp_path / "broken.json"
+    plan.write_text(_edited(source, "swap").to_json())
+    out = tmp_path / "net.safetensors"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "adapters")]))
+    run = subprocess.run([sys.executable, "-m", "weightmap", "port", str(source), "--to",
+                          str(TORCH), "--out", str(out), "--plan", str(plan), "--verify"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 10, run.stderr
+    assert run.stderr.startswith("weightmap: error: ") and run.stderr.count("\n") == 1, \
+        run.stderr
+    assert "first divergence: conv2 <- c3" in run.stderr and not out.exists()
+
+    assert main(["port", str(source), "--to", str(TORCH), "--out", str(out), "--plan",
+                 str(plan), "--verify=warn"]) == 0
+    assert out.exists()
+    assert "verify FAILED" in capsys.readouterr().out
+    assert main(["verify", str(source), "--to", str(TORCH), "--weights", str(out),
+                 "--json"]) == 10
+    data = json.loads(capsys.readouterr().out)
+    assert data["first_divergence"]["target"] == "conv2" and not data["passed"]
+
+    good = tmp_path / "good.safetensors"
+    assert main(["port", str(source), "--to", str(TORCH), "--out", str(good), "-q"]) == 0
+    assert main(["verify", str(source), "--to", str(TORCH), "--weights", str(good), "--tol",
+                 "1e-5"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("verify passed") and "conv2 <- c2" in text
+    page = tmp_path / "good.html"          # the mapping report, with this verification drawn
+    assert main(["verify", str(source), "--to", str(TORCH), "--weights", str(good),
+                 "--report", str(page)]) == 0
+    html = page.read_text(encoding="utf-8")
+    assert '"verify":{"passed":true' in html and '"first_divergence":null' in html
+    assert "verify" not in json.loads((tmp_path / "good.manifest.json").read_text())
+    assert main(["port", str(source), "--to", str(TORCH), "--verify=maybe"]) == 2

@@ -1,0 +1,144 @@
+"""What a verification found, as data (``VerifyResult.to_dict()``, the manifest's ``verify``
+object; schema in docs/manifest.md) and as text (``summary()``)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+STATUSES = ("ok", "diverged", "skipped")
+
+
+def _num(value: float | None) -> float | None:
+    """JSON-friendly: None stays None, inf becomes None (JSON has no infinity), else float."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if not math.isfinite(value):
+        return "inf"
+    if value == 0:
+        return "0"
+    return f"{value:.2g}" if value >= 0.01 else f"{value:.1e}"
+
+
+@dataclass(frozen=True)
+class OutputFigure:
+    name: str
+    shape: tuple[int, ...]
+    max_abs: float | None
+    rel: float | None
+    status: str                         # ok | diverged | skipped
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "max_abs": _num(self.max_abs),
+                "rel": _num(self.rel), "status": self.status, "note": self.note}
+
+
+@dataclass(frozen=True)
+class LayerFigure:
+    source: str
+    target: str
+    depth: int                          # 0.. in target execution order
+    max_abs: float | None
+    rel: float | None
+    status: str
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "target": self.target, "depth": self.depth,
+                "max_abs": _num(self.max_abs), "rel": _num(self.rel), "status": self.status,
+                "note": self.note}
+
+    def label(self) -> str:
+        return f"{self.target} <- {self.source}"
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    passed: bool
+    tol: float
+    probe: Mapping[str, Any] | None = None
+    outputs: tuple[OutputFigure, ...] = ()
+    layers: tuple[LayerFigure, ...] = ()
+    first_divergence: Mapping[str, Any] | None = None
+    compared_up_to: Mapping[str, str] | None = None
+    synthetic: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    ran: Mapping[str, str] = field(default_factory=dict)    # side -> what ran
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "tol": self.tol,
+                "probe": dict(self.probe) if self.probe is not None else None,
+                "ran": dict(self.ran),
+                "outputs": [o.to_dict() for o in self.outputs],
+                "layers": [l.to_dict() for l in self.layers],
+                "first_divergence": dict(self.first_divergence)
+                if self.first_divergence else None,
+                "compared_up_to": dict(self.compared_up_to) if self.compared_up_to else None,
+                "synthetic": list(self.synthetic), "notes": list(self.notes)}
+
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in STATUSES}
+        for l in self.layers:
+            out[l.status] += 1
+        return out
+
+    def summary(self) -> str:
+        """One paragraph: the verdict, what was compared, where it diverged, what was not."""
+        parts = [f"verify {'passed' if self.passed else 'FAILED'}"]
+        compared = [o for o in self.outputs if o.status != "skipped"]
+        if compared:
+            worst = max(compared, key=lambda o: (o.rel is None, o.rel or 0.0))
+            agree = all(o.status == "ok" for o in compared)
+            parts.append(f"outputs {'agree' if agree else 'differ'} to rel {_fmt(worst.rel)} "
+                         f"(max abs {_fmt(worst.max_abs)}, tol {_fmt(self.tol)})")
+            parts += [o.note for o in compared if o.note]
+        elif self.compared_up_to:
+            up = self.compared_up_to
+            parts.append(f"compared up to {up['target']} <- {up['source']} (outputs not "
+                         f"compared: {up.get('reason', 'see the layers')})")
+        if self.first_divergence:
+            d = self.first_divergence
+            inputs = f"; inputs agree to {_fmt(d['inputs_rel'])}" \
+                if d.get("inputs_rel") is not None else ""
+            parts.append(f"first divergence: {d['target']} <- {d['source']} "
+                         f"(rel {_fmt(d['rel'])}{inputs})")
+        c = self.counts()
+        if self.layers:
+            parts.append(f"paired layers: {c['ok']} agree, {c['diverged']} diverge, "
+                         f"{c['skipped']} skipped")
+        if self.probe:
+            parts.append(f"probe {tuple(self.probe['shape'])} {self.probe['dtype']} from "
+                         f"{self.probe['origin']}")
+        if self.synthetic:
+            shown = ", ".join(self.synthetic[:3]) + (" ..." if len(self.synthetic) > 3 else "")
+            parts.append(f"{len(self.synthetic)} synthetic tensor(s) ({shown})")
+        parts += list(self.notes)
+        return "; ".join(parts)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def render(result: VerifyResult) -> str:
+    """The summary, then each output and each paired layer on a line (``weightmap verify``)."""
+    lines = [result.summary()]
+    for side, what in result.ran.items():
+        lines.append(f"  {side}: {what}")
+    for o in result.outputs:
+        lines.append(f"  output {o.name} {tuple(o.shape)}: {o.status}"
+                     + (f", rel {_fmt(o.rel)}, max abs {_fmt(o.max_abs)}"
+                        if o.rel is not None else "") + (f"  ({o.note})" if o.note else ""))
+    width = max((len(l.label()) for l in result.layers), default=0)
+    for l in result.layers:
+        figures = f"rel {_fmt(l.rel):>8}  max abs {_fmt(l.max_abs):>8}" \
+            if l.rel is not None else " " * 31
+        lines.append(f"  {l.depth:>3} {l.label():<{width}}  {l.status:<8} {figures}"
+                     + (f"  ({l.note})" if l.note else ""))
+    return "\n".join(lines)
