@@ -247,3 +247,18 @@ def test_zip_fixtures_fool_zipfile(tmp_path):
             assert zf.namelist()
     with zipfile.ZipFile(io.BytesIO((HOSTILE / "zip" / "overlap.pt").read_bytes())) as zf:
         assert zf.read("archive/data/1") == zf.read("archive/data/0")[-8:]
+
+
+def test_loading_the_generator_leaves_fixtures_off_sys_path():
+    """fixtures/ holds folders named torch/, keras/ and onnx/: on sys.path, a core-only install
+    would import them as namespace packages for the frameworks it lacks, and every test that
+    should skip would fail instead. The generator loads its sibling modules by path."""
+    import importlib.util
+    before = list(sys.path)
+    spec = importlib.util.spec_from_file_location("gen_hostile_path_check",
+                                                  FIXTURES / "gen_hostile.py")
+    hostile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hostile)
+    assert hostile.CATALOGUE and callable(hostile.build_runtime)
+    assert sys.path == before
+    assert not any(Path(p or ".").resolve() == FIXTURES for p in sys.path)
