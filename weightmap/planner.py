@@ -9,7 +9,7 @@ from .conversions import PASSES, LayerPair, PlanContext, convert
 from .errors import ConversionError, UndecidableError
 from .graph import ParamGraph
 from .match.signature import canonical_shape
-from .plans import SHAPE_MISMATCH, Plan, TensorPlan
+from .plans import CONVERSION_FAILED, SHAPE_MISMATCH, Plan, Reason, TensorPlan
 
 
 def describe_graph(graph: ParamGraph) -> dict[str, Any]:
@@ -27,7 +27,7 @@ def build_plan(source: ParamGraph, target: ParamGraph, matching: Any,
     for layer in target.layers:
         m = by_target.get(layer.name)
         if m is None:
-            tensors += [_new(layer.name, p, _target_reason(reasons, layer.name, p.name))
+            tensors += [_new(layer.name, p, *_target_reason(reasons, layer.name, p.name))
                         for p in layer.params]
             continue
         pair = LayerPair(source=src_layers[m.source], target=layer, source_graph=source,
@@ -42,11 +42,11 @@ def build_plan(source: ParamGraph, target: ParamGraph, matching: Any,
             raise                       # not a layer to leave new: the port cannot be planned
         except ConversionError as exc:
             decisions.append(f"{layer.name}: not converted: {exc.message}")
-            tensors += [_new(layer.name, p, f"conversion failed: {exc.message}")
-                        for p in layer.params]
+            tensors += [_new(layer.name, p, f"{CONVERSION_FAILED}: {exc.message}",
+                             Reason.CONVERSION_FAILED) for p in layer.params]
             continue
         for t in planned:
-            decisions += [n[len("decision: "):] for n in t.notes if n.startswith("decision: ")]
+            decisions += t.decisions
         tensors += planned
     ctx = PlanContext(tensors, source, target, matching, options, decisions)
     for _name, plan_pass in PASSES:
@@ -136,9 +136,15 @@ def _source_reason(reasons, layer: str, name: str) -> tuple[str, str | None]:
     return ("no counterpart in the target", None) if u is None else (tensor_reason(u), u.kind)
 
 
-def _target_reason(reasons, layer: str, name: str) -> str:
+def _target_reason(reasons, layer: str, name: str) -> tuple[str, Reason]:
     u = reasons.get(("target", name), reasons.get(("target", layer)))
-    return "no counterpart in the source" if u is None else tensor_reason(u)
+    if u is None:
+        return "no counterpart in the source", Reason.NO_COUNTERPART
+    return tensor_reason(u), _REASONS.get(u.kind, Reason.NO_COUNTERPART)
+
+
+# the matcher's kind of an unmatched record -> the reason of a tensor it leaves new
+_REASONS = {"ignored": Reason.IGNORED, "shape": Reason.SHAPE_MISMATCH}
 
 
 def _role_decision(matching: Any) -> list[str]:
@@ -154,9 +160,9 @@ def _role_decision(matching: Any) -> list[str]:
             + (" ..." if len(by_role) > 4 else "")]
 
 
-def _new(layer: str, p, why: str) -> TensorPlan:
+def _new(layer: str, p, why: str, reason: Reason) -> TensorPlan:
     return TensorPlan(target=p.name, layer=layer, shape=p.shape, dtype=p.dtype, status="new",
-                      notes=(why,))
+                      notes=(why,), reason=reason)
 
 
 def _unmatched_reasons(matching: Any) -> dict[tuple[str, str], Any]:
@@ -187,7 +193,7 @@ def _mark_ignored(tensors: list[TensorPlan], matching: Any) -> list[TensorPlan]:
     new with a note of its own (the strict check and the report read it)."""
     ignored = {p: u.reason for u in matching.unmatched
                if u.side == "target" and u.kind == "ignored" for p in u.params}
-    return [replace(t, notes=(ignored[t.target],) + t.notes)
+    return [replace(t, notes=(ignored[t.target],) + t.notes, reason=Reason.IGNORED)
             if t.target in ignored and t.status == "new" and not t.ignored else t
             for t in tensors]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,10 +26,42 @@ PLAN_VERSION = 1
 STATUSES = ("transferred", "transformed", "new", "synthetic", "partial", "adapted")
 # A tensor has a value from the source: every status but new and synthetic (made up).
 FROM_SOURCE = ("transferred", "transformed", "partial", "adapted")
-# How a new tensor's note begins when a rule ignores it, or when its layer's counterpart has
-# other shapes (the report and the coverage checks read them).
+# How a new tensor's note begins when a rule ignores it, when its layer's counterpart has other
+# shapes, or when its layer's conversion was refused (what a plan file says; in memory the
+# tensor's ``reason`` says it).
 IGNORED = "ignored by rule"
 SHAPE_MISMATCH = "shape mismatch with"
+CONVERSION_FAILED = "conversion failed"
+DECISION = "decision: "
+
+
+class Reason(Enum):
+    """Why a tensor has its status, where that is more than the status says. Code steers on
+    this; the notes say it to people."""
+
+    NO_COUNTERPART = "no counterpart"          # new: nothing in the source pairs with it
+    IGNORED = "ignored"                        # new: a rule ignores it
+    SHAPE_MISMATCH = "shape mismatch"          # new: its counterpart has other shapes
+    CONVERSION_FAILED = "conversion failed"    # new: its layer's conversion was refused
+    RENAMED = "renamed"                        # carried over under another name (convert)
+
+
+class Decision(str):
+    """A note that is also a decision (what a user should look at: the plan's ``decisions``,
+    the report's "check:" lines). Given among a plan's ``notes``, it is written there as
+    "decision: TEXT" and its text goes to the tensor's ``decisions``."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A tensor a plan pass has still to plan: ``by`` names the pass (``recurrent_stacks``:
+    a level of a stack the matcher paired whole; ``conv1d_square_layout``: a square Conv1D
+    kernel whose ``side``'s layout its family decides)."""
+
+    by: str
+    side: str = ""
 
 
 @dataclass(frozen=True)
@@ -44,16 +77,37 @@ class TensorPlan:
     match: Mapping[str, Any] = field(default_factory=dict, hash=False)
     # synthetic tensors carry their value computed at plan time (they have no source tensor)
     value: Any = field(default=None, compare=False, repr=False, hash=False)
+    # typed facts the stages steer on (a plan file keeps them as notes only; ``from_dict``
+    # reads back the reason of a new tensor and its decisions): why it has its status, the
+    # decisions among its notes, a pass that has still to plan it, and the stored layout of a
+    # Conv1D-family kernel its plan found by fit, (side, "in,out" | "out,in")
+    reason: Reason | None = field(default=None, compare=False)
+    decisions: tuple[str, ...] = field(default=(), compare=False)
+    pending: Pending | None = field(default=None, compare=False)
+    fitted_layout: tuple[str, str] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise PlanError(f"unknown status {self.status!r}; one of {', '.join(STATUSES)}",
                             tensor=self.target)
+        if any(isinstance(n, Decision) for n in self.notes):
+            decided = tuple(str(n) for n in self.notes if isinstance(n, Decision))
+            object.__setattr__(self, "notes", tuple(
+                DECISION + n if isinstance(n, Decision) else n for n in self.notes))
+            object.__setattr__(self, "decisions", tuple(self.decisions) + decided)
+        if self.status == "new" and self.reason is None:
+            object.__setattr__(self, "reason", Reason.NO_COUNTERPART)
 
     @property
     def ignored(self) -> bool:
         """Left new because a rule ignores it."""
-        return self.status == "new" and any(n.startswith(IGNORED) for n in self.notes)
+        return self.status == "new" and self.reason is Reason.IGNORED
+
+    @property
+    def remarks(self) -> tuple[str, ...]:
+        """The notes that are not decisions (the report shows decisions apart)."""
+        shown = {DECISION + d for d in self.decisions}
+        return tuple(n for n in self.notes if n not in shown)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"target": self.target, "layer": self.layer,
@@ -96,12 +150,15 @@ class TensorPlan:
                 steps.append(Step.from_dict(step))
             except PlanError as exc:
                 raise PlanError(f"step {i + 1}: {exc.message}", **where) from None
+        status = _typed(d, "status", str, "a string", target)
+        notes = tuple(_strings(d, "notes", target))
         return cls(target=target, layer=_typed(d, "layer", str, "a string", target, ""),
-                   shape=shape, dtype=dtype, status=_typed(d, "status", str, "a string", target),
+                   shape=shape, dtype=dtype, status=status,
                    sources=tuple(_strings(d, "sources", target)), steps=tuple(steps),
-                   notes=tuple(_strings(d, "notes", target)),
-                   match=_typed(d, "match", dict, "an object", target, {}),
-                   value=_value(d.get("value"), shape, target))
+                   notes=notes, match=_typed(d, "match", dict, "an object", target, {}),
+                   value=_value(d.get("value"), shape, target),
+                   reason=_reason_of(status, notes),
+                   decisions=tuple(n[len(DECISION):] for n in notes if n.startswith(DECISION)))
 
 
 @dataclass(frozen=True)
@@ -195,6 +252,18 @@ class Plan:
         for t in self.tensors:
             out[t.status] += 1
         return out
+
+
+def _reason_of(status: str, notes: tuple[str, ...]) -> Reason | None:
+    """A new tensor's reason as a plan file's notes give it (its first note says why it is new;
+    a rule's ignoring is put first): the one place notes are read, where a plan comes in."""
+    if status != "new" or not notes:
+        return None
+    for text, reason in ((IGNORED, Reason.IGNORED), (SHAPE_MISMATCH, Reason.SHAPE_MISMATCH),
+                         (CONVERSION_FAILED, Reason.CONVERSION_FAILED)):
+        if notes[0].startswith(text):
+            return reason
+    return None
 
 
 def _kind(value: Any) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping
 
 from .errors import printable
 from .graph import ParamGraph
-from .plans import SHAPE_MISMATCH, Plan
+from .plans import Plan, Reason
 
 SHOWN = 8          # names shown in one line before "... and N more"
 GROUPS = 12        # groups of new tensors / notes shown before "-v lists every layer"
@@ -72,8 +72,8 @@ def make(plan: Plan, manifest: Mapping[str, Any], output: str | None = None,
          verify: Any = None) -> PortReport:
     carried = tuple(t.target for t in plan.tensors if t.status != "new")
     new = tuple(t.target for t in plan.tensors if t.status == "new")
-    mismatched = tuple(t.target for t in plan.tensors if t.status == "new" and any(
-        n.startswith((SHAPE_MISMATCH, "conversion failed")) for n in t.notes))
+    mismatched = tuple(t.target for t in plan.tensors if t.status == "new" and t.reason in (
+        Reason.SHAPE_MISMATCH, Reason.CONVERSION_FAILED))
     ops = {l.name: l.op for l in target.layers} if target is not None else {}
     return PortReport(transferred=carried, new=new,
                       unused=tuple(u["name"] for u in plan.unused), mismatched=mismatched,
@@ -105,8 +105,7 @@ def render(report: PortReport, *, verbose: bool = False) -> str:
 def render_convert(report: PortReport) -> str:
     """The report of ``weightmap convert``: tensors written and left out, renames, casts."""
     s = report.manifest["summary"]
-    renamed = sum(1 for t in report.plan.tensors
-                  if any(n.startswith("renamed from ") for n in t.notes))
+    renamed = sum(1 for t in report.plan.tensors if t.reason is Reason.RENAMED)
     lines = _written(report)
     lines.append(f"tensors written: {s['params']}  left out: {s['unused_source']}  "
                  f"renamed: {renamed}")
@@ -180,7 +179,7 @@ def _grouped(report: PortReport, tensors: Iterable[Any], new: bool = False) -> l
     tensors names tensors instead of layers."""
     by_note: dict[str, list[Any]] = {}
     for t in tensors:
-        notes = [n for n in t.notes if not n.startswith("decision: ")]
+        notes = t.remarks
         for note in (notes[:1] or ["no reason recorded"]) if new else notes:
             by_note.setdefault(note, []).append(t)
     size = Counter(t.layer for t in report.plan.tensors)
@@ -228,7 +227,7 @@ def _per_layer(report: PortReport) -> list[str]:
     for layer, ts in by_layer.items():
         status = sorted({t.status for t in ts})
         src = ts[0].match.get("source_layer") if ts[0].match else None
-        notes = sorted({n for t in ts for n in t.notes if not n.startswith("decision: ")})
+        notes = sorted({n for t in ts for n in t.remarks})
         head = f"  {layer}: {'/'.join(status)}" + (f" <- {src}" if src else "")
         if ts[0].match:
             head += f" [{ts[0].match.get('strategy')}]"

@@ -26,7 +26,7 @@ from .match.names import common_prefixes
 from .match.rules import Rules
 from .options import check_flags, check_keywords
 from .planner import describe_graph
-from .plans import Plan, TensorPlan
+from .plans import Plan, Reason, TensorPlan
 from .report import PortReport
 from .sources import read
 from .statedict import Entry, group
@@ -217,18 +217,19 @@ def _written_dtype(p: Param, dtype: str | None) -> str:
 def _tensor_plan(p: Param, written: Param, layer_of: dict[str, str]) -> TensorPlan:
     """A copy of ``p`` (cast if asked). A name tied to another kept one reads that one's
     tensor (the same bytes), so that a ``.pt`` output stores it once, as torch.save does."""
-    steps, notes = (), []
+    steps, notes, reason = (), [], None
     if written.dtype != p.dtype:
         steps = (Step("cast", {"dtype": written.dtype}),)
         notes.append(f"cast {p.dtype} -> {written.dtype} (round to nearest even)")
     if written.name != p.name:
         notes.append(f"renamed from {p.name}")
+        reason = Reason.RENAMED
     source = p.tied_to if written.tied_to else p.name
     if written.tied_to:
         notes.append(f"tied to {written.tied_to}")
     return TensorPlan(target=written.name, layer=layer_of[written.name], shape=p.shape,
                       dtype=written.dtype, status="transferred", sources=(source,),
-                      steps=steps, notes=tuple(notes))
+                      steps=steps, notes=tuple(notes), reason=reason)
 
 
 def _left_out_by_reader(src: ParamGraph) -> list[str]:

@@ -87,13 +87,21 @@ def _param(name, shape, axes):
 
 
 def test_orient_by_the_one_layout_that_fits():
-    steps, notes = orient(_param("s", (8, 24), None), _param("t", (24, 8), OUT_IN), True, False)
+    steps, notes, fit = orient(_param("s", (8, 24), None), _param("t", (24, 8), OUT_IN), True,
+                               False)
     assert [s.to_dict() for s in steps] == [{"op": "transpose", "perm": [1, 0]}]
     assert notes[0] == "source kernel stored (in,out): the only layout that fits (8, 24)"
-    steps, notes = orient(_param("s", (24, 8), OUT_IN), _param("t", (8, 24), None), False, True)
+    assert fit == ("source", "in,out")
+    steps, notes, fit = orient(_param("s", (24, 8), OUT_IN), _param("t", (8, 24), None), False,
+                               True)
     assert notes[0] == "target kernel stored (in,out): the only layout that fits (8, 24)"
-    steps, notes = orient(_param("s", (24, 8), None), _param("t", (24, 8), OUT_IN), True, False)
+    assert fit == ("target", "in,out")
+    steps, notes, fit = orient(_param("s", (24, 8), None), _param("t", (24, 8), OUT_IN), True,
+                               False)
     assert steps == [] and notes[0].startswith("source kernel stored (out,in)")
+    assert fit == ("source", "out,in")
+    assert orient(_param("s", (24, 8), OUT_IN), _param("t", (24, 8), OUT_IN), False, False)[2] \
+        is None
 
 
 def test_orient_never_decides_a_square_kernel_or_two_unknowns():

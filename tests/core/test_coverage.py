@@ -10,7 +10,7 @@ import pytest
 
 import weightmap
 from weightmap.errors import CoverageError, UsageError
-from weightmap.plans import Plan, TensorPlan
+from weightmap.plans import Plan, Reason, TensorPlan
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("tf_keras")
@@ -113,7 +113,7 @@ def test_check_on_plans():
     t = [TensorPlan("a.weight", "a", (4, 4), "float32", "transformed", ("x",)),
          TensorPlan("b.weight", "b", (4, 1), "float32", "new", notes=("no counterpart",)),
          TensorPlan("c.weight", "c", (2,), "float32", "new",
-                    notes=("ignored by rule ignore.target[0] 'c'",))]
+                    notes=("ignored by rule ignore.target[0] 'c'",), reason=Reason.IGNORED)]
     p = Plan({}, {}, tuple(t), unused=({"name": "y", "shape": [3], "reason": "r"},
                                        {"name": "z", "reason": "r", "kind": "ignored"}))
     check(p, min_coverage=0.7)                     # 16 of 22 elements

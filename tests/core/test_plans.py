@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from weightmap.errors import PlanError
-from weightmap.plans import Plan, TensorPlan
+from weightmap.plans import Decision, Pending, Plan, Reason, TensorPlan
 from weightmap.sources import graph_from_arrays
 from weightmap.transforms import Step
 
@@ -167,3 +167,36 @@ def test_the_saved_plan_with_its_edits_applies(tmp_path):
                  "--quiet"]) == 0
     assert load_file(str(tmp_path / "o.safetensors"))[plan["tensors"][0]["target"]].tolist() == \
         (2 * np.ones((3, 2))).tolist()
+
+
+def test_decisions_reasons_and_pending_steps_are_fields_not_note_prefixes():
+    t = TensorPlan("b.weight", "b", (2, 3), "float32", "transformed", ("a.weight",),
+                   notes=("kh,kw -> kw,kh", Decision("b: epsilon assumed"), "decision: quoted"))
+    # a Decision is written among the notes in their order; a note that merely starts like one
+    # is a note for people, nothing more
+    assert t.notes == ("kh,kw -> kw,kh", "decision: b: epsilon assumed", "decision: quoted")
+    assert t.decisions == ("b: epsilon assumed",)
+    assert t.remarks == ("kh,kw -> kw,kh", "decision: quoted")
+    assert t.reason is None and t.pending is None
+    new = TensorPlan("b.bias", "b", (3,), "float32", "new", notes=("ignored by rule x",))
+    assert new.reason is Reason.NO_COUNTERPART and not new.ignored     # the text steers nothing
+    ignored = TensorPlan("b.bias", "b", (3,), "float32", "new", notes=("anything",),
+                         reason=Reason.IGNORED, pending=Pending("recurrent_stacks"))
+    assert ignored.ignored and ignored.pending.by == "recurrent_stacks"
+    assert t.to_dict()["notes"] == list(t.notes) and "reason" not in ignored.to_dict()
+
+
+def test_a_plan_file_gives_its_tensors_their_reasons_and_decisions_back():
+    """What a plan file keeps as notes (its schema has no other place) is read back into the
+    typed fields where the plan comes in, and nowhere else."""
+    notes = {"ignored by rule ignore.target[0] 'b'": Reason.IGNORED,
+             "shape mismatch with a: kernel shape (3, 2) vs (4, 2)": Reason.SHAPE_MISMATCH,
+             "conversion failed: no weights make them equal": Reason.CONVERSION_FAILED,
+             "no counterpart in the source": Reason.NO_COUNTERPART}
+    for note, reason in notes.items():
+        d = TensorPlan("b.bias", "b", (3,), "float32", "new", notes=(note,)).to_dict()
+        assert TensorPlan.from_dict(d).reason is reason
+    d = TensorPlan("b.weight", "b", (2, 3), "float32", "transferred", ("a.weight",),
+                   notes=(Decision("look"), "x")).to_dict()
+    back = TensorPlan.from_dict(json.loads(json.dumps(d)))
+    assert back.decisions == ("look",) and back.remarks == ("x",) and back.reason is None

@@ -54,11 +54,13 @@ class LayerPair:
         return ()
 
     def plan(self, tparam: Param, status: str, sources=(), steps=(), notes=(),
-             value=None) -> TensorPlan:
+             value=None, **typed: Any) -> TensorPlan:
+        """A plan of ``tparam`` in this pair; ``typed``: ``reason``, ``pending``,
+        ``fitted_layout`` (``TensorPlan``)."""
         return TensorPlan(target=tparam.name, layer=self.target.name, shape=tparam.shape,
                           dtype=tparam.dtype, status=status,
                           sources=tuple(p.name for p in sources), steps=tuple(steps),
-                          notes=tuple(notes), match=dict(self.match), value=value)
+                          notes=tuple(notes), match=dict(self.match), value=value, **typed)
 
 
 @dataclass

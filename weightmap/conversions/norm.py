@@ -16,7 +16,7 @@ import math
 from dataclasses import replace
 
 from ..graph import Layer, Param, ParamGraph
-from ..plans import TensorPlan
+from ..plans import Decision, TensorPlan
 from ..transforms import Step
 from .base import LayerPair, register
 from .generic import cast_steps, plan_param
@@ -123,21 +123,23 @@ def _layer_notes(pair: LayerPair, e_s, how_s, e_t, how_t, compensate: bool) -> l
     src, tgt = pair.source, pair.target
     notes = []
     if e_s is None or e_t is None:
-        notes.append(f"decision: {tgt.name}: BatchNorm epsilon of "
-                     f"{'the source' if e_s is None else 'the target'} is not stored "
-                     f"(source {_eps_text(e_s, how_s)}, target {_eps_text(e_t, how_t)}); not "
-                     f"compensated: channels with a small running variance differ if the "
-                     f"epsilons do")
+        notes.append(Decision(
+            f"{tgt.name}: BatchNorm epsilon of "
+            f"{'the source' if e_s is None else 'the target'} is not stored (source "
+            f"{_eps_text(e_s, how_s)}, target {_eps_text(e_t, how_t)}); not compensated: "
+            f"channels with a small running variance differ if the epsilons do"))
     elif compensate and (how_s != "stored" or how_t != "stored"):
-        notes.append(f"decision: {tgt.name}: epsilon compensated from source "
-                     f"{_eps_text(e_s, how_s)} to target {_eps_text(e_t, how_t)}; check the "
-                     f"assumed value")
+        notes.append(Decision(
+            f"{tgt.name}: epsilon compensated from source {_eps_text(e_s, how_s)} to target "
+            f"{_eps_text(e_t, how_t)}; check the assumed value"))
     if src.param("gamma") is not None and tgt.param("gamma") is None:
-        notes.append(f"decision: {tgt.name}: the target BatchNorm has no gamma (scale=False); "
-                     f"the source's gamma is not carried: outputs differ unless it is all ones")
+        notes.append(Decision(
+            f"{tgt.name}: the target BatchNorm has no gamma (scale=False); the source's gamma "
+            f"is not carried: outputs differ unless it is all ones"))
     if src.param("beta") is not None and tgt.param("beta") is None:
-        notes.append(f"decision: {tgt.name}: the target BatchNorm has no beta (center=False); "
-                     f"the source's beta is not carried: outputs differ unless it is all zeros")
+        notes.append(Decision(
+            f"{tgt.name}: the target BatchNorm has no beta (center=False); the source's beta "
+            f"is not carried: outputs differ unless it is all zeros"))
     m_s = torch_momentum(src, pair.source_graph)
     m_t = torch_momentum(tgt, pair.target_graph)
     if m_s is not None and m_t is not None and not math.isclose(m_s, m_t, abs_tol=1e-9):
@@ -175,16 +177,19 @@ def _input_norm_notes(pair: LayerPair) -> list[str]:
     e_s, how_s = epsilon_of(pair.source, pair.source_graph)
     e_t, how_t = epsilon_of(pair.target, pair.target_graph)
     if e_s is None or e_t is None:
-        return [f"decision: {pair.target.name}: {pair.target.op} epsilon unknown (source "
-                f"{_eps_text(e_s, how_s)}, target {_eps_text(e_t, how_t)}); an epsilon that "
-                f"differs cannot be compensated by the weights"]
+        return [Decision(
+            f"{pair.target.name}: {pair.target.op} epsilon unknown (source "
+            f"{_eps_text(e_s, how_s)}, target {_eps_text(e_t, how_t)}); an epsilon that "
+            f"differs cannot be compensated by the weights")]
     if same_eps(e_s, e_t):
         return []
     return [f"eps {e_s:g}->{e_t:g} not compensated (not possible for {pair.target.op})",
-            f"decision: {pair.target.name}: {pair.target.op} epsilon differs (source "
-            f"{_eps_text(e_s, how_s)}, target {_eps_text(e_t, how_t)}); weights cannot "
-            f"compensate it (it depends on each input's variance): outputs differ, most for "
-            f"inputs of small variance; set the target's epsilon to {e_s:g} for an exact port"]
+            Decision(
+                f"{pair.target.name}: {pair.target.op} epsilon differs (source "
+                f"{_eps_text(e_s, how_s)}, target {_eps_text(e_t, how_t)}); weights cannot "
+                f"compensate it (it depends on each input's variance): outputs differ, most "
+                f"for inputs of small variance; set the target's epsilon to {e_s:g} for an "
+                f"exact port")]
 
 
 def convert_norm_kind(pair: LayerPair) -> list[TensorPlan]:
@@ -196,13 +201,13 @@ def convert_norm_kind(pair: LayerPair) -> list[TensorPlan]:
                 and l.op == "layernorm" and [p.role for p in l.params] == ["gamma"]]
     if inferred:
         graph = pair.source_graph if inferred[0] is pair.source else pair.target_graph
-        note = (f"decision: {graph.source}: weight-only norms (a state dict does not store the "
-                f"norm type, and no config.json rms_norm_eps says it) are paired with "
-                f"RMSNorm layers: exact only if they are RMSNorms")
+        note = Decision(f"{graph.source}: weight-only norms (a state dict does not store the "
+                        f"norm type, and no config.json rms_norm_eps says it) are paired with "
+                        f"RMSNorm layers: exact only if they are RMSNorms")
     else:
-        note = (f"decision: {pair.target.name}: {pair.source.op} {pair.source.name} into "
-                f"{pair.target.op}: the gamma is carried, but the computations differ "
-                f"(LayerNorm subtracts the mean, RMSNorm does not): outputs differ")
+        note = Decision(f"{pair.target.name}: {pair.source.op} {pair.source.name} into "
+                        f"{pair.target.op}: the gamma is carried, but the computations differ "
+                        f"(LayerNorm subtracts the mean, RMSNorm does not): outputs differ")
     return _attach(plans, [note])
 
 

@@ -22,13 +22,14 @@ from typing import Callable
 
 from ..errors import ConversionError, PlanError
 from ..graph import Param
-from ..plans import TensorPlan
+from ..plans import Pending, TensorPlan
 from ..transforms import Step, check_steps
 from .base import LayerPair, register
 from .generic import cast_steps, plan_param
 from .recurrent_levels import (RECURRENT, Cell, Level, describe_semantics, levels, semantics)
 
 DEFERRED = "stacked recurrent layers: levels are paired across layers by the recurrent_stacks pass"
+STACKS = Pending("recurrent_stacks")
 
 # make(target param, status, sources, steps, notes, value) -> TensorPlan
 MakePlan = Callable[..., TensorPlan]
@@ -368,8 +369,8 @@ def convert_layers(pair: LayerPair) -> list[TensorPlan]:
     tgt_levels = levels(pair.target, pair.target_graph)
     if len(src_levels) != len(tgt_levels):
         return [pair.plan(p, "new", notes=(f"{DEFERRED} ({len(tgt_levels)} level(s) here, "
-                                           f"{len(src_levels)} in {pair.source.name!r})",))
-                for p in pair.target.params]
+                                           f"{len(src_levels)} in {pair.source.name!r})",),
+                          pending=STACKS) for p in pair.target.params]
 
     def make(tparam, status, sources, steps, notes, value):
         return pair.plan(tparam, status, sources=sources, steps=steps, notes=notes, value=value)

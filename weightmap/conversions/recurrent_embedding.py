@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..graph import Layer
-from ..plans import TensorPlan
+from ..plans import Decision, TensorPlan
 from .base import LayerPair, register
 from .generic import plan_param
 
@@ -33,9 +33,10 @@ def _notes(layer: Layer, framework: str, side: str, other: str) -> list[str]:
     if a.get("max_norm") is not None:
         out.append(f"{side} max_norm={a['max_norm']}: torch renormalises rows at lookup")
     if a.get("mask_zero") and other != "keras":
-        out.append(f"decision: {layer.name}: the Keras {side} has mask_zero=True: its recurrent "
-                   f"layers skip steps with index 0, the {other} model does not; outputs differ "
-                   f"on padded input (use packed sequences or an explicit mask)")
+        out.append(Decision(
+            f"{layer.name}: the Keras {side} has mask_zero=True: its recurrent layers skip "
+            f"steps with index 0, the {other} model does not; outputs differ on padded input "
+            f"(use packed sequences or an explicit mask)"))
     return out
 
 

@@ -21,12 +21,10 @@ from dataclasses import dataclass, replace
 
 from ..errors import ConversionError
 from ..graph import Layer, ParamGraph
-from ..plans import TensorPlan
+from ..plans import CONVERSION_FAILED, Reason, TensorPlan
 from .base import PlanContext, register_pass
-from .recurrent import DEFERRED, convert_level
+from .recurrent import STACKS, convert_level
 from .recurrent_levels import Level, levels
-
-FAILED = "conversion failed"
 
 
 @dataclass(frozen=True)
@@ -107,7 +105,7 @@ def _refused(ctx: PlanContext, src: list[Item], tgt: list[Item], plans, anchors)
     refused_t, refused_s = set(), set()
     by_target = {m.target: m.source for m in getattr(ctx.matching, "layers", ())}
     for ti, it in enumerate(tgt):
-        if any(any(n.startswith(FAILED) for n in plans[p].notes) for p in it.params if p in plans):
+        if any(plans[p].reason is Reason.CONVERSION_FAILED for p in it.params if p in plans):
             refused_t.add(ti)
             source_layer = by_target.get(it.layer.name)
             for si, sit in enumerate(src):
@@ -155,7 +153,8 @@ def _pair_run(ctx: PlanContext, index: dict[str, int], tgt: list[Item], src: lis
                 if name in index:
                     old = ctx.tensors[index[name]]
                     ctx.tensors[index[name]] = replace(
-                        old, notes=(f"{FAILED}: {exc.message}",), match={})
+                        old, notes=(f"{CONVERSION_FAILED}: {exc.message}",), match={},
+                        reason=Reason.CONVERSION_FAILED, pending=None)
             continue
         for plan in planned:
             ctx.tensors[index[plan.target]] = plan
@@ -167,7 +166,7 @@ def _pair_run(ctx: PlanContext, index: dict[str, int], tgt: list[Item], src: lis
 def _explain_deferred(ctx: PlanContext, index: dict[str, int]) -> None:
     """Tensors a matched pair left to this pass and it could not pair say so."""
     for i, t in enumerate(ctx.tensors):
-        if t.status == "new" and any(n.startswith(DEFERRED) for n in t.notes):
+        if t.status == "new" and t.pending == STACKS:
             ctx.tensors[i] = replace(t, notes=(
                 "no counterpart: the stacked recurrent levels could not be paired in order "
-                "(see the decisions)",), match={})
+                "(see the decisions)",), match={}, pending=None)

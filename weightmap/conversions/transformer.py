@@ -19,12 +19,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..graph import Param
-from ..plans import TensorPlan
+from ..plans import Decision, TensorPlan
 from .base import LayerPair, PlanContext, register, register_pass
 from .dense import convert_dense
 from .generic import plan_param
 from .transformer_layout import (LAYOUT_FROM, UNDECIDED, Pending, kernel_undecided, orient,
-                                 pending_note, resolve_square, text)
+                                 pending, resolve_square, text)
 from .transformer_qkv import pair_fused_qkv
 from .transformer_tied import tie_heads
 
@@ -37,8 +37,8 @@ def _layout_note(pair: LayerPair) -> list[str]:
         kernel = layer.param("kernel")
         if how and how != UNDECIDED and kernel is not None and kernel.axes:
             notes.append(f"{side} layout ({text(kernel.axes)}) from {how}")
-            notes.append(f"decision: {side} kernels stored ({text(kernel.axes)}): layout "
-                         f"from {how}")
+            notes.append(Decision(f"{side} kernels stored ({text(kernel.axes)}): layout "
+                                  f"from {how}"))
     return notes
 
 
@@ -50,14 +50,15 @@ def _kernel_plan(pair: LayerPair, tgt: Param) -> TensorPlan:
         return plan_param(pair, tgt)
     (src,) = sources
     try:
-        steps, notes = orient(src, tgt, src_open, tgt_open)
+        steps, notes, fitted = orient(src, tgt, src_open, tgt_open)
     except Pending as side:
         # resolved by the family (resolve_square) once every layer is planned
-        return pair.plan(tgt, "new", sources=(src,), notes=(pending_note(str(side)),))
+        return pair.plan(tgt, "new", sources=(src,), **pending(str(side)))
     if src.dtype != tgt.dtype:
         notes.append(f"dtype {src.dtype} -> {tgt.dtype}")
     status = "transformed" if any(s.op != "cast" for s in steps) else "transferred"
-    return pair.plan(tgt, status, sources=(src,), steps=steps, notes=notes)
+    return pair.plan(tgt, status, sources=(src,), steps=steps, notes=notes,
+                     fitted_layout=fitted)
 
 
 def convert_conv1d_dense(pair: LayerPair) -> list[TensorPlan]:

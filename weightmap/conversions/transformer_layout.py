@@ -21,12 +21,12 @@ reads them correctly too.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from typing import Any, Iterable, Mapping
 
 from ..errors import ConversionError, UsageError
 from ..graph import Layer, Param, ParamGraph
+from .. import plans
 from ..plans import TensorPlan
 from ..transforms import Step
 from .base import PlanContext, register_graph_pass
@@ -42,8 +42,7 @@ UNDECIDED = "undecided"
 OPTION = "conv1d_layout"
 SIDES = ("source", "target")
 
-_FIT = re.compile(r"^(source|target) kernel stored \((in,out|out,in)\): the only layout that fits")
-_PENDING = re.compile(r"^layout pending: square kernel of the (source|target) Conv1D family")
+SQUARE_PASS = "conv1d_square_layout"
 
 
 def text(layout: tuple[str, ...]) -> str:
@@ -51,12 +50,16 @@ def text(layout: tuple[str, ...]) -> str:
 
 
 def fit_note(side: str, layout: tuple[str, ...], shape: tuple[int, ...]) -> str:
-    """The note that records a layout decided by fit; ``resolve_square`` counts these."""
+    """The note that says a layout was decided by fit (the plan's ``fitted_layout`` records it
+    for ``resolve_square``)."""
     return f"{side} kernel stored ({text(layout)}): the only layout that fits {shape}"
 
 
-def pending_note(side: str) -> str:
-    return f"layout pending: square kernel of the {side} Conv1D family"
+def pending(side: str) -> dict:
+    """The note and the ``Pending`` of a square kernel whose ``side``'s family decides its
+    layout (``resolve_square``), as keywords of a plan."""
+    return {"notes": (f"layout pending: square kernel of the {side} Conv1D family",),
+            "pending": plans.Pending(SQUARE_PASS, side)}
 
 
 # ---- which layers form the family ---------------------------------------------------------
@@ -148,11 +151,12 @@ def _fits(src: Param, tgt: Param) -> bool:
 
 
 def orient(src: Param, tgt: Param, src_open: bool, tgt_open: bool
-           ) -> tuple[list[Step], list[str]]:
+           ) -> tuple[list[Step], list[str], tuple[str, str] | None]:
     """Steps from ``src`` to ``tgt``'s layout where one side's kernel layout is open (undecided):
-    the one layout that fits decides (and a fit note records it); if both fit, ``Pending``."""
+    the one layout that fits decides (a fit note says so, and the third value is (side,
+    layout), the plan's ``fitted_layout``); if both fit, ``Pending``."""
     if not src_open and not tgt_open:
-        return layout_steps(src, tgt)
+        return (*layout_steps(src, tgt), None)
     if src_open and tgt_open:
         raise ConversionError("the Conv1D-family kernels of both sides come from state dicts "
                               "without a known layout", tensor=tgt.name,
@@ -171,7 +175,7 @@ def orient(src: Param, tgt: Param, src_open: bool, tgt_open: bool
                               f"(out,in)", tensor=tgt.name)
     layout, a, b = fitting[0]
     steps, notes = layout_steps(a, b)
-    return steps, [fit_note(side, layout, open_param.shape)] + notes
+    return steps, [fit_note(side, layout, open_param.shape)] + notes, (side, text(layout))
 
 
 # ---- the square kernels: decided by their family --------------------------------------------
@@ -180,10 +184,9 @@ def _evidence(tensors: Iterable[TensorPlan]) -> dict[str, dict[str, int]]:
     """Per side, how many non-square kernels fit only (in,out) and only (out,in)."""
     out: dict[str, dict[str, int]] = {s: {"in,out": 0, "out,in": 0} for s in SIDES}
     for t in tensors:
-        for n in t.notes:
-            m = _FIT.match(n)
-            if m:
-                out[m.group(1)][m.group(2)] += 1
+        if t.fitted_layout is not None:
+            side, layout = t.fitted_layout
+            out[side][layout] += 1
     return out
 
 
@@ -201,7 +204,7 @@ def _decided_plan(ctx: PlanContext, t: TensorPlan, side: str, layout: tuple[str,
         tgt = replace(tgt, axes=layout)
     steps, notes = layout_steps(src, tgt)
     status = "transformed" if any(s.op != "cast" for s in steps) else "transferred"
-    return replace(t, status=status, steps=tuple(steps), notes=(
+    return replace(t, status=status, steps=tuple(steps), pending=None, reason=None, notes=(
         f"{side} layout ({text(layout)}) inferred from {n} non-square tensors of the same "
         f"family",) + tuple(notes))
 
@@ -211,9 +214,8 @@ def resolve_square(ctx: PlanContext) -> None:
     evidence = _evidence(ctx.tensors)
     pending: dict[str, list[int]] = {s: [] for s in SIDES}
     for i, t in enumerate(ctx.tensors):
-        m = next((_PENDING.match(n) for n in t.notes if _PENDING.match(n)), None)
-        if m:
-            pending[m.group(1)].append(i)
+        if t.pending is not None and t.pending.by == SQUARE_PASS:
+            pending[t.pending.side].append(i)
     for side in SIDES:
         graph = ctx.source_graph if side == "source" else ctx.target_graph
         names = _family_names(graph)
@@ -238,7 +240,7 @@ def resolve_square(ctx: PlanContext) -> None:
                "no non-square tensor of the family was ported to decide it")
         for i in pending[side]:
             t = ctx.tensors[i]
-            ctx.tensors[i] = replace(t, status="new", sources=(), steps=(), notes=(
+            ctx.tensors[i] = replace(t, status="new", sources=(), steps=(), pending=None, notes=(
                 f"square kernel left new: the layout of the {side} Conv1D family is undecided "
                 f"({why})",))
         ctx.decisions.append(

@@ -33,7 +33,8 @@ from ..plans import TensorPlan
 from ..transforms import Step
 from .base import PlanContext, register_graph_pass
 from .generic import cast_steps, stacked
-from .transformer_layout import IN_OUT, OUT_IN, Pending, fit_note, kernel_undecided, leaf, orient
+from .transformer_layout import (IN_OUT, OUT_IN, Pending, fit_note, kernel_undecided, leaf,
+                                 orient, text)
 
 
 def parts_of(fused_role: str) -> tuple[str, ...]:
@@ -255,11 +256,12 @@ def _split_fits(fused: Layer, group: Parts) -> bool:
 
 
 def _plan(target: Param, layer: str, status: str, sources, steps, notes, source_layer: str,
-          strategy: str) -> TensorPlan:
+          strategy: str, fitted: tuple[str, str] | None = None) -> TensorPlan:
     return TensorPlan(target=target.name, layer=layer, shape=target.shape, dtype=target.dtype,
                       status=status, sources=tuple(s.name for s in sources), steps=tuple(steps),
                       notes=tuple(notes), match={"source_layer": source_layer,
-                                                 "strategy": strategy, "score": 1.0})
+                                                 "strategy": strategy, "score": 1.0},
+                      fitted_layout=fitted)
 
 
 def _strategy(group: Parts, action: str) -> str:
@@ -272,7 +274,8 @@ def _split(group: Parts, fused: Layer) -> list[TensorPlan]:
     layout = _fused_layout(fused, sizes, _in_size(group.layers))
     kernel, bias = fused.param("kernel"), fused.param("bias")
     axis = layout.index("out")
-    open_note = [fit_note("source", layout, kernel.shape)] if kernel.axes is None else []
+    fitted = ("source", text(layout)) if kernel.axes is None else None
+    open_note = [fit_note("source", layout, kernel.shape)] if fitted else []
     plans = []
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
     for layer, start, size, part in zip(group.layers, starts, sizes, parts_of(group.kind)):
@@ -286,10 +289,11 @@ def _split(group: Parts, fused: Layer) -> list[TensorPlan]:
                 continue
             part_param = replace(source, shape=_sliced(source.shape, sl), axes=(
                 layout if p.role == "kernel" else source.axes))
-            steps, notes = orient(part_param, p, False, False)
-            notes = [where] + (open_note if p.role == "kernel" else []) + notes
+            steps, notes, _ = orient(part_param, p, False, False)
+            kernel_fit = fitted if p.role == "kernel" else None
+            notes = [where] + (open_note if kernel_fit else []) + notes
             plans.append(_plan(p, layer.name, "transformed", (source,), [sl] + steps, notes,
-                               fused.name, _strategy(group, "split")))
+                               fused.name, _strategy(group, "split"), kernel_fit))
     return plans
 
 
@@ -307,16 +311,17 @@ def _merge(group: Parts, fused: Layer) -> list[TensorPlan]:
         if p.role == "kernel":
             whole, cat = stacked(kernels, p)
             try:
-                steps, notes = orient(whole, p, False, kernel_undecided(fused, p))
+                steps, notes, fitted = orient(whole, p, False, kernel_undecided(fused, p))
             except Pending:
                 raise ConversionError("square fused kernel", tensor=p.name) from None
             sources = kernels
         elif p.role == "bias" and all(b is not None for b in biases):
-            (_, cat), steps, notes = stacked(biases, p), cast_steps(biases[0], p), []
+            (_, cat), steps, notes, fitted = stacked(biases, p), cast_steps(biases[0], p), [], None
             sources = biases
         else:
             continue
         note = f"merged from {group.label} (concat on the out axis)"
         plans.append(_plan(p, fused.name, "transformed", sources, [cat] + steps,
-                           [note] + notes, group.layers[0].name, _strategy(group, "merge")))
+                           [note] + notes, group.layers[0].name, _strategy(group, "merge"),
+                           fitted))
     return plans
