@@ -16,7 +16,7 @@ import time
 
 from weightmap.graph import ParamGraph
 from weightmap.match import match
-from weightmap.statedict import Entry, group
+from weightmap.reading.statedict import Entry, group
 
 
 def bn(prefix: str, c: int) -> list[tuple[str, tuple[int, ...]]]:

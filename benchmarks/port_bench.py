@@ -128,10 +128,10 @@ t = [time.perf_counter()]
 import torch
 t.append(time.perf_counter())
 from weightmap import api
-from weightmap.execute import TensorStream
-from weightmap.sources import read
-from weightmap.atomic import background_fsync
-from weightmap.readback import ReadBack, check_written
+from weightmap.transform.execute import TensorStream
+from weightmap.reading.read import read
+from weightmap.io.atomic import background_fsync
+from weightmap.emit.readback import ReadBack, check_written
 from weightmap_safetensors.emit import write_output
 t.append(time.perf_counter())
 src, tgt = read(sys.argv[1]), read(sys.argv[2], lazy=True)
@@ -139,7 +139,7 @@ t.append(time.perf_counter())
 plan = api._plan(src, tgt, rules=None, options={})
 t.append(time.perf_counter())
 out = Path(sys.argv[3])
-read_back = ReadBack()                            # as weightmap.emit.write does
+read_back = ReadBack()                            # as weightmap.emit.dispatch.write does
 write_output(out, kind="safetensors", plan=plan, target=tgt, tensors=TensorStream(plan, src, tgt),
              read_back=read_back)
 t.append(time.perf_counter())
@@ -193,7 +193,7 @@ def compare_outputs(a: Path, b: Path) -> str:
 def matching_figure() -> str:
     import match_bench
     from weightmap.match import match
-    from weightmap.planner import build_plan
+    from weightmap.planning.build import build_plan
     blocks = (40, 80, 300, 135)
     base = match_bench.resnet(blocks)
     src = match_bench.graph([(f"module.{n}", s) for n, s in base], "src")

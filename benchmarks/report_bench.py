@@ -79,7 +79,7 @@ def main() -> int:
     started = time.perf_counter()
     report = weightmap.port(src, str(tgt), WORK / "out.safetensors", force=True, progress=False)
     port_s = time.perf_counter() - started
-    from weightmap import report_html
+    from weightmap.emit import report_html
     page_path = report_html.write(report.manifest, WORK / "report.html", force=True)
     layers = report.manifest["layers"]
     print(f"pair: {len(layers['source'])} source layers, {len(layers['target'])} target layers, "

@@ -61,7 +61,7 @@ def mark(name):
 mark("start")
 from weightmap import equivalence as eq
 from weightmap.equivalence import probe as probe_mod, sides
-from weightmap.sources import read
+from weightmap.reading.read import read
 mark("import weightmap")
 source, target, weights = sys.argv[1:4]
 src, tgt = read(source), eq._read_target(target)

@@ -2,7 +2,7 @@
 suffix, read it as the adapter would (graph, then every tensor's data) and let any exception
 that is not weightmap's own escape, which atheris reports as a crash.
 
-The adapter is called directly, not through ``weightmap.sources.read``: that one also turns
+The adapter is called directly, not through ``weightmap.reading.read.read``: that one also turns
 OSError/ValueError/KeyError... from a reader into a FormatError, a safety net that would hide
 the reader bugs the fuzzer is here to find.
 """
@@ -29,8 +29,8 @@ MAX_SEED = 64 << 10      # larger fixtures (the nesting bombs) are the catalogue
 
 with atheris.instrument_imports():
     import weightmap.graph            # noqa: F401  (instrumented for coverage)
-    import weightmap.paths            # noqa: F401
-    import weightmap.zipcheck         # noqa: F401
+    import weightmap.io.paths  # noqa: F401
+    import weightmap.io.zipcheck  # noqa: F401
     from weightmap.errors import WeightmapError
 
 

@@ -18,11 +18,12 @@ import atheris  # noqa: E402
 import numpy as np  # noqa: E402
 
 with atheris.instrument_imports():
-    from weightmap import api, plans, transforms  # noqa: F401
+    from weightmap import api, transform as transforms
+    from weightmap.planning import plan as plans  # noqa: F401
     from weightmap.errors import WeightmapError
-    from weightmap.execute import produce
-    from weightmap.plans import Plan
-    from weightmap.sources import graph_from_arrays
+    from weightmap.transform.execute import produce
+    from weightmap.planning.plan import Plan
+    from weightmap.reading.read import graph_from_arrays
 
 SOURCE = graph_from_arrays({"a.weight": np.arange(6, dtype=np.float32).reshape(3, 2),
                             "a.bias": np.ones(3, np.float32),

@@ -27,7 +27,8 @@ def read(source: Any, *, example_input: Any = None, **options: Any) -> ParamGrap
     ``container=``, ``opaque_globals=`` (torch), ``config=`` (Keras), ``shape_inference=``
     (ONNX) — and reader caps for a trusted file, e.g. ``max_header_bytes=67108864``
     (docs/api.md); any other keyword is a UsageError naming the valid ones."""
-    from .sources import check_read_options, read as _read
+    from .reading.limits import check_read_options
+    from .reading.read import read as _read
     options = check_read_options(read, options)
     if example_input is not None:
         options["example_input"] = example_input
@@ -37,7 +38,8 @@ def read(source: Any, *, example_input: Any = None, **options: Any) -> ParamGrap
 def inspect(source: Any, **options: Any) -> dict[str, Any]:
     """The description ``weightmap inspect --json`` prints: format, totals, layers; no tensor
     data. ``**options`` as for ``read``."""
-    from .sources import check_read_options, read as _read
+    from .reading.limits import check_read_options
+    from .reading.read import read as _read
     return _read(source, **check_read_options(inspect, options)).describe()
 
 

@@ -11,21 +11,24 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from . import (atomic, coverage, emit, equivalence, manifest as manifest_mod,
-               report as report_mod)
-from .conversions import prepare_graphs
+from .io import atomic
+from .planning import coverage
+from .emit import dispatch as emit, manifest as manifest_mod, report as report_mod
+from . import equivalence
+from .planning.conversions import prepare_graphs
 from .errors import CoverageError, UsageError
-from .execute import TensorStream, produce, tensor_nbytes
-from .fingerprint import fingerprint
+from .transform.execute import TensorStream, produce, tensor_nbytes
+from .io.fingerprint import fingerprint
 from .graph import MappedData, ParamGraph
-from .conversions.order import paired, registration_variant
+from .match.order import paired, registration_variant
 from .match import Matching, load_rules, match
 from .match.assemble import check_expect
 from .match.rules import Rules
 from .options import PlanOptions, check_flags
-from .plans import Plan
-from .planner import build_plan, refresh
-from .sources import read, split_pyref
+from .planning.plan import Plan
+from .planning.build import build_plan, refresh
+from .reading.read import read
+from .reading.modelfile import split_pyref
 
 PathLike = str | os.PathLike
 
@@ -84,7 +87,7 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
     ``save_plan``: write the plan as JSON too (published with the output, or alone on a dry
     run). ``before_publish(files)``: called with ``{final path: temporary path}`` once the
     output is written and read back, before anything is published; an error it raises leaves
-    nothing and keeps an existing output (``weightmap.emit.write``).
+    nothing and keeps an existing output (``weightmap.emit.dispatch.write``).
     ``source_digest``: record the source's SHA-256 in the manifest (its size and modification
     time are always recorded); ``job``: JSON data recorded as the manifest's ``job`` entry (a
     migration records each job's options there, docs/migrate.md).
@@ -269,7 +272,7 @@ def _plan(src: ParamGraph, tgt: ParamGraph, *, rules: Any, options: PlanOptions)
 def _match(src: ParamGraph, tgt: ParamGraph, rules: Rules
            ) -> tuple[ParamGraph, ParamGraph, Matching]:
     """The matching; against a state dict, a traced module in whichever of its two orders
-    pairs more (``conversions/order.py``)."""
+    pairs more (``match/order.py``)."""
     variant = registration_variant(src, tgt)
     if variant is None:
         return src, tgt, match(src, tgt, rules)
@@ -312,7 +315,7 @@ def input_files(*graphs: ParamGraph) -> list[Path]:
 
 
 def _progress(the_plan: Plan, show: bool | None):
-    from . import progress as progress_mod
+    from .emit import progress as progress_mod
     if show is False:
         return None
     tensors, nbytes = len(the_plan.tensors), sum(tensor_nbytes(t) for t in the_plan.tensors)

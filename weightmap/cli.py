@@ -172,8 +172,8 @@ def _limit_option(parser: argparse.ArgumentParser) -> None:
 
 def _port(args: argparse.Namespace) -> int:
     from .api import port
-    from .atomic import check_output
-    from .sources import parse_limits, read_checkpoint
+    from .io.atomic import check_output
+    from .reading.limits import parse_limits, read_checkpoint
     limits = parse_limits(args.limit)
     if args.report:      # refused before anything is written, like the output itself
         check_output(Path(args.report), force=args.force)
@@ -199,9 +199,9 @@ def _port(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace, rep) -> None:
-    from .report import render
+    from .emit.report import render
     if args.report:
-        from . import report_html
+        from .emit import report_html
         report_html.write(rep.manifest, args.report, force=args.force)
     if args.json:
         print(json.dumps(rep.to_dict(), indent=1))
@@ -219,13 +219,13 @@ def _verify_flag(value: str | None) -> bool | str:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .emit import manifest_path_for
+    from .emit.dispatch import manifest_path_for
     from .equivalence import DEFAULT_TOL, verify
     from .equivalence.result import render
     from .errors import UsageError, VerifyError
     manifest = manifest_path_for(Path(args.weights))
     if args.report:              # refused before anything runs, like a port's --report
-        from .atomic import check_output
+        from .io.atomic import check_output
         if not manifest.is_file():
             raise UsageError(f"--report draws the port's manifest, and there is none beside "
                              f"{Path(args.weights).name} ({manifest.name})")
@@ -234,7 +234,7 @@ def _verify(args: argparse.Namespace) -> int:
                     tol=DEFAULT_TOL if args.tol is None else args.tol)
     print(json.dumps(result.to_dict(), indent=1) if args.json else render(result))
     if args.report:
-        from . import report_html
+        from .emit import report_html
         drawn = dict(report_html.load_manifest(manifest), verify=result.to_dict())
         report_html.write(drawn, args.report, force=args.force, inputs=(manifest,))
         if not args.json:
@@ -254,8 +254,9 @@ def _render_plan(plan) -> str:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from .report_inspect import render
-    from .sources import parse_limits, read
+    from .emit.report_inspect import render
+    from .reading.limits import parse_limits
+    from .reading.read import read
     desc = read(args.source, **parse_limits(args.limit)).describe()
     if args.json:
         print(json.dumps(desc, indent=2))
@@ -265,8 +266,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from .report import render_convert
-    from .sources import parse_limits
+    from .emit.report import render_convert
+    from .reading.limits import parse_limits
     from .surgery import convert
     rep = convert(args.source, args.out, manifest=args.manifest, rules=args.rules,
                   strip_prefix=args.strip_prefix, keep=args.keep, drop=args.drop,
@@ -298,7 +299,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from . import report_html
+    from .emit import report_html
     manifest = report_html.load_manifest(args.manifest)
     out = report_html.write(manifest, args.html, force=args.force, inputs=(Path(args.manifest),))
     print(f"wrote {out}")

@@ -152,37 +152,6 @@ class MappedData:
         return flat.reshape(self.shape, order=order)
 
 
-def span_chunks(path: str, offset: int, nbytes: int, buffer: memoryview, *,
-                what: str = "the file") -> Iterator[memoryview]:
-    """The ``nbytes`` stored at ``offset`` of ``path``, read with ``pread`` into ``buffer`` and
-    handed out as views of it, each full but the last (valid until the next is asked for);
-    FormatError ("``what`` ends early") when the file ends first. No memory map, no page
-    faults, no temporary of the span's size."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        done = 0
-        while done < nbytes:
-            want = min(len(buffer), nbytes - done)
-            if pread_full(fd, buffer[:want], offset + done) < want:
-                raise FormatError(f"{what} ends early", path=path, hint="the file is truncated")
-            yield buffer[:want]
-            done += want
-    finally:
-        os.close(fd)
-
-
-def pread_full(fd: int, view: memoryview, offset: int) -> int:
-    """Fill ``view`` from ``offset`` of ``fd`` with ``pread``, looping on short reads; the bytes
-    read, fewer than ``len(view)`` only where the file ends."""
-    got = 0
-    while got < len(view):
-        n = os.preadv(fd, [view[got:]], offset + got)
-        if n <= 0:
-            break
-        got += n
-    return got
-
-
 @dataclass(frozen=True)
 class Param:
     """One stored tensor of a layer."""

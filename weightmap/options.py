@@ -26,8 +26,8 @@ import inspect
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterable, Mapping
 
-from .conversions.adapt import check_option as check_adapt
-from .conversions.transformer_layout import check_option as check_conv1d_layout
+from .planning.conversions.adapt import check_option as check_adapt
+from .planning.conversions.transformer_layout import check_option as check_conv1d_layout
 from .errors import UsageError
 
 

@@ -16,21 +16,21 @@ import fnmatch
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from . import emit
+from .emit import dispatch as emit
 from .api import write_plan
 from .dtypes import FLOAT_DTYPES
 from .errors import UsageError
 from .graph import Param, ParamGraph
 from .match import load_rules
-from .match.names import common_prefixes
+from .match.normalise import common_prefixes
 from .match.rules import Rules
 from .options import check_flags, check_keywords
-from .planner import describe_graph
-from .plans import Plan, Reason, TensorPlan
-from .report import PortReport
-from .sources import read
-from .statedict import Entry, group
-from .transforms import Step
+from .planning.build import describe_graph
+from .planning.plan import Plan, Reason, TensorPlan
+from .emit.report import PortReport
+from .reading.read import read
+from .reading.statedict import Entry, group
+from .transform import Step
 
 # what --cast accepts -> the dtype written
 CASTS = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",

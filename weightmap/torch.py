@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import UsageError
-from .manifest import check
+from .emit.manifest import check
 
 
 def _params(manifest: Mapping[str, Any] | str | Path) -> Mapping[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
-from weightmap.dataflow import FED_BY, fed_by
+from weightmap.reading.dataflow import FED_BY, fed_by
 from weightmap.graph import Layer, Param, TensorData
 from weightmap.layouts import axes_for
 
@@ -49,7 +49,7 @@ def make_layer(name: str, class_name: str | None, config: Mapping[str, Any] | No
 
 def with_structure(layers: Sequence[Layer], info: Any) -> list[Layer]:
     """``layers`` with what the model config says of their place in it: ``fed_by`` (which
-    layers with weights feed each one, ``weightmap.dataflow``) and, for a Dense,
+    layers with weights feed each one, ``weightmap.reading.dataflow``) and, for a Dense,
     ``dense_input`` (flatten, pooled or features)."""
     if info is None:
         return list(layers)

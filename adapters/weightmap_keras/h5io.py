@@ -31,7 +31,7 @@ import numpy as np
 from weightmap import dtypes
 from weightmap.errors import FormatError, UnsafeInputError
 from weightmap.graph import CallableData, MappedData, TensorData, checked_nbytes
-from weightmap.zipcheck import check_archive
+from weightmap.io.zipcheck import check_archive
 
 from . import h5heaps
 

@@ -25,8 +25,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from weightmap.errors import FormatError
 from weightmap.graph import Layer, ParamGraph, TensorData
-from weightmap.paths import natural_key
-from weightmap.zipcheck import check_archive
+from weightmap.io.paths import natural_key
+from weightmap.io.zipcheck import check_archive
 
 from .build import Weight, make_layer, rnn_class, with_structure
 from .classes import class_from_name, k3_roles, owner_sort_key

@@ -3,7 +3,7 @@
 The graph, node order, opsets and dtypes stay the target's. Each initializer keeps where it was
 stored: inline in the model, or (when the target keeps it in external data) in one data file
 beside the output named ``<output name>.data``; the model and its data file are staged, read back
-and published together (``weightmap.atomic``).
+and published together (``weightmap.io.atomic``).
 
 Ties (see ``docs/formats/onnx.md``): a tensor the target shares between several uses (``Identity``
 aliases of a deduplicated initializer, or one initializer read by several nodes) stays shared
@@ -28,7 +28,7 @@ import numpy as np
 from weightmap.dtypes import from_numpy, itemsize
 from weightmap.errors import FormatError, PlanError, UsageError
 from weightmap.graph import ParamGraph
-from weightmap.paths import resolve_inside
+from weightmap.io.paths import resolve_inside
 
 from .adapter import load_model
 from .datafile import (EXTERNAL, DataFile, Spool, digest, fsync, le_bytes, set_external,

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from weightmap.dataflow import FED_BY, fed_by
+from weightmap.reading.dataflow import FED_BY, fed_by
 from weightmap.errors import FormatError
 from weightmap.graph import Layer, Param, ParamGraph
 from weightmap.layouts import axes_for
@@ -54,7 +54,7 @@ def build_graph(model: Any, *, source: str, model_path: Path, folder: Path | Non
 def with_fed_by(layers: list[Layer], info: GraphInfo, node_layer: dict[int, str]
                 ) -> list[Layer]:
     """Each node layer with ``attrs["fed_by"]``: the layers whose outputs reach its data
-    inputs through nodes without weights (``weightmap.dataflow``)."""
+    inputs through nodes without weights (``weightmap.reading.dataflow``)."""
     ids = {i: node_layer.get(i, f"#{i}") for i in range(len(info.nodes))}
     inputs: dict[str, list[str]] = {}
     for i, node in enumerate(info.nodes):

@@ -17,7 +17,7 @@ from typing import Any
 
 from weightmap.errors import FormatError, UsageError
 from weightmap.graph import CallableData, MappedData, TensorData, checked_nbytes
-from weightmap.paths import resolve_inside
+from weightmap.io.paths import resolve_inside
 
 # TensorProto.DataType codes -> canonical dtype names (weightmap.dtypes). Sub-byte and string
 # types have no raw one-element-per-item layout and are refused.

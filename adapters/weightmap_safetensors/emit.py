@@ -101,9 +101,9 @@ def side_outputs(out: Path, target, *, plan=None, shard_size: Any = None,
 def write_output(path: Path, *, kind, plan, target, tensors, final_path: Path | None = None,
                  shard_size: Any = None, direct_io: bool | None = None,
                  workers: int | None = None, read_back=None) -> None:
-    """``read_back`` (``weightmap.readback.ReadBack``): each tensor of a one-file output is read
+    """``read_back`` (``weightmap.emit.readback.ReadBack``): each tensor of a one-file output is read
     back as soon as it is written, beside the tensors still being written. ``direct_io``: write
-    past the page cache (``weightmap.direct``): None for big outputs where the file system
+    past the page cache (``weightmap.io.direct``): None for big outputs where the file system
     allows it, False never, True for any size."""
     specs = specs_of(plan)
     meta = {"format": "pt", "weightmap_source": str(plan.source.get("path", ""))}

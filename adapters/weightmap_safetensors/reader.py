@@ -2,7 +2,7 @@
 
 Tensors keep the order of their data offsets (the writer's order; the safetensors library itself
 writes by dtype, then name), shard by shard. Names follow Hugging Face / torch state-dict naming,
-so grouping into layers is :func:`weightmap.statedict.group` with framework ``torch``.
+so grouping into layers is :func:`weightmap.reading.statedict.group` with framework ``torch``.
 
 Tied weights: ``safetensors.torch.save_model`` drops every tensor that shares storage with a kept
 one and records ``{removed name: kept name}`` in ``__metadata__``. Such entries come back as
@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 from weightmap.errors import FormatError
 from weightmap.graph import MappedData, ParamGraph
-from weightmap.statedict import Entry, group
+from weightmap.reading.statedict import Entry, group
 
 from .header import MAX_HEADER_BYTES, Header, read_header
 from .shards import ShardSet, resolve

@@ -3,7 +3,7 @@
 Accepted inputs: a ``*.safetensors.index.json`` file (``{"metadata": {...}, "weight_map":
 {tensor: shard file}}``), a folder holding one such index, or a folder of ``*.safetensors`` files
 without an index (every file is a shard, read in natural order). Shard names come from the index,
-so they are resolved with :func:`weightmap.paths.resolve_inside` (plain relative names,
+so they are resolved with :func:`weightmap.io.paths.resolve_inside` (plain relative names,
 inside the folder; Hugging Face cache symlinks into ``blobs/`` allowed).
 """
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from weightmap.atomic import STAGE_PREFIX
+from weightmap.io.atomic import STAGE_PREFIX
 from weightmap.errors import FormatError, UsageError
-from weightmap.paths import natural_key, resolve_inside
+from weightmap.io.paths import natural_key, resolve_inside
 
 from .header import parse_json_object
 

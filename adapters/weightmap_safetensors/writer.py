@@ -2,7 +2,7 @@
 file is known before the first byte is written. No framework needed.
 
 ``write`` takes an iterator of arrays in header order (one tensor in memory at a time).
-``write_jobs`` takes independent per-tensor jobs (``weightmap.execute.Job``) and runs a few at a
+``write_jobs`` takes independent per-tensor jobs (``weightmap.transform.execute.Job``) and runs a few at a
 time on threads, each writing at its own offset: untransformed tensors are copied file to file
 (``fastio.copy_span``), strided views (transposes of the mapped source) are copied tile by tile
 into a buffer each thread reuses, other arrays are written as they are. Memory stays at a few
@@ -23,14 +23,14 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from weightmap import direct as direct_io
-from weightmap.atomic import open_output
+from weightmap.io import direct as direct_io
+from weightmap.io.atomic import open_output
 from weightmap.dtypes import TO_SAFETENSORS, from_numpy, itemsize
 from weightmap.errors import UsageError
-from weightmap.execute import FileSpan
-from weightmap.graph import span_chunks
-from weightmap.transforms.core import (Buffer, byte_view, contiguous, contiguous_le,
-                                       copy_bytes, little_endian)
+from weightmap.io.spans import FileSpan
+from weightmap.io.spans import span_chunks
+from weightmap.io.bytes import (Buffer, byte_view, contiguous, contiguous_le, copy_bytes,
+                                little_endian)
 
 from .fastio import copy_span, pwrite_all
 
@@ -149,10 +149,10 @@ def write_jobs(path: Path, specs: list[Spec], jobs: Sequence[Any],
                direct: bool | None = None) -> None:
     """Run ``jobs`` (one per spec, same order; ``job.compute()`` gives an array or a FileSpan)
     on up to ``workers`` threads, each tensor written at its offset. ``written(job.tensor)`` is
-    called as each tensor lands. ``read_back`` (``weightmap.readback.ReadBack``): each tensor is
+    called as each tensor lands. ``read_back`` (``weightmap.emit.readback.ReadBack``): each tensor is
     read back and digested as soon as it is written, while others are still being computed.
 
-    ``direct``: write past the page cache (``weightmap.direct``; True: wherever the file system
+    ``direct``: write past the page cache (``weightmap.io.direct``; True: wherever the file system
     allows it, None: for outputs of ``direct.MIN_SIZE`` and more, False: never). The file's
     bytes are the same either way."""
     if len(jobs) != len(specs):
@@ -203,7 +203,7 @@ def _write_direct(fd: int, path: Path, prefix: bytes, offsets: list[int], specs:
                   jobs: Sequence[Any], *, workers: int, written: Callable[[Any], None] | None,
                   read_back: Any, end: int) -> None:
     """``write_jobs`` past the page cache: the file is written front to back in windows
-    (``weightmap.direct``), each filled from the header and the tensors it holds, and read
+    (``weightmap.io.direct``), each filled from the header and the tensors it holds, and read
     back from the device as it lands."""
     segments = [direct_io.Segment(0, len(prefix), _header_fill(prefix))]
     spans = []

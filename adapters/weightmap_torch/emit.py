@@ -13,16 +13,16 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from weightmap.execute import FileSpan
+from weightmap.io.spans import FileSpan
 from weightmap.graph import MappedData
-from weightmap.transforms.core import Buffer, contiguous
+from weightmap.io.bytes import Buffer, contiguous
 
 from . import zip_writer
 
 
 def write_output(path: Path, *, kind, plan, target, tensors, final_path: Path | None = None,
                  read_back=None) -> None:
-    """``read_back`` (``weightmap.readback.ReadBack``): each tensor is read back on a third
+    """``read_back`` (``weightmap.emit.readback.ReadBack``): each tensor is read back on a third
     thread as soon as its member is written."""
     specs = [(t.target, tuple(t.shape), t.dtype) for t in plan.tensors]
     stem = Path(final_path or path).name.split(".")[0]     # torch names the top folder after it

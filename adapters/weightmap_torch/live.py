@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from weightmap.dataflow import FED_BY
+from weightmap.reading.dataflow import FED_BY
 from weightmap.errors import MissingDependencyError, UsageError
 from weightmap.graph import CallableData, Layer, Param, ParamGraph
 from weightmap.layouts import axes_for
-from weightmap.statedict import Entry, group
+from weightmap.reading.statedict import Entry, group
 
 from . import live_ops, live_trace, synth_input
 from .containers import wrapper_prefixes
@@ -164,7 +164,7 @@ def _read_module(module: Any, origin: str, example_input: Any, torch: Any,
         meta["not_called"] = [path or "<root>" for path, mod, _ in owners
                               if id(mod) not in trace.first_call]
         if registered != [path or "<root>" for path, _, _ in owners]:
-            meta["registration_order"] = registered     # see conversions/order.py
+            meta["registration_order"] = registered     # see weightmap/match/order.py
     return ParamGraph(format=FORMAT, framework="torch", source=origin, layers=tuple(layers),
                       order="execution" if trace is not None else "registration", meta=meta)
 
@@ -219,7 +219,7 @@ def _execution_order(owners: list, trace: live_trace.Trace) -> list:
 
 
 def _with_fed_by(layers: list[Layer], owners: list, trace: live_trace.Trace) -> list[Layer]:
-    """``attrs["fed_by"]`` from the trace (``weightmap.dataflow``), for the layers the forward
+    """``attrs["fed_by"]`` from the trace (``weightmap.reading.dataflow``), for the layers the forward
     called (``nn.MultiheadAttention`` reads ``out_proj``'s weights without calling it: that
     one gets none, and keeps its place after its parent)."""
     path_of = {id(mod): path or "<root>" for path, mod, _ in owners}

@@ -1,7 +1,7 @@
 """Torch targets built on the meta device: names, shapes and structure without a byte of weights.
 
 A port target given as ``model.py`` only needs its tensors' names, shapes, dtypes and order; its
-values matter only for the tensors that stay new. So ``weightmap.sources`` runs the file inside
+values matter only for the tensors that stay new. So ``weightmap.reading.read`` runs the file inside
 ``construction()``: under ``torch.device("meta")`` every tensor it creates is a meta tensor (no
 memory, no initialisation work). The traced forward of ``example_input`` runs without weights
 too (``meta_trace``; without one, the forward of an input made up for the model's stem,

@@ -2,7 +2,7 @@
 
 Stages: the container format gives the pickle and the storage records; the restricted
 unpickler turns the pickle into plain containers holding ``TensorRef`` records; ``containers``
-picks the state dict; each tensor gets a lazy data handle; ``weightmap.statedict.group`` makes
+picks the state dict; each tensor gets a lazy data handle; ``weightmap.reading.statedict.group`` makes
 layers from the dotted names. Two names for one view of one storage are a tie.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from weightmap.errors import UsageError, WeightmapError
 from weightmap.graph import ParamGraph
-from weightmap.statedict import Entry, group
+from weightmap.reading.statedict import Entry, group
 
 from . import legacy_format, zip_format
 from .containers import MAX_ENTRIES, Found, find_weights

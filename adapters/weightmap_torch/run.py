@@ -104,7 +104,7 @@ def load(module: Any, weights: Any, torch: Any, assign: bool = False) -> str:
 
 
 def _load_file(path: Path, torch: Any) -> dict:
-    from weightmap.sources import detect, read_path
+    from weightmap.reading.read import detect, read_path
     _, fmt = detect(path)
     if fmt == "safetensors":
         from safetensors.torch import load_file

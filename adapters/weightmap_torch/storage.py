@@ -20,7 +20,8 @@ import numpy as np
 
 from weightmap import dtypes
 from weightmap.errors import FormatError
-from weightmap.graph import MappedData, TensorData, span_chunks
+from weightmap.graph import MappedData, TensorData
+from weightmap.io.spans import span_chunks
 
 from .pickle_reader import TensorRef
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from weightmap import dtypes
 from weightmap.errors import FormatError
-from weightmap.zipcheck import check_archive
+from weightmap.io.zipcheck import check_archive
 
 from .pickle_reader import RAISE_HINT, Limits, StorageRef, StorageType, load, short
 from .storage import ZIP_ERRORS, CrcCheck, Record

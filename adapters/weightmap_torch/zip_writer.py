@@ -27,10 +27,10 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from weightmap.atomic import open_output
+from weightmap.io.atomic import open_output
 from weightmap.dtypes import from_numpy, itemsize
 from weightmap.errors import UsageError, WeightmapError
-from weightmap.transforms.core import byte_view, contiguous_le
+from weightmap.io.bytes import byte_view, contiguous_le
 
 from .torch_names import STORAGE_DTYPES
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from weightmap.conversions import LayerPair
+from weightmap.planning.conversions import LayerPair
 from weightmap.graph import ArrayData, Layer, Param, ParamGraph
 from weightmap.layouts import axes_for
 

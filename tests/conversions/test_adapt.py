@@ -1,10 +1,10 @@
-"""The --adapt plan pass (weightmap/conversions/adapt.py), numpy only; the ports themselves are
+"""The --adapt plan pass (weightmap/planning/conversions/adapt.py), numpy only; the ports themselves are
 judged by outputs in tests/e2e/test_exact_vit.py."""
 import numpy as np
 import pytest
 
 import weightmap
-from weightmap.conversions.adapt import check_option, prefix_tokens, requested
+from weightmap.planning.conversions.adapt import check_option, prefix_tokens, requested
 from weightmap.errors import UsageError
 
 

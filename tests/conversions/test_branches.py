@@ -1,8 +1,8 @@
 """The branch-order graph pass: only graphs that know their data flow move; names and data stay."""
 import numpy as np
 
-from weightmap.conversions import prepare_graphs
-from weightmap.conversions.branches import in_branch_order
+from weightmap.planning.conversions import prepare_graphs
+from weightmap.planning.branches import in_branch_order
 from weightmap.graph import ArrayData, Layer, Param, ParamGraph
 
 

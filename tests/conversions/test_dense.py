@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from weightmap.conversions import convert
-from weightmap.transforms import apply_steps
+from weightmap.planning.conversions import convert
+from weightmap.transform import apply_steps
 
 H, W, C, O = 4, 4, 3, 5
 
@@ -74,7 +74,7 @@ def test_a_flatten_of_unknown_shape_stops_the_port(pair_factory, layer_factory):
 def test_the_planner_stops_instead_of_leaving_the_layer_new(pair_factory, layer_factory):
     from weightmap.errors import UndecidableError
     from weightmap.match import match
-    from weightmap.planner import build_plan
+    from weightmap.planning.build import build_plan
     pair = _graphs(pair_factory, layer_factory)
     with pytest.raises(UndecidableError):
         build_plan(pair.source_graph, pair.target_graph,

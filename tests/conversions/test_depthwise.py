@@ -1,7 +1,7 @@
 import numpy as np
 
-from weightmap.conversions import convert
-from weightmap.transforms import apply_steps
+from weightmap.planning.conversions import convert
+from weightmap.transform import apply_steps
 
 
 def test_depthwise_multiplier_keras_torch_round_trip(pair_factory, layer_factory):

@@ -1,14 +1,14 @@
-"""Mirror tests of weightmap/conversions/fusion.py, numpy only: whole graphs go through the real
+"""Mirror tests of weightmap/planning/conversions/fusion.py, numpy only: whole graphs go through the real
 matcher and planner, and the ported values are judged by a numpy eval-mode forward pass."""
 import numpy as np
 import pytest
 
-from weightmap.conversions.fusion import channel_axis, following_bn, looks_fused
-from weightmap.execute import produce
+from weightmap.planning.conversions.fusion import channel_axis, following_bn, looks_fused
+from weightmap.transform.execute import produce
 from weightmap.graph import ArrayData, Layer, Param, ParamGraph
 from weightmap.layouts import axes_for
 from weightmap.match import match
-from weightmap.planner import build_plan
+from weightmap.planning.build import build_plan
 
 RNG = np.random.default_rng(0)
 BN_ROLES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
@@ -261,7 +261,7 @@ def _fed(layer, *sources):
 def test_following_bn_from_the_data_flow_not_the_order():
     """Keras lists a ResNet block's shortcut conv, then the main branch's last conv, then their
     BatchNorms: with the data flow, each conv finds its own BatchNorm."""
-    from weightmap.dataflow import consumers
+    from weightmap.reading.dataflow import consumers
     c0, c3 = _fed(conv("keras", "c0", 8, 4, True), "x"), _fed(conv("keras", "c3", 8, 4, True),
                                                                "y")
     b0, b3 = _fed(bn("keras", "b0", 8, 1e-3), "c0"), _fed(bn("keras", "b3", 8, 1e-3), "c3")

@@ -1,7 +1,7 @@
 import numpy as np
 
-from weightmap.conversions import convert
-from weightmap.transforms import apply_steps
+from weightmap.planning.conversions import convert
+from weightmap.transform import apply_steps
 
 
 def _run(plan, pair):
@@ -44,7 +44,7 @@ def test_unpaired_target_param_stays_new(pair_factory, layer_factory):
 
 def test_dtype_change_is_a_recorded_cast(pair_factory, layer_factory):
     from weightmap.graph import ArrayData, Layer, Param, ParamGraph
-    from weightmap.conversions import LayerPair
+    from weightmap.planning.conversions import LayerPair
     src = Layer("a", "dense", (Param("a.weight", "kernel", (2, 3), "float16", ("out", "in"),
                                      ArrayData(np.ones((2, 3), np.float16))),))
     tgt = Layer("a", "dense", (Param("a.weight", "kernel", (2, 3), "float32", ("out", "in")),))

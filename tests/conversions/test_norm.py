@@ -1,14 +1,14 @@
-"""Mirror tests of weightmap/conversions/norm.py, numpy only: each conversion is judged by what an
+"""Mirror tests of weightmap/planning/conversions/norm.py, numpy only: each conversion is judged by what an
 eval-mode BatchNorm computes with the converted values."""
 import numpy as np
 import pytest
 
-from weightmap.conversions import LayerPair, convert
-from weightmap.conversions.norm import epsilon_of, same_eps, torch_momentum
+from weightmap.planning.conversions import LayerPair, convert
+from weightmap.planning.conversions.norm import epsilon_of, same_eps, torch_momentum
 from weightmap.errors import PlanError
 from weightmap.graph import ArrayData, Layer, Param, ParamGraph
 from weightmap.layouts import axes_for
-from weightmap.transforms import apply_steps
+from weightmap.transform import apply_steps
 
 KERAS_NAMES = {"gamma": "gamma", "beta": "beta", "moving_mean": "moving_mean",
                "moving_var": "moving_variance", "num_batches_tracked": None}

@@ -1,8 +1,7 @@
 """Which order of a traced torch module to match in against a state dict
-(weightmap/conversions/order.py); the choice itself is api._match, tested end to end in
+(weightmap/match/order.py); the choice itself is api._match, tested end to end in
 tests/e2e/test_load_partial.py and test_exact_llama.py."""
-from weightmap.conversions.order import (in_registration_order, paired, registered,
-                                         registration_variant)
+from weightmap.match.order import in_registration_order, paired, registered, registration_variant
 from weightmap.graph import Layer, ParamGraph
 from weightmap.match.result import LayerMatch, Matching, ParamPair
 

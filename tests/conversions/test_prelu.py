@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from weightmap.conversions import convert
+from weightmap.planning.conversions import convert
 from weightmap.errors import ConversionError
 from weightmap.graph import ArrayData, Layer, Param, ParamGraph
-from weightmap.conversions import LayerPair
-from weightmap.transforms import apply_steps
+from weightmap.planning.conversions import LayerPair
+from weightmap.transform import apply_steps
 
 
 def _pair(src_shape, tgt_shape, s_fw="keras", t_fw="torch"):

@@ -11,11 +11,11 @@ import importlib.util
 import numpy as np
 import pytest
 
-from weightmap.conversions import LayerPair, convert
-from weightmap.conversions.recurrent import DEFERRED, STACKS
+from weightmap.planning.conversions import LayerPair, convert
+from weightmap.planning.conversions.recurrent import DEFERRED, STACKS
 from weightmap.errors import ConversionError
 from weightmap.graph import Layer, ParamGraph
-from weightmap.transforms import apply_steps
+from weightmap.transform import apply_steps
 
 _spec = importlib.util.spec_from_file_location(
     "recurrent_reference", Path(__file__).with_name("test_recurrent_reference.py"))

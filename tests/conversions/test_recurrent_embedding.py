@@ -3,7 +3,7 @@ reported, never changed."""
 import numpy as np
 import pytest
 
-from weightmap.conversions import LayerPair, convert
+from weightmap.planning.conversions import LayerPair, convert
 from weightmap.graph import ArrayData, Layer, Param, ParamGraph
 from weightmap.layouts import axes_for
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import weightmap
-from weightmap.conversions.recurrent_levels import levels, semantics
+from weightmap.planning.conversions.recurrent_levels import levels, semantics
 from weightmap.errors import ConversionError
 from weightmap.graph import Layer, ParamGraph
 

@@ -8,8 +8,8 @@ import pytest
 
 from weightmap.graph import Layer, ParamGraph
 from weightmap.match import match
-from weightmap.planner import build_plan
-from weightmap.transforms import apply_steps
+from weightmap.planning.build import build_plan
+from weightmap.transform import apply_steps
 
 _spec = importlib.util.spec_from_file_location(
     "recurrent_reference", Path(__file__).with_name("test_recurrent_reference.py"))

@@ -1,11 +1,11 @@
 """The dense conversion for Conv1D-style layers: dispatch, layout notes; numpy only."""
 import numpy as np
 
-from weightmap.conversions import GRAPH_PASSES, PASSES, lookup
-from weightmap.conversions.dense import convert_dense
-from weightmap.conversions.transformer import convert_conv1d_dense
+from weightmap.planning.conversions import GRAPH_PASSES, PASSES, lookup
+from weightmap.planning.conversions.dense import convert_dense
+from weightmap.planning.conversions.transformer import convert_conv1d_dense
 from weightmap.graph import ArrayData, Layer, Param
-from weightmap.transforms import apply_steps
+from weightmap.transform import apply_steps
 
 
 def test_registered_for_torch_dense_pairs_and_passes_in_order(pair_factory, layer_factory):

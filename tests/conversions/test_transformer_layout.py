@@ -5,11 +5,11 @@ import pytest
 
 import weightmap
 from weightmap.api import plan as make_plan
-from weightmap.conversions import prepare_graphs
-from weightmap.conversions.transformer_layout import (IN_OUT, OUT_IN, Pending, conv1d_layout,
-                                                      orient)
+from weightmap.planning.conversions import prepare_graphs
+from weightmap.planning.conversions.transformer_layout import (IN_OUT, OUT_IN, Pending,
+                                                               conv1d_layout, orient)
 from weightmap.errors import ConversionError, UsageError
-from weightmap.execute import produce
+from weightmap.transform.execute import produce
 from weightmap.graph import Param
 
 E, V, P = 8, 11, 6

@@ -6,8 +6,8 @@ import json
 import numpy as np
 
 import weightmap
-from weightmap.conversions.transformer_order import (block_stacks, config_facts,
-                                                     execution_order, natural_key)
+from weightmap.planning.transformer_order import (block_stacks, config_facts, execution_order,
+                                                  natural_key)
 
 E = 4
 BLOCK = ["ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"]

@@ -6,7 +6,7 @@ import numpy as np
 
 import weightmap
 from weightmap.api import plan as make_plan
-from weightmap.execute import produce
+from weightmap.transform.execute import produce
 
 E = 8
 

@@ -3,9 +3,9 @@ import numpy as np
 
 import weightmap
 from weightmap.api import plan as make_plan
-from weightmap.execute import produce
+from weightmap.transform.execute import produce
 from weightmap.graph import ArrayData, ParamGraph
-from weightmap.statedict import Entry, group
+from weightmap.reading.statedict import Entry, group
 
 V, E = 13, 6
 

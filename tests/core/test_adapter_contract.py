@@ -6,7 +6,7 @@ import pytest
 from weightmap import registry
 from weightmap.errors import WeightmapError
 from weightmap.graph import ParamGraph
-from weightmap.sources import HEAD_BYTES
+from weightmap.reading.read import HEAD_BYTES
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 EXPECTED = {"torch": "torch", "safetensors": "safetensors", "keras": "keras", "onnx": "onnx",

@@ -15,8 +15,8 @@ import weightmap
 from weightmap.api import target_graph, write_plan
 from weightmap.errors import UsageError
 from weightmap.options import PlanOptions
-from weightmap.report import PortReport
-from weightmap.sources import reader_limits, reader_options
+from weightmap.emit.report import PortReport
+from weightmap.reading.limits import reader_limits, reader_options
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

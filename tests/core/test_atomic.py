@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from weightmap.atomic import (STAGE_PREFIX, abandoned, background_fsync, check_distinct,
-                              check_output, clear_abandoned, staged, write_texts)
+from weightmap.io.atomic import (STAGE_PREFIX, abandoned, background_fsync, check_distinct,
+                                 check_output, clear_abandoned, staged, write_texts)
 from weightmap.errors import OutputError, UsageError
 
 

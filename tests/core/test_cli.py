@@ -82,7 +82,7 @@ def test_a_full_disk_past_the_page_cache_is_the_same_one_line(tmp_path, monkeypa
 
     from safetensors.numpy import save_file
 
-    from weightmap import direct
+    from weightmap.io import direct
     src = tmp_path / "src.safetensors"
     save_file({"fc.weight": np.ones((300, 200), np.float32)}, str(src))
     fd = direct.open_direct(tmp_path / "probe")
@@ -110,7 +110,7 @@ def test_a_full_disk_past_the_page_cache_is_the_same_one_line(tmp_path, monkeypa
 def test_no_direct_io_keeps_the_page_cache(tmp_path, monkeypatch):
     from safetensors.numpy import load_file, save_file
 
-    from weightmap import direct
+    from weightmap.io import direct
     src = tmp_path / "src.safetensors"
     save_file({"fc.weight": np.arange(6, dtype=np.float32).reshape(3, 2)}, str(src))
     monkeypatch.setattr(direct, "MIN_SIZE", 0)

@@ -10,7 +10,7 @@ import pytest
 
 import weightmap
 from weightmap.errors import CoverageError, UsageError
-from weightmap.plans import Plan, Reason, TensorPlan
+from weightmap.planning.plan import Plan, Reason, TensorPlan
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("tf_keras")
@@ -109,7 +109,7 @@ def test_load_partial_that_carries_nothing_fails_and_leaves_the_model_alone():
 
 
 def test_check_on_plans():
-    from weightmap.coverage import check
+    from weightmap.planning.coverage import check
     t = [TensorPlan("a.weight", "a", (4, 4), "float32", "transformed", ("x",)),
          TensorPlan("b.weight", "b", (4, 1), "float32", "new", notes=("no counterpart",)),
          TensorPlan("c.weight", "c", (2,), "float32", "new",

@@ -1,7 +1,7 @@
 """Data flow between layers (``fed_by``) and the branch order two writings of a network share."""
 import itertools
 
-from weightmap.dataflow import FED_BY, branch_order, consumers, fed_by
+from weightmap.reading.dataflow import FED_BY, branch_order, consumers, fed_by
 from weightmap.graph import Layer, Param
 
 

@@ -1,5 +1,5 @@
 """Writing past the page cache, window by window, reading each window back from the device
-(weightmap/direct.py). The windows here are a few blocks, so every segment shape crosses them."""
+(weightmap/io/direct.py). The windows here are a few blocks, so every segment shape crosses them."""
 from __future__ import annotations
 
 import errno
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from weightmap import direct
-from weightmap.direct import BLOCK, Segment
+from weightmap.io import direct
+from weightmap.io.direct import BLOCK, Segment
 
 WINDOW = 2 * BLOCK
 

@@ -1,6 +1,6 @@
 import pytest
 
-from weightmap.documents import load
+from weightmap.io.documents import load
 from weightmap.errors import UsageError
 
 

@@ -2,7 +2,7 @@ import hashlib
 import json
 import os
 
-from weightmap.fingerprint import fingerprint, source_files, stat
+from weightmap.io.fingerprint import fingerprint, source_files, stat
 
 
 def _sha(data: bytes) -> str:

@@ -89,7 +89,7 @@ def test_describe_is_json_and_totals_skip_tied():
 
 
 def test_span_chunks_reads_a_span_in_full_chunks_and_names_a_short_file(tmp_path):
-    from weightmap.graph import span_chunks
+    from weightmap.io.spans import span_chunks
     path = tmp_path / "f.bin"
     path.write_bytes(bytes(range(100)))
     buffer = memoryview(bytearray(16))

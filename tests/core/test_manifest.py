@@ -1,8 +1,8 @@
 import pytest
 
 from weightmap.errors import UsageError
-from weightmap.manifest import build, parse_freeze, parse_lr_scales
-from weightmap.plans import Plan, TensorPlan
+from weightmap.emit.manifest import build, parse_freeze, parse_lr_scales
+from weightmap.planning.plan import Plan, TensorPlan
 
 
 def _plan():
@@ -113,8 +113,8 @@ def test_freeze_until_a_weightless_torch_module(tmp_path):
 
 
 def test_census_records_each_tensor_and_the_totals():
-    from weightmap.manifest import Census
-    from weightmap.transforms import Step
+    from weightmap.emit.manifest import Census
+    from weightmap.transform import Step
     man = {"params": {"a": {"status": "transferred"}}, "summary": {"params": 2}}
     census = Census(man)
     step = Step("cast", {"dtype": "bfloat16"})

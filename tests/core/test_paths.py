@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from weightmap.errors import FormatError, UnsafeInputError
-from weightmap.paths import check_plain_name, hf_cache_root, natural_key, resolve_inside
+from weightmap.io.paths import check_plain_name, hf_cache_root, natural_key, resolve_inside
 
 
 def _setup(tmp_path: Path) -> Path:
@@ -108,7 +108,7 @@ def test_hf_cache_relaxation_stops_at_the_repo_folder(tmp_path):
 
 
 def test_natural_key_orders_numbers_and_takes_any_digit():
-    from weightmap.paths import natural_key
+    from weightmap.io.paths import natural_key
     assert sorted(["a10", "a9", "b1", "a09x"], key=natural_key) == ["a9", "a09x", "a10", "b1"]
     assert sorted(["m-1²1", "m-٣", "m-2"], key=natural_key) == ["m-1²1", "m-2", "m-٣"]
     assert sorted(["run-10/last.ckpt", "run-2/last.ckpt", "run-1/last.ckpt"], key=natural_key) \

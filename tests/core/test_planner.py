@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import weightmap
-from weightmap.plans import Plan, TensorPlan
-from weightmap.sources import graph_from_arrays
+from weightmap.planning.plan import Plan, TensorPlan
+from weightmap.reading.read import graph_from_arrays
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "fixtures" / "examples" / "small_vgg_keras.h5"
@@ -16,7 +16,7 @@ TGT = ROOT / "fixtures" / "examples" / "small_vgg_torch.py"
 
 
 def test_a_layer_left_new_beside_an_unused_source_of_its_shapes_is_a_decision():
-    from weightmap.planner import refresh
+    from weightmap.planning.build import refresh
     src = graph_from_arrays({"enc.weight": np.ones((4, 3), np.float32),
                              "enc.bias": np.ones(4, np.float32),
                              "mid.weight": np.ones((5, 4), np.float32)}, origin="s")

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from weightmap.errors import PlanError
-from weightmap.plans import Decision, Pending, Plan, Reason, TensorPlan
-from weightmap.sources import graph_from_arrays
-from weightmap.transforms import Step
+from weightmap.planning.plan import Decision, Pending, Plan, Reason, TensorPlan
+from weightmap.reading.read import graph_from_arrays
+from weightmap.transform import Step
 
 
 def _graphs():

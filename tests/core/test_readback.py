@@ -43,7 +43,7 @@ def test_nonfinite_values_are_counted_and_can_be_refused(tmp_path):
 def test_digests_match_the_bytes_whatever_the_chunking(tmp_path, monkeypatch, workers):
     """Tensors larger than a read-back chunk, several dtypes, on one thread or several."""
     import ml_dtypes
-    from weightmap import readback
+    from weightmap.emit import readback
     monkeypatch.setattr(readback, "CHUNK", 64)
     rng = np.random.default_rng(1)
     arrays = {"a": rng.standard_normal((7, 13)).astype(np.float32),
@@ -64,7 +64,7 @@ def test_digests_match_the_bytes_whatever_the_chunking(tmp_path, monkeypatch, wo
 def test_digests_taken_while_writing_are_the_digests_of_the_file(tmp_path, monkeypatch):
     """The safetensors writer reads each tensor back as it lands (readback.ReadBack); the manifest
     must be what a read-back of the finished file gives."""
-    from weightmap import readback
+    from weightmap.emit import readback
     rng = np.random.default_rng(3)
     src = {"fc.weight": rng.standard_normal((3, 2)).astype(np.float32),
            "fc.bias": np.array([1.0, np.nan, 3.0], np.float32)}
@@ -87,7 +87,7 @@ def test_digests_taken_while_writing_are_the_digests_of_the_file(tmp_path, monke
 
 
 def test_a_digest_taken_at_another_span_is_not_trusted(tmp_path):
-    from weightmap import readback
+    from weightmap.emit import readback
     arrays = {"a": np.arange(8, dtype=np.float32), "b": np.ones(8, np.float32)}
     path = tmp_path / "x.safetensors"
     save_file(arrays, str(path))
@@ -104,7 +104,7 @@ def test_a_digest_taken_at_another_span_is_not_trusted(tmp_path):
 def test_a_digest_fed_in_parts_of_any_length_is_the_digest_of_the_whole():
     """The direct writer feeds read-back windows that cut elements anywhere."""
     import ml_dtypes
-    from weightmap.readback import Digest
+    from weightmap.emit.readback import Digest
     rng = np.random.default_rng(5)
     for arr, dtype in [(rng.standard_normal(301).astype(np.float32), "float32"),
                        (rng.standard_normal(97).astype(ml_dtypes.bfloat16), "bfloat16"),
@@ -122,7 +122,7 @@ def test_a_digest_fed_in_parts_of_any_length_is_the_digest_of_the_whole():
 
 
 def test_a_stream_read_back_in_windows_records_what_take_records(tmp_path):
-    from weightmap import readback
+    from weightmap.emit import readback
     rng = np.random.default_rng(6)
     arrays = {"a": rng.standard_normal((9, 13)).astype(np.float32),
               "b": np.arange(7, dtype=np.int16), "e": np.zeros((0, 2), np.float32),

@@ -11,8 +11,8 @@ from safetensors.torch import load_file  # noqa: E402
 
 import weightmap  # noqa: E402
 from weightmap.cli import main  # noqa: E402
-from weightmap.report import render  # noqa: E402
-from weightmap.sources import load_python_object  # noqa: E402
+from weightmap.emit.report import render  # noqa: E402
+from weightmap.reading.modelfile import load_python_object  # noqa: E402
 
 BLOCKS = 4
 TORCH_TWIN = f"""
@@ -134,8 +134,8 @@ def test_print_report_is_what_the_command_line_prints(ported, tmp_path, monkeypa
 
 
 def test_a_decision_said_of_several_layers_in_the_same_words_is_one_line():
-    from weightmap import manifest, report
-    from weightmap.plans import Plan, TensorPlan
+    from weightmap.emit import manifest, report
+    from weightmap.planning.plan import Plan, TensorPlan
     tensors = tuple(TensorPlan(f"{l}.weight", l, (2,), "float32", "transferred", ("s",))
                     for l in ("a", "b", "c"))
     p = Plan({}, {}, tensors, decisions=("a: pads asymmetrically", "b: pads asymmetrically",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from weightmap import report_html
+from weightmap.emit import report_html
 from weightmap.cli import main
 from weightmap.errors import UsageError
 

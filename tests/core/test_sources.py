@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from weightmap.errors import UnknownFormatError, UsageError
-from weightmap.sources import graph_from_arrays, load_python_object, read, split_pyref
+from weightmap.reading.read import graph_from_arrays, read
+from weightmap.reading.modelfile import load_python_object, split_pyref
 
 
 def test_import_weightmap_loads_no_framework():
-    code = ("import weightmap, weightmap.sources, weightmap.registry, sys; "
+    code = ("import weightmap, weightmap.reading.read, weightmap.registry, sys; "
             "weightmap.registry.adapters(); "
             "bad = {'torch','tensorflow','keras','tf_keras','onnxruntime'} & set(sys.modules); "
             "assert not bad, bad")

@@ -1,4 +1,4 @@
-from weightmap.statedict import Entry, group
+from weightmap.reading.statedict import Entry, group
 
 
 def _e(name, *shape):

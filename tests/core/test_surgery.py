@@ -39,7 +39,7 @@ def test_strip_the_wrapper_prefix_of_a_dataparallel_checkpoint(tmp_path):
     for name, value in want.items():
         np.testing.assert_array_equal(got[name[len("module."):]], value)
     assert rep.manifest["policy"]["options"]["convert"]["strip_prefix"] == ["module."]
-    from weightmap.report import render_convert
+    from weightmap.emit.report import render_convert
     assert "tensors written: 9  left out: 0  renamed: 9" in render_convert(rep)
     assert rep.manifest["params"]["conv.weight"]["source"] == ["module.conv.weight"]
 

@@ -8,7 +8,7 @@ from safetensors.torch import load_file  # noqa: E402
 
 import weightmap  # noqa: E402
 import weightmap.torch as wmt  # noqa: E402
-from weightmap.sources import load_python_object  # noqa: E402
+from weightmap.reading.modelfile import load_python_object  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "fixtures" / "examples" / "small_vgg_keras.h5"

@@ -14,8 +14,8 @@ tf_keras = pytest.importorskip("tf_keras")
 from safetensors.torch import load_file  # noqa: E402
 
 import weightmap  # noqa: E402
-from weightmap.report import render  # noqa: E402
-from weightmap.sources import load_python_object  # noqa: E402
+from weightmap.emit.report import render  # noqa: E402
+from weightmap.reading.modelfile import load_python_object  # noqa: E402
 
 MODELS = Path(__file__).parent / "models"
 TORCH = MODELS / "norm_torch.py"

@@ -17,8 +17,8 @@ pytest.importorskip("onnx")
 from safetensors.torch import load_file  # noqa: E402
 
 import weightmap  # noqa: E402
-from weightmap import sources  # noqa: E402
-from weightmap.sources import load_python_object  # noqa: E402
+from weightmap.reading import read as sources  # noqa: E402
+from weightmap.reading.modelfile import load_python_object  # noqa: E402
 
 MODEL = Path(__file__).parent / "models" / "resnet_bn_torch.py"
 BNS = ("bn1", "layer1.0.bn1", "layer1.0.bn2", "layer1.1.bn1", "layer1.1.bn2", "layer2.0.bn1",

@@ -9,7 +9,7 @@ keras = pytest.importorskip("keras")
 
 import weightmap  # noqa: E402
 from weightmap.errors import UndecidableError  # noqa: E402
-from weightmap.sources import load_python_object  # noqa: E402
+from weightmap.reading.modelfile import load_python_object  # noqa: E402
 
 MODELS = Path(__file__).parent / "models"
 TORCH = MODELS / "small_cnn_torch.py"

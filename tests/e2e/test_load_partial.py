@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import weightmap  # noqa: E402
-from weightmap.sources import load_python_object  # noqa: E402
+from weightmap.reading.modelfile import load_python_object  # noqa: E402
 
 MODELS = Path(__file__).parent / "models" / "resnet_torch.py"
 rn, _ = load_python_object(MODELS, "ResNet")          # the class itself is a factory

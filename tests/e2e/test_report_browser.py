@@ -133,7 +133,7 @@ def test_filters_and_search_hide_what_they_should(browser, ported, tmp_path):
 
 
 def test_hostile_names_are_shown_as_text(browser, tmp_path):
-    from weightmap import report_html
+    from weightmap.emit import report_html
     evil = '<img src=x onerror="alert(1)"></script><script>alert(2)</script>'
     manifest = {"weightmap_manifest": 1, "source": {"path": evil}, "target": {"path": "t"},
                 "summary": {"params": 1, "transferred": 1, "carried_over": 1}, "decisions": [evil],

@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch")
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 import weightmap  # noqa: E402
-from weightmap.sources import load_python_object  # noqa: E402
+from weightmap.reading.modelfile import load_python_object  # noqa: E402
 
 MODELS = Path(__file__).parent / "models" / "resnet_torch.py"
 

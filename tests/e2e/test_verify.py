@@ -21,7 +21,8 @@ keras = pytest.importorskip("keras")
 
 import weightmap  # noqa: E402
 from weightmap.errors import VerifyError  # noqa: E402
-from weightmap.plans import Plan  # noqa: E402
+from weightmap.planning.plan import Plan  # noqa: E402
+from weightmap.emit import report as report_mod  # noqa: E402
 
 MODELS = Path(__file__).parent / "models"
 TORCH = MODELS / "proof_torch.py"
@@ -63,7 +64,7 @@ def test_exact_port_proves_itself_and_the_manifest_says_so(source, tmp_path, pro
     assert set(saved["probe"]) >= {"shape", "dtype", "origin", "seed", "layout"}
     assert set(saved["layers"][0]) >= {"source", "target", "depth", "max_abs", "rel", "status",
                                        "note"}
-    assert "verify passed" in weightmap.report.render(report)
+    assert "verify passed" in report_mod.render(report)
     # and standalone, from the files (the manifest beside the weights pairs the layers)
     again = weightmap.verify(source, TORCH, out)
     assert again.passed and [l.rel for l in again.layers] == [l.rel for l in result.layers]

@@ -12,7 +12,7 @@ import pytest
 
 from weightmap.graph import Layer, Param, ParamGraph
 from weightmap.layouts import axes_for
-from weightmap.statedict import Entry, group
+from weightmap.reading.statedict import Entry, group
 
 KERAS_LEAF = {"kernel": "kernel", "bias": "bias", "gamma": "gamma", "beta": "beta",
               "moving_mean": "moving_mean", "moving_var": "moving_variance",

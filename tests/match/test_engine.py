@@ -9,7 +9,7 @@ import pytest
 
 from weightmap.errors import MatchError
 from weightmap.match import load_rules, match
-from weightmap.sources import graph_from_arrays
+from weightmap.reading.read import graph_from_arrays
 
 VGG_CONVS = ["block1_conv1", "block1_conv2", "block2_conv1", "block2_conv2", "block3_conv1",
              "block3_conv2", "block3_conv3", "block4_conv1", "block4_conv2", "block4_conv3",

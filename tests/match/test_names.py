@@ -1,5 +1,6 @@
-from weightmap.match.names import (clean, common_prefixes, dotted_suffixes, normalize_param_name,
-                                   similarity, strip_prefixes, suffix_candidates, tokens)
+from weightmap.match.normalise import (clean, common_prefixes, dotted_suffixes,
+                                       normalize_param_name, similarity, strip_prefixes,
+                                       suffix_candidates, tokens)
 
 
 def test_clean_turns_keras_paths_into_dotted_names():

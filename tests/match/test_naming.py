@@ -1,4 +1,4 @@
-from weightmap.match.naming import match_names
+from weightmap.match.by_name import match_names
 from weightmap.match.prepare import Signatures, prepare
 from weightmap.match.rules import Rules
 

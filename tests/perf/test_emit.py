@@ -1,5 +1,5 @@
 """Sharded safetensors output (adapters/weightmap_safetensors/emit.py and the core hooks in
-weightmap/emit.py): split rule, hub names, index file, atomicity, options."""
+weightmap/emit/dispatch.py): split rule, hub names, index file, atomicity, options."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ from safetensors.numpy import load_file, save_file
 
 import weightmap
 from weightmap.errors import UsageError
-from weightmap.sources import read
+from weightmap.reading.read import read
 from weightmap_safetensors.emit import parse_size, shard_names, split
 
 
@@ -134,7 +134,7 @@ def test_sharding_is_refused_for_other_formats(tmp_path):
 
 
 def test_shards_are_written_past_the_page_cache_too(tmp_path, monkeypatch):
-    from weightmap import direct
+    from weightmap.io import direct
     monkeypatch.setattr(direct, "WINDOW", 2 * direct.BLOCK)
     src, values = checkpoint(tmp_path)
     cached, past = tmp_path / "cached", tmp_path / "past"

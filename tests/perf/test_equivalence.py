@@ -38,7 +38,7 @@ def test_port_equals_the_usual_script(tiny_gpt, tmp_path, layout, usual_port, st
     cut every tensor here) give the usual script's tensors, and the manifest hashes them."""
     import hashlib
 
-    from weightmap import direct
+    from weightmap.io import direct
     monkeypatch.setattr(direct, "WINDOW", 2 * direct.BLOCK)
     run_usual, safetensors_arrays = usual_port, st_arrays
     source = tiny_gpt["source" if layout == "conv1d" else "source_linear"]
@@ -91,7 +91,7 @@ def test_ported_model_computes_what_the_source_computes(tiny_gpt, tmp_path, st_a
     (the reference is the checkpoint's math written out with numpy)."""
     from safetensors.torch import load_file
     weightmap.port(tiny_gpt["source"], tiny_gpt["target"], tmp_path / "wm.safetensors")
-    from weightmap.sources import load_python_object
+    from weightmap.reading.modelfile import load_python_object
     model, _ = load_python_object(tiny_gpt["target"])
     model.load_state_dict(load_file(tmp_path / "wm.safetensors"), strict=True)
     ids = torch.tensor([[1, 5, 9, 2]])

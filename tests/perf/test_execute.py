@@ -1,5 +1,5 @@
 """Executing a plan for writers: raw spans, jobs, progress, skipping new tensors
-(weightmap/execute.py)."""
+(weightmap/transform/execute.py)."""
 from __future__ import annotations
 
 import os
@@ -9,11 +9,12 @@ import pytest
 from safetensors.numpy import save_file
 
 from weightmap.errors import FormatError
-from weightmap.execute import FileSpan, TensorStream, produce, raw_span
+from weightmap.io.spans import FileSpan
+from weightmap.transform.execute import TensorStream, produce, raw_span
 from weightmap.graph import CallableData, Layer, Param, ParamGraph
-from weightmap.plans import Plan, TensorPlan
-from weightmap.sources import read
-from weightmap.transforms import Step
+from weightmap.planning.plan import Plan, TensorPlan
+from weightmap.reading.read import read
+from weightmap.transform import Step
 
 
 def test_raw_span_only_for_untransformed_mapped_tensors(tmp_path):

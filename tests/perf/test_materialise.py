@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from weightmap.errors import UsageError  # noqa: E402
-from weightmap.sources import read  # noqa: E402
+from weightmap.reading.read import read  # noqa: E402
 from weightmap_torch.materialise import SEED, Materialiser  # noqa: E402
 
 MIXED = '''

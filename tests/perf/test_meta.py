@@ -5,7 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from weightmap.sources import read  # noqa: E402
+from weightmap.reading.read import read  # noqa: E402
 from weightmap_torch import meta  # noqa: E402
 
 REORDERED = '''
@@ -171,7 +171,7 @@ class Net(nn.Module):
 
 model = Net
 ''')
-    from weightmap.sources import load_python_lazily
+    from weightmap.reading.modelfile import load_python_lazily
     obj, _, extra = load_python_lazily(path)
     record = extra["construction"]
     state = obj.state_dict(keep_vars=True)
@@ -195,7 +195,7 @@ class Net(nn.Module):
 
 model = Net
 ''')
-    code = ("import sys\nfrom weightmap.sources import load_python_lazily\n"
+    code = ("import sys\nfrom weightmap.reading.read import load_python_lazily\n"
             f"obj, _, _ = load_python_lazily(__import__('pathlib').Path({str(path)!r}))\n"
             "assert obj.fc.weight.device.type == 'meta'\n"
             "print('torch._dynamo' in sys.modules)\n")

@@ -1,4 +1,4 @@
-"""Progress on the terminal (weightmap/progress.py), and through port and the CLI."""
+"""Progress on the terminal (weightmap/emit/progress.py), and through port and the CLI."""
 from __future__ import annotations
 
 import io
@@ -7,7 +7,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 import weightmap
-from weightmap import progress
+from weightmap.emit import progress
 from weightmap.cli import main
 
 

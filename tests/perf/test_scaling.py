@@ -10,7 +10,7 @@ import pytest
 
 from weightmap.graph import Layer, Param, ParamGraph
 from weightmap.match import match
-from weightmap.planner import build_plan
+from weightmap.planning.build import build_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 

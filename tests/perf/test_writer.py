@@ -10,8 +10,9 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from weightmap.errors import FormatError, UsageError
-from weightmap.execute import FileSpan, Job
-from weightmap.sources import read
+from weightmap.io.spans import FileSpan
+from weightmap.transform.execute import Job
+from weightmap.reading.read import read
 from weightmap_safetensors.writer import layout, page_residue, write, write_jobs
 
 
@@ -57,7 +58,7 @@ def test_jobs_write_what_the_iterator_writes(tmp_path, workers):
 
 
 def test_writing_over_a_longer_file_leaves_no_stale_bytes(tmp_path):
-    """The writers open without O_TRUNC (see weightmap.atomic.open_output): what was there before is
+    """The writers open without O_TRUNC (see weightmap.io.atomic.open_output): what was there before is
     overwritten or cut."""
     values = arrays()
     fresh, reused = tmp_path / "fresh.safetensors", tmp_path / "reused.safetensors"
@@ -142,13 +143,13 @@ def test_header_offsets_follow_the_specs():
     assert [b - a for a, b in zip(offsets, offsets[1:])] == sizes[:-1]
 
 
-# ---- past the page cache (weightmap.direct): the same file, read back as it lands -----------
+# ---- past the page cache (weightmap.io.direct): the same file, read back as it lands -----------
 
 @pytest.fixture
 def small_windows(monkeypatch, tmp_path):
     """Windows of two blocks, so that every tensor here crosses one; skips where the file
     system does not do direct I/O."""
-    from weightmap import direct
+    from weightmap.io import direct
     fd = direct.open_direct(tmp_path / "probe")
     if fd is None:
         pytest.skip("this file system does not do O_DIRECT")
@@ -189,7 +190,7 @@ def test_direct_io_writes_the_same_file_as_the_page_cache(tmp_path, small_window
 def test_direct_io_reads_each_tensor_back_as_the_check_would(tmp_path, small_windows):
     import hashlib
 
-    from weightmap.readback import ReadBack
+    from weightmap.emit.readback import ReadBack
     specs, jobs = mixed_jobs(tmp_path)
     out = tmp_path / "direct.safetensors"
     read_back = ReadBack()

@@ -124,7 +124,7 @@ def watch():
 WORKER = r"""
 import json, sys, traceback
 from weightmap.errors import WeightmapError
-from weightmap.sources import read
+from weightmap.reading.read import read
 for line in sys.stdin:
     path = line.rstrip("\n")
     try:
@@ -184,7 +184,7 @@ class Reader:
 # to its fd 2), without paying the interpreter's start-up per case.
 ZYGOTE = r"""
 import json, os, resource, signal, sys, time
-import weightmap.cli, weightmap.sources, weightmap.registry
+import weightmap.cli, weightmap.reading.read, weightmap.registry
 weightmap.registry.adapters()
 import h5py, onnx, zipfile
 for line in sys.stdin:

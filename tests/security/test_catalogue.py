@@ -92,7 +92,7 @@ def test_catalogue(case, hostile, runtime_cases, watch, weightmap_cli, tmp_path,
             port(str(path), str(TEMPLATE), out / "ported.safetensors")
         assert list(out.iterdir()) == []
     else:
-        from weightmap.sources import read
+        from weightmap.reading.read import read
         graph = read(str(path))
         assert list(graph.params())
         for p in graph.params():
@@ -119,7 +119,7 @@ def test_fresh_python_process(hostile, tmp_path, name):
 
 
 def test_hf_cache_layout_reads_the_blobs(runtime_cases):
-    from weightmap.sources import read
+    from weightmap.reading.read import read
     snapshot = runtime_cases / "hub" / "models--org--tiny" / "snapshots" / "abc123"
     graph = read(str(snapshot))
     assert [p.name for p in graph.params()] == ["fc.weight", "fc.bias"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from weightmap.sources import parse_limits, reader_limits
+from weightmap.reading.limits import parse_limits, reader_limits
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 TINY = FIXTURES / "safetensors" / "tiny_hf.safetensors"

@@ -149,7 +149,7 @@ def test_killed_before_the_check_a_sharded_output_shows_no_shard(tmp_path):
     reading them back, nothing in the folder is a checkpoint."""
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    code = ("import os, sys, numpy as np, weightmap, weightmap.emit as e\n"
+    code = ("import os, sys, numpy as np, weightmap, weightmap.emit.dispatch as e\n"
             "e.check_written = lambda *a, **k: os._exit(9)\n"
             "from safetensors.numpy import load_file\n"
             f"src = load_file({str(template(tmp_path))!r})\n"
@@ -188,7 +188,7 @@ def test_a_failed_force_port_keeps_the_old_onnx_model_and_its_data(tmp_path, mon
     weightmap.port(str(target), str(target), out)
     before = snapshot(out.parent)
     assert sorted(before) == ["o.manifest.json", "o.onnx", "o.onnx.data"]
-    import weightmap.emit as emit_mod
+    import weightmap.emit.dispatch as emit_mod
 
     def fails(*args, **kwargs):
         raise PlanError("the check failed")
@@ -251,7 +251,7 @@ def test_a_port_racing_another_to_a_new_output_fails_instead_of_replacing_it(tmp
     """The other port publishes first (simulated at the read-back check, deterministic): this
     one fails with one line and leaves the winner's file as it was."""
     out = tmp_path / "o.safetensors"
-    import weightmap.emit as emit_mod
+    import weightmap.emit.dispatch as emit_mod
     real = emit_mod.check_written
 
     def the_other_port_wins(*args, **kwargs):

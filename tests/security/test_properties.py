@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from weightmap import dtypes
 from weightmap.errors import UsageError
-from weightmap.sources import read
+from weightmap.reading.read import read
 
 BOUNDARY = [b"\x00", b"\xff", b"\x7f", b"\x80", b"\xff\xff\xff\xff", b"\x00\x00\x00\x80",
             b"\xff\xff\xff\xff\xff\xff\xff\x7f", b"\x01\x00\x00\x00\x00\x00\x00\x00"]

@@ -1,4 +1,4 @@
-"""weightmap/zipcheck.py on genuine archives (torch's data descriptors, Keras, zip64, deflate):
+"""weightmap/io/zipcheck.py on genuine archives (torch's data descriptors, Keras, zip64, deflate):
 nothing genuine is refused, and the spans it returns are where the member bytes are."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from weightmap.errors import FormatError, UnsafeInputError
-from weightmap.zipcheck import check_archive, check_member_name, check_ratio
+from weightmap.io.zipcheck import check_archive, check_member_name, check_ratio
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 

@@ -1,4 +1,4 @@
-"""The --adapt transforms (weightmap/transforms/adapt.py) against torch: the grid resampling is
+"""The --adapt transforms (weightmap/transform/adapt.py) against torch: the grid resampling is
 ``F.interpolate(mode="bicubic", antialias=True, align_corners=False)`` as timm calls it, the
 channel adaptation timm's ``adapt_input_conv`` written out in torch."""
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from weightmap.errors import PlanError
-from weightmap.transforms import Step, apply_steps, check_steps
+from weightmap.transform import Step, apply_steps, check_steps
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

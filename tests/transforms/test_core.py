@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from weightmap.errors import PlanError
-from weightmap.transforms import Step, apply_steps, check_steps
-from weightmap.transforms.core import byte_view, contiguous_le
+from weightmap.transform import Step, apply_steps, check_steps
+from weightmap.io.bytes import byte_view, contiguous_le
 
 rng = np.random.default_rng(0)
 
@@ -104,7 +104,7 @@ def test_copy_bytes_gives_any_byte_range_of_the_c_order_bytes():
     transposed or strided view, must come out exactly (rows, elements and bytes cut anywhere)."""
     import ml_dtypes
 
-    from weightmap.transforms.core import copy_bytes
+    from weightmap.io.bytes import copy_bytes
     gen = np.random.default_rng(4)
     cases = [gen.standard_normal((300, 200)).astype(np.float32).T,
              gen.standard_normal((5, 6, 7)).astype(np.float16).transpose(2, 0, 1),
@@ -124,7 +124,7 @@ def test_copy_bytes_gives_any_byte_range_of_the_c_order_bytes():
 
 
 def test_little_endian_keeps_little_endian_views_and_swaps_big_endian_ones():
-    from weightmap.transforms.core import little_endian
+    from weightmap.io.bytes import little_endian
     a = np.arange(12, dtype="<f4").reshape(3, 4).T
     assert little_endian(a) is a
     b = np.arange(12, dtype=">f4").reshape(3, 4)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from weightmap.errors import PlanError
-from weightmap.transforms import Step, apply_steps, check_steps
+from weightmap.transform import Step, apply_steps, check_steps
 
 
 def test_gate_permute_moves_whole_blocks_on_any_axis():

@@ -1,4 +1,4 @@
-"""Mirror tests of weightmap/transforms/normalisation.py: formulas against a numpy BatchNorm, and
+"""Mirror tests of weightmap/transform/normalisation.py: formulas against a numpy BatchNorm, and
 the shape contracts that keep an edited plan honest."""
 import json
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from weightmap.errors import PlanError
-from weightmap.transforms import Step, apply_steps, check_steps
+from weightmap.transform import Step, apply_steps, check_steps
 
 rng = np.random.default_rng(0)
 N = 5

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from weightmap.errors import PlanError
-from weightmap.transforms import Step, apply_steps, check_steps
-from weightmap.transforms import precision
+from weightmap.transform import Step, apply_steps, check_steps
+from weightmap.transform import precision
 
 rng = np.random.default_rng(0)
 

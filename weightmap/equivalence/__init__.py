@@ -42,7 +42,7 @@ def verify(source: Any, target: Any, weights: str | os.PathLike, *, source_model
     ``source_model`` (``FILE.py[:NAME]`` or a live model) builds a source given as weights only
     (a state dict, safetensors). Never raises for a model that cannot be run: the result says
     why it did not pass."""
-    from ..sources import read
+    from ..reading.read import read
     weights = Path(weights)
     if not weights.exists():
         raise UsageError("no such weights file", path=weights,
@@ -55,15 +55,16 @@ def verify(source: Any, target: Any, weights: str | os.PathLike, *, source_model
 
 
 def _read_target(target: Any) -> ParamGraph:
-    from ..sources import read, split_pyref
+    from ..reading.read import read
+    from ..reading.modelfile import split_pyref
     is_file = isinstance(target, (str, os.PathLike)) and split_pyref(os.fspath(target))[0]
     return read(target, lazy=True) if is_file else read(target)
 
 
 def _entries(plan: Any, weights: Path, src: ParamGraph, tgt: ParamGraph
              ) -> tuple[list[Entry], str | None]:
-    from ..emit import manifest_path_for
-    from ..plans import Plan
+    from ..emit.dispatch import manifest_path_for
+    from ..planning.plan import Plan
     if isinstance(plan, Plan):
         return entries_from_plan(plan), None
     path = Path(plan) if plan is not None else manifest_path_for(weights)

@@ -15,7 +15,8 @@ from typing import Any
 from .. import registry
 from ..errors import MissingDependencyError, VerifyError, WeightmapError
 from ..graph import ParamGraph
-from ..sources import detect, load_python_lazily, split_pyref
+from ..reading.read import detect
+from ..reading.modelfile import load_python_lazily, split_pyref
 from .runner import Runner
 
 SOURCE_HINT = ("pass --source-model FILE.py[:NAME] (Python: source_model=), the file that "

@@ -12,7 +12,7 @@ from ..graph import ParamGraph
 from .anchors import TRUSTED_ORDERS, chain, crossing
 from .assemble import assemble, check_expect
 from .forced import Forced, resolve_pairs
-from .naming import NameResult, match_names
+from .by_name import NameResult, match_names
 from .prepare import Side, Signatures, prepare
 from .result import Matching
 from .rules import Rules

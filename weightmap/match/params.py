@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import AbstractSet, Iterable, Mapping
 
 from ..graph import Layer, Param
-from .names import normalize_param_name
+from .normalise import normalize_param_name
 from .result import ParamPair, Unmatched
 from .signature import RECURRENT_OPS, ROLE_ALIASES, family
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..graph import ParamGraph
-from .names import clean, common_prefixes, normalize_param_name, strip_prefixes, tokens
+from .normalise import clean, common_prefixes, normalize_param_name, strip_prefixes, tokens
 from .rules import Ignore, Rules
 from .signature import Compat, LayerSig, compare, layer_signature
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from .. import documents
+from ..io import documents
 from ..errors import UsageError
 
 _TOP_KEYS = ("rename", "ignore", "pair", "expect")

@@ -29,7 +29,7 @@ import numpy as np
 from .. import arch
 from . import align as dp
 from .anchors import chain
-from .names import similarity
+from .normalise import similarity
 from .prepare import Side, Signatures
 from .signature import CROSS_FAMILY
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import progress as progress_mod
+from ..emit import progress as progress_mod
 from ..errors import UsageError, WeightmapError
 from ..options import check_flags, check_keywords
 from . import executors, spec as spec_mod

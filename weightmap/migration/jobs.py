@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError, WeightmapError
-from ..fingerprint import fingerprint, sha256
+from ..io.fingerprint import fingerprint, sha256
 from .spec import Job
 
 
@@ -149,7 +149,7 @@ def make_folder(folder: Path) -> None:
 def _output(job: Job, target: Any = None) -> str:
     if job.out is not None:
         return job.out
-    from ..emit import KINDS, output_kind
+    from ..emit.dispatch import KINDS, output_kind
     return job.stem + KINDS[output_kind(target, None)][0] if target is not None \
         else job.stem + KINDS["safetensors"][0]
 
@@ -163,7 +163,7 @@ def _shared(job: Job, replace: bool) -> dict[str, Any]:
 
 def _port(job: Job, replace: bool) -> Any:
     from ..api import input_hint, port
-    from ..sources import read
+    from ..reading.read import read
     o = job.options
     source = read(job.source)
     target = target_of(job, input_hint(source))

@@ -1,6 +1,6 @@
 """A migration spec: its schema, and the jobs it expands to (docs/migrate.md).
 
-The spec is YAML or TOML (``weightmap.documents``), or the same data as a dict. It is checked
+The spec is YAML or TOML (``weightmap.io.documents``), or the same data as a dict. It is checked
 against a JSON Schema with ``jsonschema`` (the reference implementation, maintained, MIT): the
 schema below is the one place that says which keys exist and what each holds, and an unknown
 key anywhere is an error naming the valid ones.
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .. import documents
+from ..io import documents
 from ..errors import UsageError
-from ..paths import natural_key
+from ..io.paths import natural_key
 
 _STRINGS = {"anyOf": [{"type": "string", "minLength": 1},
                       {"type": "array", "items": {"type": "string", "minLength": 1}}]}
@@ -203,7 +203,7 @@ def _refuse_missing_capabilities(entry: Mapping[str, Any], key: str, where: str)
 def _check_policies(entry: Mapping[str, Any], key: str, where: str) -> None:
     """A bad freeze policy or learning-rate scale would fail every job the same way: refuse
     the spec instead."""
-    from ..manifest import parse_freeze, parse_lr_scales
+    from ..emit.manifest import parse_freeze, parse_lr_scales
     for name, parse in (("freeze", parse_freeze), ("lr_scale", parse_lr_scales)):
         if name in entry:
             try:
@@ -224,7 +224,7 @@ def _absolute(base: Path, text: str) -> Path:
 
 def _absolute_ref(base: Path, text: str) -> str:
     """A target: a path, or ``model.py:NAME`` with the file part made absolute."""
-    from ..sources import split_pyref
+    from ..reading.modelfile import split_pyref
     pyfile, name = split_pyref(text)
     if pyfile is not None and text != str(pyfile):
         return f"{_absolute(base, str(pyfile))}:{name}"
@@ -257,7 +257,7 @@ def _sources(base: Path, pattern: str, out_dir: Path, key: str, where: str) -> l
 def _job(index: int, entry: int, kind: str, source: str, target: str | None,
          out: str | None, out_dir: Path, options: Mapping[str, Any], base: Path,
          where: str) -> Job:
-    from ..emit import kind_of_name, manifest_path_for, stem_of
+    from ..emit.dispatch import kind_of_name, manifest_path_for, stem_of
     src = Path(source)
     try:
         name = out.format(stem=stem_of(source), parent=src.parent.name) if out \
@@ -303,8 +303,8 @@ def _file_sha256(ref: str) -> str | None:
     """The SHA-256 of a target or rules file (computed once per file and version), so that a
     changed model file or rules file makes its jobs run again; None when it does not exist (the
     job then fails and says so)."""
-    from ..fingerprint import fingerprint
-    from ..sources import split_pyref
+    from ..io.fingerprint import fingerprint
+    from ..reading.modelfile import split_pyref
     pyfile, _ = split_pyref(ref)
     path = str(pyfile) if pyfile is not None else ref
     found = fingerprint(path)

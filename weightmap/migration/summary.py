@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..atomic import write_texts
+from ..io.atomic import write_texts
 from ..errors import MigrationError
 
 SUMMARY_VERSION = 1

@@ -134,7 +134,7 @@ def test_open_h5_inside_a_zip_member(tmp_path):
 
 
 def test_a_weight_name_leading_to_a_group_is_a_clear_format_error(tmp_path):
-    from weightmap.sources import read
+    from weightmap.reading.read import read
     path = tmp_path / "grp.h5"
     with h5py.File(path, "w") as f:
         f.attrs["layer_names"] = [b"dense"]

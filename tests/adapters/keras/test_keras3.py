@@ -342,7 +342,7 @@ def test_an_object_name_that_is_not_utf8_is_a_format_error(tmp_path):
     import h5py
 
     from weightmap.errors import FormatError
-    from weightmap.sources import read
+    from weightmap.reading.read import read
     path = tmp_path / "bad.weights.h5"
     with h5py.File(path, "w") as f:
         f.create_group("vars").attrs["name"] = "model"

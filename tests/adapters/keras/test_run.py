@@ -19,7 +19,7 @@ HOSTILE = ROOT / "fixtures" / "hostile" / "keras"
 def _open(kx, name, **kw):
     path = name if isinstance(name, Path) else kx.fixture(name)
     graph = kx.read(path)
-    from weightmap.sources import detect
+    from weightmap.reading.read import detect
     _, fmt = detect(path)
     return keras_run.run_file(path, fmt, graph=graph, **kw)
 

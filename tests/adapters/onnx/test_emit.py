@@ -11,10 +11,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from weightmap import emit
+from weightmap.emit import dispatch as emit
 from weightmap.dtypes import to_numpy
 from weightmap.errors import FormatError, PlanError, UsageError
-from weightmap.plans import Plan, TensorPlan
+from weightmap.planning.plan import Plan, TensorPlan
 from weightmap_onnx import ADAPTER
 from weightmap_onnx import emit as onnx_emit
 
@@ -341,7 +341,7 @@ def test_target_changed_since_it_was_read_is_refused(tmp_path):
 
 
 def test_live_model_target_is_copied_not_changed(tmp_path):
-    from weightmap.sources import read
+    from weightmap.reading.read import read
 
     live = onnx.load(str(FIXTURES / "ops.onnx"))
     before = live.SerializeToString()

@@ -10,8 +10,9 @@ import pytest
 from safetensors.numpy import save_file
 
 import weightmap
-from weightmap import readback
-from weightmap.execute import FileSpan, Job
+from weightmap.emit import readback
+from weightmap.io.spans import FileSpan
+from weightmap.transform.execute import Job
 from weightmap_torch.emit import prefetched
 
 torch = pytest.importorskip("torch")

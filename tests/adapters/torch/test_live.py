@@ -192,7 +192,7 @@ def test_recurrent_and_attention_layers():
     # data flow from the trace; out_proj, never called itself, follows its attention layer
     assert [g.layer(n).attrs.get("fed_by") for n in layer_names(g)] == [(), None, ("attn",),
                                                                         ("lstm",)]
-    from weightmap.dataflow import branch_order
+    from weightmap.reading.dataflow import branch_order
     assert [l.name for l in branch_order(g.layers)] == layer_names(g)
 
 

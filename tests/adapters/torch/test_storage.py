@@ -105,7 +105,7 @@ def _flipped_pt(tmp_path, torch):
     torch.save({"w": w, "b": b, "wt": w.t()}, path)
     with zipfile.ZipFile(path) as zf:
         info = next(i for i in zf.infolist() if i.filename.endswith("/data/0"))
-    from weightmap.zipcheck import data_span
+    from weightmap.io.zipcheck import data_span
     with open(path, "r+b") as fh:
         at = data_span(fh, info, path)[0] + 17
         fh.seek(at)
@@ -117,7 +117,7 @@ def _flipped_pt(tmp_path, torch):
 
 def test_a_flipped_bit_in_a_stored_record_fails_its_crc_on_read(tmp_path):
     torch = pytest.importorskip("torch")
-    from weightmap.sources import read
+    from weightmap.reading.read import read
     path = _flipped_pt(tmp_path, torch)
     graph = read(str(path))                              # reading the specs reads no data
     np.testing.assert_array_equal(graph.param("b").read(), np.ones(3, np.float32))

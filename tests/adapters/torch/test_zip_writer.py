@@ -11,7 +11,7 @@ import pytest
 
 from weightmap import dtypes
 from weightmap.errors import UsageError
-from weightmap.sources import read
+from weightmap.reading.read import read
 from weightmap_torch import zip_writer
 
 torch = pytest.importorskip("torch")

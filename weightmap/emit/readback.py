@@ -1,0 +1,202 @@
+"""Re-read what a port wrote, before it reports success.
+
+Every written tensor is read back through weightmap's own reader for the output format and
+checked against the plan (name, shape, dtype); its SHA-256 is recorded in the manifest, and
+non-finite values (NaN, ±Inf) are counted, so a port never reports success for a file that does
+not hold what the plan says.
+
+The digests run on a few threads (``hashlib`` and numpy release the GIL on large buffers). A
+tensor stored raw (``MappedData``) is read back with ``pread`` into a small buffer each thread
+reuses, chunk by chunk: no memory map, no page faults, no full-size temporary, and the chunk is
+still in the CPU cache when it is counted for non-finite values.
+
+A writer that knows where each tensor lands may read it back as soon as it is written, while
+other tensors are still being computed (``ReadBack.take``, run by the writer's threads). Once
+the file is complete, ``check_written`` re-parses it with weightmap's reader as always, and uses
+such a digest only when the reader places the tensor at exactly the span that was read back
+(same file, offset and length; writers never write a span twice); any other tensor is read
+back then.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..dtypes import FLOAT_DTYPES, to_numpy
+from ..errors import FormatError
+from ..graph import MappedData, Param
+from ..io.spans import span_chunks
+from ..planning.plan import Plan, TensorPlan
+
+CHUNK = 1 << 20     # bytes per read-back pass
+
+
+class ReadBack:
+    """Digests of tensors read back from the output right after they were written, keyed by
+    target name with the span they were read from. Thread-safe: writers call ``take`` from
+    their worker threads."""
+
+    def __init__(self) -> None:
+        self._done: dict[str, tuple[tuple[str, int, int], dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        self._buffers = _Buffers()
+
+    def take(self, path: Path, t: TensorPlan, offset: int, nbytes: int) -> None:
+        """Read back and digest target tensor ``t``, just written raw at ``offset`` of
+        ``path``."""
+        data = MappedData(str(path), offset, tuple(t.shape), t.dtype, span=nbytes)
+        if data.nbytes() != nbytes or nbytes == 0:
+            return                                  # left to check_written
+        self._record(path, t, offset, nbytes, _digest_file(data, self._buffers.chunk))
+
+    def stream(self, path: Path, spans: Sequence[tuple[TensorPlan, int, int]]
+               ) -> Callable[[int, memoryview], None]:
+        """A consumer of the bytes of ``path`` read back in file order (``feed(offset,
+        bytes)``, offsets rising without gaps between calls) that digests the tensors at
+        ``spans`` (tensor, offset, nbytes; not overlapping) as their bytes go by."""
+        order = sorted((s for s in spans if s[2] > 0), key=lambda s: s[1])
+        state = {"i": 0, "digest": None}
+
+        def feed(offset: int, view: memoryview) -> None:
+            end = offset + len(view)
+            while state["i"] < len(order):
+                t, start, nbytes = order[state["i"]]
+                a, b = max(offset, start), min(end, start + nbytes)
+                if a >= end:
+                    return
+                if b > a:
+                    if state["digest"] is None:
+                        state["digest"] = Digest(t.dtype)
+                    state["digest"].update(view[a - offset:b - offset])
+                if b < start + nbytes:
+                    return
+                if state["digest"] is not None:
+                    self._record(path, t, start, nbytes, state["digest"].entry())
+                state["i"] += 1
+                state["digest"] = None
+        return feed
+
+    def _record(self, path: Path, t: TensorPlan, offset: int, nbytes: int,
+                entry: dict[str, Any]) -> None:
+        with self._lock:
+            self._done[t.target] = ((os.path.realpath(path), offset, nbytes), entry)
+
+    def lookup(self, name: str, p: Param) -> dict[str, Any] | None:
+        """The digest taken for ``name`` if the re-parsed file stores it at that very span."""
+        got = self._done.get(name)
+        data = p.data
+        if got is None or not isinstance(data, MappedData) or data.fortran_order:
+            return None
+        span = (os.path.realpath(data.path), data.offset, data.nbytes())
+        return got[1] if span == got[0] else None
+
+
+def check_written(paths: Path | Sequence[Path], plan: Plan, *, where: str | None = None,
+                  workers: int | None = None, read_back: ReadBack | None = None
+                  ) -> dict[str, dict[str, Any]]:
+    """``{target name: {"sha256"[, "nonfinite"]}}`` for the file(s) at ``paths`` (one output,
+    or the shards of one), in plan order; FormatError when a tensor is missing or differs from
+    the plan. ``read_back``: digests a writer took as it wrote (see the module doc)."""
+    from ..reading.read import read_path
+    files = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
+    shown = where or str(files[0])
+    written: dict[str, Param] = {}
+    for path in files:
+        try:
+            written.update((p.name, p) for p in read_path(path).params())
+        except FormatError as exc:      # named after the output, not its temporary file
+            raise FormatError(f"the written output does not read back: {exc.message}",
+                              path=shown, tensor=exc.tensor,
+                              hint="the writer failed; nothing was kept") from exc
+    todo: list[tuple[str, Param]] = []
+    for t in plan.tensors:
+        p = written.get(t.target)
+        if p is None:
+            raise FormatError("the written file lacks this tensor", path=shown, tensor=t.target,
+                              hint="the writer failed; nothing was kept")
+        if tuple(p.shape) != tuple(t.shape) or p.dtype != t.dtype:
+            raise FormatError(f"written as {p.shape} {p.dtype}, the plan says {t.shape} "
+                              f"{t.dtype}", path=shown, tensor=t.target)
+        todo.append((t.target, p))
+    done = {name: read_back.lookup(name, p) for name, p in todo} if read_back else {}
+    rest = [job for job in todo if done.get(job[0]) is None]
+    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    buffers = _Buffers()
+    if workers == 1 or len(rest) < 2:
+        digests = [_digest_param(p, buffers) for _, p in rest]
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="weightmap-readback") as pool:
+            digests = list(pool.map(lambda job: _digest_param(job[1], buffers), rest))
+    done.update((name, entry) for (name, _), entry in zip(rest, digests))
+    return {name: done[name] for name, _ in todo}
+
+
+class _Buffers(threading.local):
+    def __init__(self) -> None:
+        self.chunk = np.empty(CHUNK, dtype=np.uint8)
+
+
+def _digest_param(p: Param, buffers: _Buffers) -> dict[str, Any]:
+    data = p.data
+    if isinstance(data, MappedData) and not data.fortran_order and data.nbytes() > 0:
+        return _digest_file(data, buffers.chunk)
+    digest = Digest(p.dtype)
+    flat = np.ascontiguousarray(p.read()).reshape(-1)
+    step = max(1, CHUNK // max(1, flat.itemsize))
+    for start in range(0, flat.size, step):
+        digest.update(memoryview(flat[start:start + step].view(np.uint8)))
+    return digest.entry()
+
+
+def _digest_file(data: MappedData, chunk: np.ndarray) -> dict[str, Any]:
+    """The digest of a raw stored tensor, read with ``pread`` chunk by chunk (the bytes
+    ``MappedData.read()`` would view, in the same order)."""
+    digest = Digest(data.dtype)
+    for part in span_chunks(data.path, data.offset, data.stored_nbytes(), memoryview(chunk),
+                            what="the written file"):
+        digest.update(part)
+    return digest.entry()
+
+
+class Digest:
+    """A tensor's SHA-256 and count of non-finite values (floating dtypes), over its bytes fed
+    in order in parts of any length (an element cut between two parts is counted once)."""
+
+    def __init__(self, dtype: str) -> None:
+        self.sha = hashlib.sha256()
+        self.npdt = to_numpy(dtype) if dtype in FLOAT_DTYPES else None
+        self.carry = b""
+        self.bad = 0
+
+    def update(self, part: memoryview) -> None:
+        self.sha.update(part)
+        if self.npdt is None:
+            return
+        size = self.npdt.itemsize
+        if self.carry:
+            take = min(size - len(self.carry), len(part))
+            self.carry += bytes(part[:take])
+            part = part[take:]
+            if len(self.carry) < size:
+                return
+            self._count(self.carry)
+            self.carry = b""
+        whole = len(part) - len(part) % size
+        self._count(part[:whole])
+        self.carry = bytes(part[whole:])
+
+    def _count(self, data: bytes | memoryview) -> None:
+        values = np.frombuffer(data, dtype=self.npdt)
+        self.bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+
+    def entry(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"sha256": self.sha.hexdigest()}
+        if self.bad:
+            entry["nonfinite"] = self.bad
+        return entry
