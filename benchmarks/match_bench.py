@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 
+from weightmap import registry
 from weightmap.graph import ParamGraph
 from weightmap.match import match
 from weightmap.reading.statedict import Entry, group
@@ -42,7 +43,8 @@ def resnet(blocks: tuple[int, ...]) -> list[tuple[str, tuple[int, ...]]]:
 def graph(spec, name: str) -> ParamGraph:
     entries = [Entry(n, s, "float32", None) for n, s in spec]
     return ParamGraph(format="bench", framework="torch", source=name,
-                      layers=tuple(group(entries)), order="registration")
+                      layers=tuple(group(entries, registry.convention("torch"))),
+                      order="registration")
 
 
 def renamed(spec):

@@ -6,7 +6,6 @@ naming the valid ones (docs/api.md).
 """
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -15,7 +14,7 @@ from .io import atomic
 from .planning import coverage
 from .emit import dispatch as emit, manifest as manifest_mod, report as report_mod
 from . import equivalence
-from .planning.conversions import prepare_graphs
+from .planning.passes import prepare_graphs
 from .errors import CoverageError, UsageError
 from .transform.execute import TensorStream, produce, tensor_nbytes
 from .io.fingerprint import fingerprint
@@ -27,7 +26,7 @@ from .match.rules import Rules
 from .options import PlanOptions, check_flags
 from .planning.plan import Plan
 from .planning.build import build_plan, refresh
-from .reading.read import read
+from .reading.read import live_kinds, read
 from .reading.modelfile import split_pyref
 
 PathLike = str | os.PathLike
@@ -208,14 +207,15 @@ def load_partial(model: Any, checkpoint: Any, *,
     src = read(checkpoint)
     tgt = read(model, input_hint=input_hint(src))
     if tgt.live is None:
-        raise UsageError("load_partial needs a live torch or Keras model as its first argument")
+        raise UsageError(f"load_partial needs a live model ({' or '.join(live_kinds('load_into'))}) "
+                         f"as its first argument")
     the_plan = _plan(src, tgt, rules=rules, options=opts)
     man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale, target=tgt,
                              layers=manifest_mod.layer_listing(src, tgt))
     report = report_mod.make(the_plan, man, target=tgt)
     _check_coverage(report, min_coverage, strict)
     carried = ((t.target, arr) for t, arr in produce(the_plan, src, tgt, skip_new=True))
-    _loader(tgt)(tgt, carried)
+    emit.load_into(tgt, carried)
     return report
 
 
@@ -322,11 +322,3 @@ def _progress(the_plan: Plan, show: bool | None):
     if show:
         return progress_mod.Progress(tensors, nbytes)
     return progress_mod.start(tensors, nbytes)
-
-
-def _loader(target: ParamGraph):
-    module = {"torch": "weightmap_torch.writer", "keras": "weightmap_keras.emit"}.get(
-        target.framework)
-    if module is None:
-        raise UsageError(f"cannot load in place into a {target.format} target")
-    return importlib.import_module(module).load_into

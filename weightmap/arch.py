@@ -11,6 +11,7 @@ tables; code elsewhere asks it questions:
 * ``BLOCK_ROLES`` / ``TOP_ROLES`` — the order a block, and a whole model, run those parts in;
 * ``FUSED`` — fused projections and the separate ones they stack (``qkv`` = ``q, k, v`` on the
   out axis; ``gate_up`` = ``gate, up``);
+* ``CONV1D_LEAVES`` — the layers Hugging Face writes as ``Conv1D`` (kernels stored (in, out));
 * ``CONFIG_FACTS`` — ``config.json`` keys (Hugging Face) and which layers they describe;
 * ``POSITION_GRIDS`` / ``PREFIX_TOKENS`` — a ViT's position embeddings and the class,
   distillation and register tokens ahead of its grid (``--adapt pos_embed``).
@@ -63,6 +64,10 @@ _BLOCK_NAMES: dict[str, tuple[str, ...]] = {
                                                                   "dense")),
     "norm_out": ("output.layernorm", "ln_3", "norm3", "post_feedforward_layernorm"),
 }
+
+# Leaf names of Hugging Face Conv1D layers (GPT-2, OpenAI GPT, ImageGPT, DecisionTransformer):
+# a GPT-2 block's attention and MLP, whose kernels are stored (in, out).
+CONV1D_LEAVES = ("c_attn", "q_attn", "c_proj", "c_fc")
 
 # Norm names that say where the norm runs whatever order a file stores it in (a norm called
 # ``norm1`` or ``ln_1`` may run before its attention or, post-LN, after it: only the file's

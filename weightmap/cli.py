@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     po = sub.add_parser("port", help="port a checkpoint's weights into a different target model")
     po.add_argument("source", help="source checkpoint, or model.py[:NAME]")
     po.add_argument("--to", required=True, dest="target",
-                    help="target: model.py[:NAME], an .onnx file or a checkpoint used as template")
+                    help="target: model.py[:NAME], a model file or a checkpoint used as template")
     po.add_argument("--out", help="output file (default: SOURCE_to_TARGET with the target's "
                                   "format suffix)")
     po.add_argument("--manifest", help="manifest path (default: OUT's name + .manifest.json)")
@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
                                        "compare them, naming the first layer that diverges")
     ve.add_argument("source", help="source checkpoint, or model.py[:NAME]")
     ve.add_argument("--to", required=True, dest="target",
-                    help="target: model.py[:NAME], an .onnx file or a Keras model file")
+                    help="target: model.py[:NAME] or a model file that holds its architecture")
     ve.add_argument("--weights", required=True,
                     help="the port's output (its manifest beside it says which layers pair)")
     ve.add_argument("--json", action="store_true", help="print the result as JSON")

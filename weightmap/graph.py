@@ -40,9 +40,6 @@ ROLES = frozenset({
 # weights): running statistics and their counter.
 BUFFER_ROLES = frozenset({"moving_mean", "moving_var", "num_batches_tracked"})
 
-# Naming/layout conventions a graph can follow.
-FRAMEWORKS = frozenset({"torch", "keras", "onnx", "unknown"})
-
 
 @runtime_checkable
 class TensorData(Protocol):
@@ -246,8 +243,8 @@ class Layer:
 class ParamGraph:
     """Ordered layers of one model or checkpoint, in one framework's convention."""
 
-    format: str                                # e.g. "torch-zip", "safetensors", "keras2-h5"
-    framework: str                             # naming/layout convention: torch | keras | onnx
+    format: str                                # the reading adapter's format name
+    framework: str                             # the name of its Convention (registry)
     source: str                                # file path or a description of a live object
     layers: tuple[Layer, ...]
     order: str = "stored"                      # execution | config | registration | stored
@@ -257,8 +254,9 @@ class ParamGraph:
     live: Any = field(default=None, compare=False, repr=False, hash=False)
 
     def __post_init__(self) -> None:
-        if self.framework not in FRAMEWORKS:
-            raise WeightmapError(f"internal: unknown framework {self.framework!r}")
+        if not isinstance(self.framework, str) or not self.framework.isidentifier():
+            raise WeightmapError(f"internal: a framework is named by its convention's name, "
+                                 f"not {self.framework!r}")
         object.__setattr__(self, "layers", tuple(self.layers))
         object.__setattr__(self, "meta", _frozen(self.meta))
         seen: set[str] = set()

@@ -2,6 +2,11 @@
 
 An adapter is an object with a ``name`` and any of these capabilities:
 
+``convention``
+    The ``weightmap.convention.Convention`` of the graphs it reads (``ParamGraph.framework``
+    names it): every layout, gate order, default and attribute name of its framework that
+    the core needs. An adapter whose graphs follow another's convention (safetensors: torch's
+    names) declares none.
 ``sniff(path, head) -> str | None``
     The format name if the adapter reads this file (``head`` holds its first bytes), else None.
     Must be cheap: magic bytes, a file name, a header at most.
@@ -38,14 +43,17 @@ from functools import lru_cache
 from importlib import metadata
 from typing import Any, Iterable
 
+from .convention import NEUTRAL, Convention
 from .errors import AdapterRegistryError
 
 ENTRY_POINT_GROUP = "weightmap.adapters"
 
 # name -> "module:attribute"; these ship with weightmap (see adapters/ in the source tree).
+# The only place in weightmap/ that names the frameworks: everything else asks the adapters
+# (their conventions, output kinds, readers, writers, runners) through this registry.
 BUILTIN = {
-    "torch": "weightmap_torch:ADAPTER",
     "safetensors": "weightmap_safetensors:ADAPTER",
+    "torch": "weightmap_torch:ADAPTER",
     "keras": "weightmap_keras:ADAPTER",
     "onnx": "weightmap_onnx:ADAPTER",
 }
@@ -97,3 +105,53 @@ def get(name: str) -> Any:
     if name not in table:
         raise AdapterRegistryError(f"no adapter named {name!r}; known: {', '.join(sorted(table))}")
     return table[name]
+
+
+@lru_cache(maxsize=1)
+def conventions() -> dict[str, Convention]:
+    """The conventions the adapters declare, by name (registration order); one name declared
+    by two adapters is an error."""
+    table: dict[str, Convention] = {}
+    owner: dict[str, str] = {}
+    for adapter in adapters().values():
+        conv = getattr(adapter, "convention", None)
+        if conv is None:
+            continue
+        if conv.name in table and table[conv.name] is not conv:
+            raise AdapterRegistryError(f"convention {conv.name!r} is declared by the "
+                                       f"{owner[conv.name]} and {adapter.name} adapters")
+        table[conv.name], owner[conv.name] = conv, adapter.name
+    return table
+
+
+def convention(name: str) -> Convention:
+    """The convention a graph's ``framework`` names (the neutral one for ``unknown``)."""
+    if name == NEUTRAL.name:
+        return NEUTRAL
+    table = conventions()
+    if name not in table:
+        raise AdapterRegistryError(f"no adapter declares the convention {name!r}; known: "
+                                   f"{', '.join(sorted(table))}",
+                                   hint="install the adapter that reads its files")
+    return table[name]
+
+
+def state_dict_convention() -> Convention:
+    """The convention a bare state dict's names follow (``weight``, ``running_mean``,
+    ``weight_ih_l0`` ...): the first that declares ``state_dicts``, else the neutral one."""
+    return next((c for c in conventions().values() if c.state_dicts), NEUTRAL)
+
+
+@lru_cache(maxsize=1)
+def output_kinds() -> dict[str, tuple[Any, Any]]:
+    """Every output kind the adapters declare (``outputs``), by name: (kind, adapter). A kind
+    declared twice is an error."""
+    table: dict[str, tuple[Any, Any]] = {}
+    for adapter in adapters().values():
+        for kind in getattr(adapter, "outputs", ()):
+            if kind.name in table:
+                raise AdapterRegistryError(f"output kind {kind.name!r} is declared by the "
+                                           f"{table[kind.name][1].name} and {adapter.name} "
+                                           f"adapters")
+            table[kind.name] = (kind, adapter)
+    return table

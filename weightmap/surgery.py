@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .emit import dispatch as emit
 from .api import write_plan
 from .dtypes import FLOAT_DTYPES
+from . import registry
 from .errors import UsageError
 from .graph import Param, ParamGraph
 from .match import load_rules
@@ -35,8 +36,6 @@ from .transform import Step
 # what --cast accepts -> the dtype written
 CASTS = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
          "bf16": "bfloat16", "bfloat16": "bfloat16"}
-# output kinds written from names alone; a Keras or ONNX file needs a model to hold the weights
-STATE_DICT_KINDS = {"safetensors": "safetensors", "pt": "torch-zip"}
 
 
 def convert(source: Any, out: str | Path, *, rules: Any = None,
@@ -67,10 +66,11 @@ def convert(source: Any, out: str | Path, *, rules: Any = None,
                 direct_io=direct_io, dry_run=dry_run, source_digest=source_digest)
     out = Path(out)
     kind = emit.kind_of_name(out)
-    if kind not in STATE_DICT_KINDS:
-        raise UsageError(f"convert writes .safetensors or .pt files, not {out.name!r}",
-                         hint="a Keras or ONNX file needs a model to hold the weights: use "
-                              "weightmap port SRC --to MODEL")
+    if emit.kind_named(kind).state_dict is None:
+        names = [k.suffixes[0] for k in emit.state_dict_kinds()]
+        raise UsageError(f"convert writes {' or '.join(names)} files, not {out.name!r}",
+                         hint=f"a {kind} file needs a model to hold the weights: use "
+                              f"weightmap port SRC --to MODEL")
     src = read(source, **dict(read_options or {}), **({"container": container} if container
                                                        else {}))
     the_rules = _rules(rules)
@@ -205,8 +205,8 @@ def _identity_target(kept: list[Param], names: dict[str, str], dtype: str | None
                      tied_to=names[p.tied_to] if p.tied_to in kept_names else None)
                for p in kept]
     # its source is the checkpoint it is made from (the output is no input of the write)
-    return ParamGraph(format=STATE_DICT_KINDS[kind], framework=src.framework,
-                      source=src.source, layers=tuple(group(entries, src.framework)),
+    return ParamGraph(format=emit.kind_named(kind).state_dict, framework=src.framework,
+                      source=src.source, layers=tuple(group(entries, registry.convention(src.framework))),
                       order=src.order)
 
 

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from weightmap.errors import FormatError, UsageError, WeightmapError
+from weightmap.emit.output import OutputKind, WriteRequest
 from weightmap.graph import ParamGraph
 
 from . import keras3, legacy
+from .convention import CONVENTION
 from .h5io import HDF5_MAGIC, READ_ERRORS, WEIGHTS_MEMBER, ZIP_MAGIC, Location, \
     load_json_attr, open_h5
 
@@ -94,6 +96,10 @@ def _type_modules(obj: Any) -> list[tuple[str, str]]:
 
 class KerasAdapter:
     name = "keras"
+    convention = CONVENTION        # how its graphs lay out, name and default what they store
+    describes = "Keras .h5/.weights.h5/.keras"   # what it reads, for a message
+    live = "a Keras model"                       # what it takes live, for a message
+    name_suffixes = (".keras",)                  # a file name it reads ends so
     formats = FORMATS
     read_options = {"config": "a model config (dict, or a .keras / full .h5 / config.json "
                               "path) typing a weights-only file"}
@@ -125,6 +131,31 @@ class KerasAdapter:
             raise FormatError(f"cannot read {fmt} file: {_describe(exc)}", path=path,
                               hint="the file is truncated, corrupt or not what its name "
                                    "says") from exc
+
+    # Keras 3 .weights.h5 and legacy (tf_keras) .h5: saved by a live model, or a Keras file's
+    # datasets overwritten in a copy of it
+    outputs = (OutputKind("keras-weights", (".weights.h5",)),
+               OutputKind("keras-h5", (".h5", ".hdf5")))
+
+    def default_output(self, target: ParamGraph) -> str | None:
+        """What a Keras target saves: a tf_keras model legacy ``.h5``, Keras 3 ``.weights.h5``;
+        a Keras file the format it is."""
+        if target.format == "keras-live":
+            return "keras-h5" if target.meta.get("keras_version", "3").startswith("2") \
+                else "keras-weights"
+        return {keras3.FORMAT_WEIGHTS: "keras-weights", keras3.FORMAT_ZIP: "keras-weights",
+                legacy.FORMAT_FULL: "keras-h5", legacy.FORMAT_WEIGHTS: "keras-h5"}.get(
+            target.format)
+
+    def write(self, request: WriteRequest) -> None:
+        from .emit import write_output
+        write_output(request.path, kind=request.kind, plan=request.plan, target=request.target,
+                     tensors=request.tensors)
+
+    def load_into(self, graph: ParamGraph, tensors: Any) -> list[str]:
+        """Assign arrays to the live model's variables in place."""
+        from .emit import load_into
+        return load_into(graph, tensors)
 
     def accepts(self, obj: Any) -> bool:
         """A Keras layer or model (keras 3, tf_keras or Keras 2), told by type names only."""

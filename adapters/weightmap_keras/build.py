@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 
 from weightmap.reading.dataflow import FED_BY, fed_by
 from weightmap.graph import Layer, Param, TensorData
-from weightmap.layouts import axes_for
+from .convention import CONVENTION
 
 from .classes import (attrs_from_config, class_from_name, direction_of, op_of,
                       role_from_weight_name, source_type)
@@ -41,7 +41,7 @@ def make_layer(name: str, class_name: str | None, config: Mapping[str, Any] | No
     if flatten is not None:
         attrs["flatten_input_shape"], attrs["data_format"] = flatten
     params = tuple(Param(name=w.name, role=w.role, shape=w.shape, dtype=w.dtype,
-                         axes=axes_for("keras", op, w.role, len(w.shape)), data=w.data)
+                         axes=CONVENTION.axes(op, w.role, len(w.shape)), data=w.data)
                    for w in weights)
     return Layer(name=name, op=op, params=params, attrs=attrs,
                  source_type=source_type(class_name, config))

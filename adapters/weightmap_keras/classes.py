@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from weightmap.layouts import GATE_ORDER
+from .convention import CONVENTION
 
 _CONV = {
     "Conv1D": "conv1d", "Conv2D": "conv2d", "Conv3D": "conv3d",
@@ -149,7 +149,7 @@ def attrs_from_config(class_name: str | None, config: Mapping[str, Any] | None,
             if key in config:
                 attrs[key] = freeze(config[key])
     if op in ("lstm", "gru"):
-        attrs["gate_order"] = GATE_ORDER[("keras", op)]
+        attrs["gate_order"] = CONVENTION.gate_orders[op]
     return attrs
 
 

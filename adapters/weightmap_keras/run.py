@@ -236,7 +236,7 @@ class KerasRunner:
             shape = tuple(None if d is None else int(d) for d in tuple(tensor.shape))
             name = getattr(tensor, "name", None) or f"input{i}"
             out.append(InputSpec(str(name).split(":")[0], shape, _dtype(tensor.dtype),
-                                 "Keras input"))
+                                 "Keras input", trust=1))
         return out
 
     def run(self, feeds: Sequence[np.ndarray], capture: Sequence[str]) -> Run:

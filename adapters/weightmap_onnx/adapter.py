@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from weightmap.errors import FormatError, UsageError
+from weightmap.emit.output import OutputKind, WriteRequest
 from weightmap.graph import ParamGraph
 
 from .reader import FORMAT, build_graph
+from .convention import CONVENTION
 
 
 def load_model(path: Path) -> Any:
@@ -61,6 +63,9 @@ def check_model_shape(model: Any, where: object) -> None:
 
 class OnnxAdapter:
     name = "onnx"
+    convention = CONVENTION        # how its graphs lay out, name and default what they store
+    describes = "ONNX .onnx"                     # what it reads, for a message
+    live = "an onnx.ModelProto"                  # what it takes live, for a message
     formats = (FORMAT,)
 
     def sniff(self, path: Path, head: bytes) -> str | None:
@@ -82,6 +87,23 @@ class OnnxAdapter:
         return build_graph(model, source=str(path), model_path=path,
                            folder=Path(os.path.abspath(path)).parent,
                            shape_inference=shape_inference)
+
+    # a copy of the target model with its initializers replaced (external data beside it)
+    outputs = (OutputKind("onnx", (".onnx",)),)
+
+    def default_output(self, target: ParamGraph) -> str | None:
+        return "onnx" if target.format == FORMAT else None
+
+    def write(self, request: WriteRequest) -> None:
+        from .emit import write_output
+        write_output(request.path, kind=request.kind, plan=request.plan, target=request.target,
+                     tensors=request.tensors, final_path=request.final_path)
+
+    def side_outputs(self, kind: str, out: Path, target: ParamGraph, plan: Any,
+                     options: dict[str, Any]) -> list[Path]:
+        """The external data file beside a model that keeps its tensors there."""
+        from .emit import side_outputs
+        return side_outputs(out, target)
 
     def accepts(self, obj: Any) -> bool:
         cls = type(obj)

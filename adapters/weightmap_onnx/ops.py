@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Callable
 
-from weightmap.layouts import GATE_ORDER
+from .convention import CONVENTION
 
 from .graphinfo import DEFAULT_DOMAINS, GraphInfo, node_attrs
 
-DEFAULT_AXES = object()   # sentinel: take axis labels from weightmap.layouts
+DEFAULT_AXES = object()   # sentinel: take axis labels from the convention
 
 # Inputs that hold shapes, axes, indices or scalar settings, not learned weights. An initializer
 # used only in such places lands in the trailing "<unconsumed>" layer instead of a layer.
@@ -184,8 +184,8 @@ def recurrent(op: str) -> Callable[[GraphInfo, int, Any], Draft | None]:
             attrs["input_forget"] = a.get("input_forget", 0)
         if op == "gru":
             attrs["linear_before_reset"] = a.get("linear_before_reset", 0)
-        if ("onnx", op) in GATE_ORDER:
-            attrs["gate_order"] = GATE_ORDER[("onnx", op)]
+        if op in CONVENTION.gate_orders:
+            attrs["gate_order"] = CONVENTION.gate_orders[op]
         roles = {1: "kernel", 2: "recurrent_kernel", 3: "bias"}
         return Draft(op, _slots(info, node, roles), attrs)
     return handler

@@ -19,7 +19,7 @@ from typing import Any
 from weightmap.reading.dataflow import FED_BY, fed_by
 from weightmap.errors import FormatError
 from weightmap.graph import Layer, Param, ParamGraph
-from weightmap.layouts import axes_for
+from .convention import CONVENTION
 
 from .graphinfo import DEFAULT_DOMAINS, GraphInfo, infer_shapes, module_hint, rewrite_rule
 from .ops import DEFAULT_AXES, Draft, Slot, layer_drafts
@@ -141,7 +141,7 @@ class _Builder:
             self.holder[root] = name
         else:
             self.shared.setdefault(tied, []).append(name)
-        axes = axes_for("onnx", op, slot.role, len(init.shape)) \
+        axes = CONVENTION.axes(op, slot.role, len(init.shape)) \
             if slot.axes is DEFAULT_AXES else slot.axes
         return Param(name=name, role=slot.role, shape=init.shape, dtype=init.dtype, axes=axes,
                      data=init.data, tied_to=tied)

@@ -67,7 +67,7 @@ class OnnxRunner:
             shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
                           for d in ttype.shape.dim) if ttype.HasField("shape") else None
             out.append(InputSpec(value.name, shape, ONNX_DTYPES.get(ttype.elem_type),
-                                 "ONNX input"))
+                                 "ONNX input", trust=2))
         return out
 
     def run(self, feeds: Sequence[np.ndarray], capture: Sequence[str]) -> Run:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from weightmap.errors import UsageError, VerifyError
+from weightmap.emit.output import OutputKind, WriteRequest
 from weightmap.graph import ParamGraph
 
 from .header import MAX_HEADER_BYTES
@@ -28,6 +29,7 @@ def looks_like_safetensors(path: Path, head: bytes) -> bool:
 
 class SafetensorsAdapter:
     name = "safetensors"
+    describes = "safetensors"                    # what it reads, for a message
     formats = (FORMAT_FILE, FORMAT_SHARDED)
     # read options that cap what a file may make the reader do: name -> (default, meaning)
     limits = {"max_header_bytes": (MAX_HEADER_BYTES, "bytes of a safetensors JSON header")}
@@ -61,6 +63,38 @@ class SafetensorsAdapter:
             return read_file(path, max_header_bytes=max_header_bytes)
         raise UsageError(f"the safetensors adapter reads {', '.join(self.formats)}, not {fmt!r}",
                          path=path)
+
+    # one file or shards with an index, written past the page cache when big
+    outputs = (OutputKind("safetensors", (".safetensors", ".safetensors.index.json"),
+                          options=("shard_size", "direct_io"), reads_back=True,
+                          state_dict=FORMAT_FILE),)
+
+    def default_output(self, target: ParamGraph) -> str | None:
+        """A safetensors checkpoint, and a bare dict of arrays, are written as safetensors."""
+        return "safetensors" if target.format in (FORMAT_FILE, FORMAT_SHARDED, "arrays") \
+            else None
+
+    def write(self, request: WriteRequest) -> None:
+        from .emit import write_output
+        write_output(request.path, kind=request.kind, plan=request.plan, target=request.target,
+                     tensors=request.tensors, final_path=request.final_path,
+                     read_back=request.read_back, **request.options)
+
+    def output_path(self, kind: str, out: Path, plan: Any, options: dict[str, Any]) -> Path:
+        """A sharded output is known by its index file."""
+        from .emit import output_path
+        return output_path(out, plan, **options)
+
+    def side_outputs(self, kind: str, out: Path, target: ParamGraph, plan: Any,
+                     options: dict[str, Any]) -> list[Path]:
+        """The shards beside an index."""
+        from .emit import side_outputs
+        return side_outputs(out, target, plan=plan, **options)
+
+    def previous_parts(self, kind: str, out: Path) -> list[Path]:
+        """The shards an existing index lists."""
+        from .emit import previous_parts
+        return previous_parts(out)
 
     def run_file(self, path: Path, fmt: str, **_options: Any) -> Any:
         """safetensors holds tensors, never a model: always a VerifyError saying so."""

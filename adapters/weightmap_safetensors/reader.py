@@ -2,7 +2,8 @@
 
 Tensors keep the order of their data offsets (the writer's order; the safetensors library itself
 writes by dtype, then name), shard by shard. Names follow Hugging Face / torch state-dict naming,
-so grouping into layers is :func:`weightmap.reading.statedict.group` with framework ``torch``.
+so grouping into layers is :func:`weightmap.reading.statedict.group` with the convention
+state dicts are named in (``registry.state_dict_convention``).
 
 Tied weights: ``safetensors.torch.save_model`` drops every tensor that shares storage with a kept
 one and records ``{removed name: kept name}`` in ``__metadata__``. Such entries come back as
@@ -16,6 +17,7 @@ from typing import Any, Iterable
 from weightmap.errors import FormatError
 from weightmap.graph import MappedData, ParamGraph
 from weightmap.reading.statedict import Entry, group
+from weightmap import registry
 
 from .header import MAX_HEADER_BYTES, Header, read_header
 from .shards import ShardSet, resolve
@@ -80,8 +82,9 @@ def read_file(path: Path, *, max_header_bytes: int = MAX_HEADER_BYTES) -> ParamG
     meta: dict[str, Any] = {"metadata": dict(header.metadata), **_order_meta([header])}
     if ties:
         meta["tied"] = {e.name: e.tied_to for e in ties}
-    return ParamGraph(format=FORMAT_FILE, framework="torch", source=str(path),
-                      layers=tuple(group(entries + ties, "torch")), order="stored", meta=meta)
+    names = registry.state_dict_convention()       # a state dict's names
+    return ParamGraph(format=FORMAT_FILE, framework=names.name, source=str(path),
+                      layers=tuple(group(entries + ties, names)), order="stored", meta=meta)
 
 
 def read_sharded(path: Path, *, max_header_bytes: int = MAX_HEADER_BYTES) -> ParamGraph:
@@ -107,8 +110,9 @@ def read_sharded(path: Path, *, max_header_bytes: int = MAX_HEADER_BYTES) -> Par
         meta["index_metadata"] = dict(shard_set.index_metadata)
     if ties:
         meta["tied"] = {e.name: e.tied_to for e in ties}
-    return ParamGraph(format=FORMAT_SHARDED, framework="torch", source=str(path),
-                      layers=tuple(group(entries + ties, "torch")), order="stored", meta=meta)
+    names = registry.state_dict_convention()       # a state dict's names
+    return ParamGraph(format=FORMAT_SHARDED, framework=names.name, source=str(path),
+                      layers=tuple(group(entries + ties, names)), order="stored", meta=meta)
 
 
 def _check_against_index(shard_set: ShardSet, shard: str, entries: Iterable[Entry],

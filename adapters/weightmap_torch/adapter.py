@@ -8,9 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from weightmap.emit.output import OutputKind, WriteRequest
 from weightmap.graph import ParamGraph
 
 from . import legacy_format, reader, zip_format
+from .convention import CONVENTION
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -38,6 +40,9 @@ def is_state_dict(obj: Any) -> bool:
 
 class TorchAdapter:
     name = "torch"
+    convention = CONVENTION        # how its graphs lay out, name and default what they store
+    describes = "PyTorch .pt/.pth/.bin/.ckpt"    # what it reads, for a message
+    live = "a torch nn.Module"                   # what it takes live, for a message
     formats = reader.FORMATS
     # read options that cap what a file may make the reader do: name -> (default, meaning)
     limits = reader.LIMITS
@@ -73,8 +78,28 @@ class TorchAdapter:
                 fmt = self.sniff(path, fh.read(64)) or zip_format.FORMAT
         return reader.read(path, fmt, **options)
 
+    # writes torch's zip format without torch: a state dict, read back as it is written
+    outputs = (OutputKind("pt", (".pt", ".pth", ".bin", ".ckpt"), reads_back=True,
+                          state_dict=zip_format.FORMAT),)
+
+    def default_output(self, target: ParamGraph) -> str | None:
+        """A checkpoint is written back in its own format; a live module as safetensors."""
+        return {zip_format.FORMAT: "pt", legacy_format.FORMAT: "pt",
+                "torch-live": "safetensors"}.get(target.format)
+
+    def write(self, request: WriteRequest) -> None:
+        from .emit import write_output
+        write_output(request.path, kind=request.kind, plan=request.plan, target=request.target,
+                     tensors=request.tensors, final_path=request.final_path,
+                     read_back=request.read_back)
+
     def accepts(self, obj: Any) -> bool:
         return is_module(obj) or is_state_dict(obj)
+
+    def load_into(self, graph: ParamGraph, tensors: Any) -> list[str]:
+        """Copy tensors into the live module behind ``graph`` in place."""
+        from .load import load_into
+        return load_into(graph, tensors)
 
     def read_live(self, obj: Any, *, origin: str | None = None, **options: Any) -> ParamGraph:
         if "construction" in options or "construction_failed" in options:  # lazily built

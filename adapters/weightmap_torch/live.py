@@ -22,7 +22,7 @@ import numpy as np
 from weightmap.reading.dataflow import FED_BY
 from weightmap.errors import MissingDependencyError, UsageError
 from weightmap.graph import CallableData, Layer, Param, ParamGraph
-from weightmap.layouts import axes_for
+from .convention import CONVENTION
 from weightmap.reading.statedict import Entry, group
 
 from . import live_ops, live_trace, synth_input
@@ -104,7 +104,7 @@ def _read_state_dict(state: dict, origin: str, torch: Any) -> ParamGraph:
         entries.append(Entry(name, tuple(t.shape), dtype,
                              CallableData(partial(to_numpy, t, dtype)), ties.tied_to(name, t)))
     return ParamGraph(format=FORMAT, framework="torch", source=origin,
-                      layers=tuple(group(entries, "torch")), order="stored",
+                      layers=tuple(group(entries, CONVENTION)), order="stored",
                       meta={"prefixes": list(wrapper_prefixes(list(state)))})
 
 
@@ -147,7 +147,7 @@ def _read_module(module: Any, origin: str, example_input: Any, torch: Any,
     leftovers = [Entry(n, tuple(t.shape), canonical_dtype(t, n),
                        CallableData(partial(to_numpy, t, canonical_dtype(t, n))), tie_of[n])
                  for n, t in tensors.items() if n not in claimed]   # custom state-dict hooks
-    layers += group(leftovers, "torch")
+    layers += group(leftovers, CONVENTION)
     meta: dict[str, Any] = {"class": f"{type(module).__module__}.{type(module).__qualname__}",
                             "prefixes": list(wrapper_prefixes(list(tensors)))}
     skipped = [k for k in state if k not in tensors]
@@ -236,7 +236,7 @@ def _layer(path: str, mod: Any, names: list[str], tensors: dict, tie_of: dict, t
         t = tensors[name]
         role = live_ops.role_for(op, name.rpartition(".")[2])
         dtype = canonical_dtype(t, name)
-        axes = None if op == "opaque" else axes_for("torch", op, role, t.dim())
+        axes = None if op == "opaque" else CONVENTION.axes(op, role, t.dim())
         if role == "kernel" and attrs.get("kernel_axes"):    # HF Conv1D stores (in, out)
             axes = tuple(attrs["kernel_axes"])
         params.append(Param(name=name, role=role, shape=tuple(t.shape), dtype=dtype, axes=axes,

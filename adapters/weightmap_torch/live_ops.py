@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from weightmap.layouts import GATE_ORDER
+from .convention import CONVENTION, recurrent_slot
 
 _NORM_ROLES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
                "running_var": "moving_var", "num_batches_tracked": "num_batches_tracked"}
@@ -33,16 +33,13 @@ _DEFAULT_ROLES = {"weight": "kernel", "bias": "bias"}
 CUSTOM_NORMS = ((re.compile(r"rms_?norm", re.I), "rmsnorm"),
                 (re.compile(r"^T5LayerNorm$"), "rmsnorm"))
 _EPS_ATTRS = ("eps", "variance_epsilon", "epsilon")
-_RECURRENT = re.compile(r"^(weight|bias)_(ih|hh|hr)(_l\d+)?(_reverse)?$")
-_RECURRENT_ROLES = {("weight", "ih"): "kernel", ("weight", "hh"): "recurrent_kernel",
-                    ("bias", "ih"): "bias", ("bias", "hh"): "recurrent_bias"}
 
 
 def role_for(op: str, key: str) -> str:
     """The role of a module's own tensor ``key`` (``weight``, ``running_mean`` ...)."""
     if op in ("lstm", "gru", "simple_rnn"):
-        m = _RECURRENT.match(key)
-        return _RECURRENT_ROLES.get((m.group(1), m.group(2)), "other") if m else "other"
+        found = recurrent_slot(key)
+        return "other" if found is None or found[0] == "projection" else found[0]
     return _ROLES.get(op, _DEFAULT_ROLES).get(key, "other")
 
 
@@ -115,8 +112,8 @@ def _recurrent(op: str) -> Callable[[Any], tuple[str, dict]]:
             attrs.update(num_layers=1, bidirectional=False, cell=True)
         if hasattr(m, "nonlinearity"):
             attrs["nonlinearity"] = m.nonlinearity
-        if ("torch", op) in GATE_ORDER:
-            attrs["gate_order"] = GATE_ORDER[("torch", op)]
+        if op in CONVENTION.gate_orders:
+            attrs["gate_order"] = CONVENTION.gate_orders[op]
         return op, attrs
     return describe
 

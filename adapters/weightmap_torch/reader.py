@@ -15,6 +15,7 @@ from weightmap.graph import ParamGraph
 from weightmap.reading.statedict import Entry, group
 
 from . import legacy_format, zip_format
+from .convention import CONVENTION
 from .containers import MAX_ENTRIES, Found, find_weights
 from .pickle_reader import Limits, TensorRef
 from .storage import Record, tensor_data
@@ -65,7 +66,7 @@ def _read(path: Path, fmt: str, container: str | None, opaque_globals: bool,
     if opaque_globals:
         meta["opaque_globals"] = True
     return ParamGraph(format=fmt, framework="torch", source=str(path),
-                      layers=tuple(group(entries, "torch")), order="stored", meta=meta)
+                      layers=tuple(group(entries, CONVENTION)), order="stored", meta=meta)
 
 
 def entries_of(tensors: tuple[tuple[str, TensorRef], ...], records: dict[str, Record],

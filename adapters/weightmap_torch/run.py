@@ -25,7 +25,7 @@ from . import live_ops
 from .containers import wrapper_prefixes
 from .live import _torch
 from .torch_names import TORCH_DTYPES
-from .writer import to_tensor
+from .load import to_tensor
 
 ROOT = "<root>"
 
@@ -139,7 +139,7 @@ def _spec(name: str, value: Any, torch: Any) -> InputSpec:
                           "tensors or a dict of tensors")
     dtype = TORCH_DTYPES.get(str(value.dtype).removeprefix("torch.")) or "float32"
     return InputSpec(name, tuple(int(d) for d in value.shape), dtype, "example_input",
-                     fixed=False)
+                     fixed=False, trust=0)
 
 
 def _first_tensor(value: Any, torch: Any) -> Any:
@@ -191,7 +191,8 @@ class TorchRunner:
             if not shape:
                 return []
             return [InputSpec("input", tuple(shape), TORCH_DTYPES.get(
-                str(meta.get("trace_input_dtype"))) or "float32", "made-up input", fixed=False)]
+                str(meta.get("trace_input_dtype"))) or "float32", "made-up input", fixed=False,
+                    trust=3)]
         if isinstance(ex, dict):
             return [_spec(str(k), v, torch) for k, v in ex.items()]
         if isinstance(ex, (tuple, list)):

@@ -3,7 +3,7 @@ import pytest
 
 from weightmap.planning.conversions import LayerPair
 from weightmap.graph import ArrayData, Layer, Param, ParamGraph
-from weightmap.layouts import axes_for
+from weightmap import registry
 
 
 def make_layer(framework, name, op, params, attrs=None, rng=None):
@@ -14,7 +14,7 @@ def make_layer(framework, name, op, params, attrs=None, rng=None):
     for suffix, role, shape in params:
         arr = rng.standard_normal(shape).astype(np.float32)
         ps.append(Param(f"{name}{sep}{suffix}", role, tuple(shape), "float32",
-                        axes_for(framework, op, role, len(shape)), ArrayData(arr)))
+                        registry.convention(framework).axes(op, role, len(shape)), ArrayData(arr)))
     return Layer(name, op, tuple(ps), attrs or {})
 
 

@@ -1,7 +1,7 @@
 """The branch-order graph pass: only graphs that know their data flow move; names and data stay."""
 import numpy as np
 
-from weightmap.planning.conversions import prepare_graphs
+from weightmap.planning.passes import prepare_graphs
 from weightmap.planning.branches import in_branch_order
 from weightmap.graph import ArrayData, Layer, Param, ParamGraph
 

@@ -6,7 +6,7 @@ import pytest
 from weightmap.planning.conversions.fusion import channel_axis, following_bn, looks_fused
 from weightmap.transform.execute import produce
 from weightmap.graph import ArrayData, Layer, Param, ParamGraph
-from weightmap.layouts import axes_for
+from weightmap import registry
 from weightmap.match import match
 from weightmap.planning.build import build_plan
 
@@ -20,7 +20,7 @@ KERAS_BN = {"gamma": "gamma", "beta": "beta", "moving_mean": "moving_mean",
 def param(fw, layer, leaf, role, arr, op):
     sep = "/" if fw == "keras" else "."
     return Param(f"{layer}{sep}{leaf}", role, arr.shape, str(arr.dtype),
-                 axes_for(fw, op, role, arr.ndim), ArrayData(arr))
+                 registry.convention(fw).axes(op, role, arr.ndim), ArrayData(arr))
 
 
 def conv(fw, name, cout, cin, bias, k=3, op="conv2d", attrs=None):

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from weightmap.planning.conversions import LayerPair, convert
-from weightmap.planning.conversions.norm import epsilon_of, same_eps, torch_momentum
+from weightmap.planning.conversions.norm import batch_momentum, epsilon_of, same_eps
 from weightmap.errors import PlanError
 from weightmap.graph import ArrayData, Layer, Param, ParamGraph
-from weightmap.layouts import axes_for
+from weightmap import registry
 from weightmap.transform import apply_steps
 
 KERAS_NAMES = {"gamma": "gamma", "beta": "beta", "moving_mean": "moving_mean",
@@ -23,7 +23,7 @@ def bn_layer(framework, name, values, attrs, op="batchnorm"):
     for role, arr in values.items():
         leaf = names[role] + (":0" if framework == "keras" else "")
         params.append(Param(f"{name}{sep}{leaf}", role, arr.shape, str(arr.dtype),
-                            axes_for(framework, op, role, arr.ndim), ArrayData(arr)))
+                            registry.convention(framework).axes(op, role, arr.ndim), ArrayData(arr)))
     return Layer(name, op, tuple(params), attrs)
 
 
@@ -106,7 +106,7 @@ def test_momentum_is_noted_in_torch_terms():
     same = bn_layer("torch", "bn", stats(), {"eps": 1e-5, "momentum": 0.01})
     plans = convert(make_pair(src, same, "keras", "torch"))
     assert not any("momentum" in n for t in plans for n in t.notes)
-    assert torch_momentum(src, ParamGraph("a", "keras", "s", (src,))) == pytest.approx(0.01)
+    assert batch_momentum(src, ParamGraph("a", "keras", "s", (src,))) == pytest.approx(0.01)
 
 
 def test_equal_eps_copies_as_stored_even_through_float32():

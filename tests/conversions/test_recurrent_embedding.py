@@ -5,7 +5,7 @@ import pytest
 
 from weightmap.planning.conversions import LayerPair, convert
 from weightmap.graph import ArrayData, Layer, Param, ParamGraph
-from weightmap.layouts import axes_for
+from weightmap import registry
 
 VOCAB, DIM = 11, 5
 
@@ -13,7 +13,7 @@ VOCAB, DIM = 11, 5
 def _layer(fw, attrs, rng):
     name = {"torch": "emb.weight", "keras": "embedding/embeddings:0", "onnx": "emb.weight"}[fw]
     arr = rng.standard_normal((VOCAB, DIM)).astype(np.float32)
-    p = Param(name, "embeddings", arr.shape, "float32", axes_for(fw, "embedding", "embeddings", 2),
+    p = Param(name, "embeddings", arr.shape, "float32", registry.convention(fw).axes("embedding", "embeddings", 2),
               ArrayData(arr))
     return Layer(name.split(".")[0].split("/")[0], "embedding", (p,), attrs)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from weightmap.graph import ArrayData, Layer, Param
-from weightmap.layouts import GATE_ORDER, axes_for
+from weightmap import registry
 
 GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}
 # canonical gate letters: torch's g is the candidate c, the GRU's n is h
@@ -23,7 +23,7 @@ CANON = {"g": "c", "n": "h"}
 
 
 def gate_order(framework, op):
-    return GATE_ORDER.get((framework, op), "h")         # a simple RNN has one block
+    return registry.convention(framework).gate_orders.get(op, "h")         # a simple RNN has one block
 
 
 def load_reference():
@@ -123,7 +123,7 @@ def run_onnx(op, w, r, b, x, direction="forward", lbr=1):
 # ----------------------------------------------------------------- graph layers
 def param(framework, op, name, role, arr):
     return Param(name, role, tuple(arr.shape), str(arr.dtype),
-                 axes_for(framework, op, role, arr.ndim), ArrayData(arr))
+                 registry.convention(framework).axes(op, role, arr.ndim), ArrayData(arr))
 
 
 def torch_params(op, n_in, units, rng, num_layers=1, bidirectional=False, bias=True,
@@ -150,8 +150,8 @@ def torch_layer(op, params, name="rnn", num_layers=1, bidirectional=False):
           for n, a in params.items()]
     units = next(a for n, a in params.items() if "weight_hh" in n).shape[1]
     attrs = {"units": units, "num_layers": num_layers, "bidirectional": bidirectional}
-    if ("torch", op) in GATE_ORDER:
-        attrs["gate_order"] = GATE_ORDER[("torch", op)]
+    if op in registry.convention("torch").gate_orders:
+        attrs["gate_order"] = registry.convention("torch").gate_orders[op]
     return Layer(name, op, tuple(ps), attrs)
 
 
@@ -180,8 +180,8 @@ def keras_layer(op, cells, name="rnn", reset_after=None, attrs=None):
             names.append(pname)
         dirs[d] = tuple(names)
     a = {"units": cells[0][1][1].shape[0]}
-    if ("keras", op) in GATE_ORDER:
-        a["gate_order"] = GATE_ORDER[("keras", op)]
+    if op in registry.convention("keras").gate_orders:
+        a["gate_order"] = registry.convention("keras").gate_orders[op]
     if op == "gru" and reset_after is not None:
         a["reset_after"] = reset_after
     if len(cells) > 1:
@@ -204,8 +204,8 @@ def onnx_layer(op, w, r, b, name="/rnn/LSTM", direction="forward", lbr=1, attrs=
     if b is not None:
         ps.append(param("onnx", op, f"{name}.B", "bias", b))
     a = {"hidden_size": r.shape[2], "direction": direction, "num_directions": w.shape[0]}
-    if ("onnx", op) in GATE_ORDER:
-        a["gate_order"] = GATE_ORDER[("onnx", op)]
+    if op in registry.convention("onnx").gate_orders:
+        a["gate_order"] = registry.convention("onnx").gate_orders[op]
     if op == "gru":
         a["linear_before_reset"] = lbr
     a.update(attrs or {})

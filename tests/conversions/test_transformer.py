@@ -1,19 +1,22 @@
-"""The dense conversion for Conv1D-style layers: dispatch, layout notes; numpy only."""
+"""The dense conversion for Conv1D-style layers (planning/conversions/transformer_layout.py):
+dispatch from the dense conversion, layout notes; the passes' order; numpy only."""
 import numpy as np
 
-from weightmap.planning.conversions import GRAPH_PASSES, PASSES, lookup
+from weightmap.planning.conversions import lookup
 from weightmap.planning.conversions.dense import convert_dense
-from weightmap.planning.conversions.transformer import convert_conv1d_dense
+from weightmap.planning.conversions.transformer_layout import convert_conv1d_dense, has_conv1d
+from weightmap.planning.passes import GRAPH_PASSES, PLAN_PASSES as PASSES
 from weightmap.graph import ArrayData, Layer, Param
 from weightmap.transform import apply_steps
 
 
-def test_registered_for_torch_dense_pairs_and_passes_in_order(pair_factory, layer_factory):
+def test_dense_pairs_with_a_conv1d_side_go_there_and_passes_in_order(pair_factory,
+                                                                    layer_factory):
     fc_s = layer_factory("torch", "fc", "dense", [("weight", "kernel", (3, 4))])
     fc_t = layer_factory("torch", "fc", "dense", [("weight", "kernel", (3, 4))])
     pair = pair_factory([fc_s], [fc_t], "torch", "torch", "fc", "fc",
                         [("fc.weight", ("fc.weight",), "")])
-    assert lookup(pair) is convert_conv1d_dense
+    assert lookup(pair) is convert_dense and not has_conv1d(pair)
     names = [n for n, _ in PASSES]
     assert names.index("fused_qkv") < names.index("conv1d_square_layout") < \
         names.index("tied_head")

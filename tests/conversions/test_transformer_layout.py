@@ -5,7 +5,7 @@ import pytest
 
 import weightmap
 from weightmap.api import plan as make_plan
-from weightmap.planning.conversions import prepare_graphs
+from weightmap.planning.passes import prepare_graphs
 from weightmap.planning.conversions.transformer_layout import (IN_OUT, OUT_IN, Pending,
                                                                conv1d_layout, orient)
 from weightmap.errors import ConversionError, UsageError

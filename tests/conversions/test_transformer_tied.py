@@ -5,6 +5,7 @@ import weightmap
 from weightmap.api import plan as make_plan
 from weightmap.transform.execute import produce
 from weightmap.graph import ArrayData, ParamGraph
+from weightmap import registry
 from weightmap.reading.statedict import Entry, group
 
 V, E = 13, 6
@@ -64,7 +65,8 @@ def test_token_embedding_chosen_by_name_when_shapes_agree():
 
 def _graph(arrays, ties, source):
     entries = [Entry(k, v.shape, "float32", ArrayData(v), ties.get(k)) for k, v in arrays.items()]
-    return ParamGraph("arrays", "torch", source, tuple(group(entries)), order="stored")
+    return ParamGraph("arrays", "torch", source, tuple(group(entries, registry.convention("torch"))),
+                      order="stored")
 
 
 def test_tie_followed_from_the_tied_name_to_its_owner():

@@ -33,7 +33,7 @@ def test_split_pyref(text, expected):
 def test_unknown_file_is_refused_with_what_is_expected(tmp_path):
     f = tmp_path / "notes.txt"
     f.write_text("hello")
-    with pytest.raises(UnknownFormatError, match="not a checkpoint format.*expected PyTorch"):
+    with pytest.raises(UnknownFormatError, match="not a checkpoint format.*expected .*PyTorch .pt.*ONNX"):
         read(f)
 
 

@@ -1,4 +1,11 @@
-from weightmap.reading.statedict import Entry, group
+from weightmap import registry
+from weightmap.reading import statedict
+from weightmap.reading.statedict import Entry
+
+
+def group(entries):
+    """A state dict named as torch names it."""
+    return statedict.group(entries, registry.convention("torch"))
 
 
 def _e(name, *shape):

@@ -4,9 +4,9 @@ import math
 import numpy as np
 import pytest
 
+from weightmap import registry
 from weightmap.equivalence.compare import (Incomparable, activation_of, figures, reconcile,
                                            side_by_side)
-from weightmap.layouts import activation_axes
 
 RNG = np.random.default_rng(0)
 
@@ -14,8 +14,9 @@ RNG = np.random.default_rng(0)
 def test_channels_last_against_channels_first():
     nhwc = RNG.standard_normal((2, 5, 7, 3))
     nchw = nhwc.transpose(0, 3, 1, 2).copy()
-    a, b = side_by_side(nhwc, activation_axes("keras", "conv2d", {}, 4),
-                        nchw, activation_axes("torch", "conv2d", {}, 4))
+    keras, torch = registry.convention("keras"), registry.convention("torch")
+    a, b = side_by_side(nhwc, keras.activation_axes("conv2d", {}, 4),
+                        nchw, torch.activation_axes("conv2d", {}, 4))
     np.testing.assert_array_equal(a, b)
     assert a.shape == (2, 5, 7, 3)                       # in the source's order
 
@@ -26,18 +27,19 @@ def test_onnx_lstm_output_against_a_batch_first_torch_lstm():
     t, n, h = 4, 3, 5
     y = RNG.standard_normal((t, 2, n, h))
     torch_out = y.transpose(2, 0, 1, 3).reshape(n, t, 2 * h)
-    a, b = side_by_side(y, activation_axes("onnx", "lstm", {}, 4),
-                        torch_out, activation_axes("torch", "lstm", {"batch_first": True}, 3))
+    onnx, torch = registry.convention("onnx"), registry.convention("torch")
+    a, b = side_by_side(y, onnx.activation_axes("lstm", {}, 4),
+                        torch_out, torch.activation_axes("lstm", {"batch_first": True}, 3))
     np.testing.assert_array_equal(a, b)
     time_major = torch_out.transpose(1, 0, 2)
-    a, b = side_by_side(torch_out, activation_axes("torch", "lstm", {"batch_first": True}, 3),
-                        time_major, activation_axes("torch", "lstm", {}, 3))
+    a, b = side_by_side(torch_out, torch.activation_axes("lstm", {"batch_first": True}, 3),
+                        time_major, torch.activation_axes("lstm", {}, 3))
     np.testing.assert_array_equal(a, b)
 
 
 def test_keras_rnn_with_summed_directions_has_no_labels():
-    assert activation_axes("keras", "lstm", {"bidirectional": True, "merge_mode": "sum"},
-                           3) is None
+    assert registry.convention("keras").activation_axes(
+        "lstm", {"bidirectional": True, "merge_mode": "sum"}, 3) is None
 
 
 @pytest.mark.parametrize("a_shape,b_shape,units", [
@@ -85,9 +87,10 @@ def test_the_fused_activation_goes_to_the_side_without_it():
 
 
 def test_activation_of_reads_dense_and_conv_layers_only():
-    assert activation_of("conv2d", {"activation": "relu"}) == "relu"
-    assert activation_of("dense", {"activation": "linear"}) is None
-    assert activation_of("lstm", {"activation": "tanh"}) is None     # the cell's, not output's
+    keras = registry.convention("keras")
+    assert activation_of("conv2d", {"activation": "relu"}, keras) == "relu"
+    assert activation_of("dense", {"activation": "linear"}, keras) is None
+    assert activation_of("lstm", {"activation": "tanh"}, keras) is None    # the cell's own
     assert activation_of("dense", {"activation": {"module": "keras.activations",
                                                   "class_name": "function",
-                                                  "config": {"name": "gelu"}}}) == "gelu"
+                                                  "config": {"name": "gelu"}}}, keras) == "gelu"

@@ -6,12 +6,13 @@ from weightmap.equivalence.probe import DEFAULT_SIZES, make
 from weightmap.equivalence.runner import InputSpec
 from weightmap.errors import VerifyError
 from weightmap.graph import Layer, Param, ParamGraph
-from weightmap.layouts import axes_for
+from weightmap import registry
 
 
 def _graph(fw, op, shape, attrs=None, order="execution", extra=()):
     role = "embeddings" if op == "embedding" else "kernel"
-    p = Param(f"first.{role}", role, shape, "float32", axes_for(fw, op, role, len(shape)))
+    p = Param(f"first.{role}", role, shape, "float32",
+              registry.convention(fw).axes(op, role, len(shape)))
     return ParamGraph("arrays", fw, f"{fw} model", (Layer("first", op, (p,), attrs or {}),)
                       + tuple(extra), order=order)
 
@@ -21,8 +22,8 @@ TORCH_CONV = _graph("torch", "conv2d", (8, 3, 3, 3))
 
 
 def test_keras_spec_and_torch_example_agree_across_layouts():
-    keras_spec = [InputSpec("img", (None, 24, 20, 3), "float32", "Keras input")]
-    torch_spec = [InputSpec("input", (1, 3, 24, 20), "float32", "example_input", fixed=False)]
+    keras_spec = [InputSpec("img", (None, 24, 20, 3), "float32", "Keras input", trust=1)]
+    torch_spec = [InputSpec("input", (1, 3, 24, 20), "float32", "example_input", fixed=False, trust=0)]
     probe = make(KERAS_CONV, TORCH_CONV, keras_spec, torch_spec, seed=3)
     (src,), (tgt,) = probe.feeds["source"], probe.feeds["target"]
     assert src.shape == (2, 24, 20, 3) and tgt.shape == (2, 3, 24, 20)   # batch at least 2
@@ -37,8 +38,8 @@ def test_keras_spec_and_torch_example_agree_across_layouts():
 
 
 def test_fixed_dimensions_must_agree():
-    keras_spec = [InputSpec("img", (None, 24, 24, 3), "float32", "Keras input")]
-    onnx_spec = [InputSpec("x", (2, 3, 32, 32), "float32", "ONNX input")]
+    keras_spec = [InputSpec("img", (None, 24, 24, 3), "float32", "Keras input", trust=1)]
+    onnx_spec = [InputSpec("x", (2, 3, 32, 32), "float32", "ONNX input", trust=2)]
     with pytest.raises(VerifyError, match="different input sizes"):
         make(KERAS_CONV, TORCH_CONV, keras_spec, onnx_spec)
 
@@ -56,7 +57,7 @@ def test_token_ids_below_the_smallest_vocabulary_of_execution_ordered_graphs():
     sorted_src = _graph("torch", "embedding", (50, 4), order="stored")
     src = ParamGraph("arrays", "torch", "s", (wpe,) + sorted_src.layers, order="stored")
     tgt = _graph("keras", "embedding", (50, 4), order="config", extra=(wpe,))
-    spec = [InputSpec("ids", (None, 7), "int32", "Keras input")]
+    spec = [InputSpec("ids", (None, 7), "int32", "Keras input", trust=1)]
     probe = make(src, tgt, [], spec)
     ids_src, ids_tgt = probe.feeds["source"][0], probe.feeds["target"][0]
     assert ids_src.dtype == np.int64 and ids_tgt.dtype == np.int32
@@ -65,13 +66,13 @@ def test_token_ids_below_the_smallest_vocabulary_of_execution_ordered_graphs():
 
 
 def test_different_numbers_of_inputs_or_axes_are_refused():
-    one = [InputSpec("x", (None, 8, 8, 3), "float32", "Keras input")]
-    two = [InputSpec("a", (1, 3, 8, 8), "float32", "ONNX input"),
-           InputSpec("b", (1, 3, 8, 8), "float32", "ONNX input")]
+    one = [InputSpec("x", (None, 8, 8, 3), "float32", "Keras input", trust=1)]
+    two = [InputSpec("a", (1, 3, 8, 8), "float32", "ONNX input", trust=2),
+           InputSpec("b", (1, 3, 8, 8), "float32", "ONNX input", trust=2)]
     with pytest.raises(VerifyError, match="takes 1 input"):
         make(KERAS_CONV, TORCH_CONV, one, two)
-    flat = [InputSpec("x", (None, 27), "float32", "Keras input")]
-    image = [InputSpec("x", (1, 3, 8, 8), "float32", "example_input", fixed=False)]
+    flat = [InputSpec("x", (None, 27), "float32", "Keras input", trust=1)]
+    image = [InputSpec("x", (1, 3, 8, 8), "float32", "example_input", fixed=False, trust=0)]
     with pytest.raises(VerifyError, match="not the same number of axes"):
         make(KERAS_CONV, TORCH_CONV, flat, image)
 
@@ -84,7 +85,7 @@ def test_a_side_that_says_nothing_takes_the_other_sides_input_in_its_own_layout(
         Layer("classifier", "dense", (Param("classifier.weight", "kernel", (5, 200),
                                             "float32", ("out", "in")),)),) +
         TORCH_CONV.layers, order="stored")
-    keras_spec = [InputSpec("img", (None, 12, 10, 3), "float32", "Keras input")]
+    keras_spec = [InputSpec("img", (None, 12, 10, 3), "float32", "Keras input", trust=1)]
     probe = make(sorted_sd, KERAS_CONV, [], keras_spec)
     assert probe.feeds["source"][0].shape == (2, 3, 12, 10)
     assert probe.feeds["target"][0].shape == (2, 12, 10, 3)

@@ -1,5 +1,6 @@
 """Graph builders for the matching tests: torch-style state-dict shapes (grouped by the real
-``statedict.group``) and Keras-convention layers labelled by ``layouts.axes_for("keras", ...)``.
+``statedict.group``) and Keras-convention layers labelled by
+``registry.convention("keras").axes(...)``.
 
 Tests get them through the ``mk`` fixture (pytest runs with --import-mode=importlib, so a
 conftest is not importable as a module).
@@ -11,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from weightmap.graph import Layer, Param, ParamGraph
-from weightmap.layouts import axes_for
+from weightmap import registry
 from weightmap.reading.statedict import Entry, group
 
 KERAS_LEAF = {"kernel": "kernel", "bias": "bias", "gamma": "gamma", "beta": "beta",
@@ -25,13 +26,13 @@ def torch_graph(spec, order="registration", framework="torch", meta=None) -> Par
     items = spec.items() if isinstance(spec, dict) else spec
     entries = [Entry(name, tuple(shape), "float32", None) for name, shape in items]
     return ParamGraph(format="test", framework=framework, source="torch-test",
-                      layers=tuple(group(entries, framework)), order=order, meta=meta or {})
+                      layers=tuple(group(entries, registry.convention(framework))), order=order, meta=meta or {})
 
 
 def keras_layer(name, op, **roles) -> Layer:
     """``keras_layer("fc1", "dense", kernel=(512, 10), bias=(10,))``: Keras names and axes."""
     params = tuple(Param(name=f"{name}/{KERAS_LEAF[role]}:0", role=role, shape=tuple(shape),
-                         dtype="float32", axes=axes_for("keras", op, role, len(shape)))
+                         dtype="float32", axes=registry.convention("keras").axes(op, role, len(shape)))
                    for role, shape in roles.items())
     return Layer(name=name, op=op, params=params)
 

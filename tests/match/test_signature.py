@@ -1,7 +1,7 @@
 import pytest
 
 from weightmap.graph import Layer, Param
-from weightmap.layouts import axes_for
+from weightmap import registry
 from weightmap.match.signature import (SCORE_CROSS, SCORE_EQUAL, SCORE_SHAPE, SCORE_WEAK,
                                        canonical_shape, compare, family, layer_signature,
                                        op_evidence)
@@ -9,7 +9,7 @@ from weightmap.match.signature import (SCORE_CROSS, SCORE_EQUAL, SCORE_SHAPE, SC
 
 def P(name, role, shape, fw="torch", op="conv2d", axes="auto"):
     if axes == "auto":
-        axes = axes_for(fw, op, role, len(shape))
+        axes = registry.convention(fw).axes(op, role, len(shape))
     return Param(name=name, role=role, shape=tuple(shape), dtype="float32", axes=axes)
 
 

@@ -1,123 +1,144 @@
-"""Write the target's weights in its own format, atomically, plus the manifest beside them."""
+"""Write the target's weights in its own format, atomically, plus the manifest beside them.
+
+Which formats exist is the adapters' to say: each declares the ``OutputKind`` s it writes and
+writes them (``write(request)``); this module picks the kind, checks its options, stages the
+files, reads them back and publishes them (``weightmap.io.atomic``). Loading in place into a live
+model goes to the adapter that takes the model (``load_into``).
+"""
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from .. import registry
 from ..io.atomic import background_fsync, check_distinct, check_output, staged
+from .output import OutputKind, WriteRequest
 from .readback import ReadBack, check_written
 from ..errors import PlanError, UsageError
 from ..graph import ParamGraph
 from ..planning.plan import Plan, TensorPlan
 
-# output kind -> (file suffix, writer "module:function")
-KINDS: dict[str, tuple[str, str]] = {
-    "safetensors": (".safetensors", "weightmap_safetensors.emit:write_output"),
-    "pt": (".pt", "weightmap_torch.emit:write_output"),
-    "keras-weights": (".weights.h5", "weightmap_keras.emit:write_output"),
-    "keras-h5": (".h5", "weightmap_keras.emit:write_output"),
-    "onnx": (".onnx", "weightmap_onnx.emit:write_output"),
-}
-_SUFFIX_KIND = [(".weights.h5", "keras-weights"), (".safetensors", "safetensors"),
-                (".safetensors.index.json", "safetensors"),
-                (".pt", "pt"), (".pth", "pt"), (".bin", "pt"), (".ckpt", "pt"),
-                (".h5", "keras-h5"), (".hdf5", "keras-h5"), (".onnx", "onnx")]
-_FORMAT_KIND = {"torch-live": "safetensors", "arrays": "safetensors", "safetensors": "safetensors",
-                "safetensors-sharded": "safetensors", "torch-zip": "pt", "torch-legacy": "pt",
-                "keras3-weights-h5": "keras-weights", "keras-zip": "keras-weights",
-                "keras2-h5": "keras-h5", "keras2-h5-weights": "keras-h5", "onnx": "onnx"}
+
+def kinds() -> dict[str, tuple[OutputKind, Any]]:
+    """Every output kind the adapters declare, by name: (kind, the adapter that writes it)."""
+    return registry.output_kinds()
+
+
+def kind_named(name: str) -> OutputKind:
+    return kinds()[name][0]
+
+
+def state_dict_kinds() -> list[OutputKind]:
+    """The kinds that hold a bare state dict (``convert`` writes them; the first is a
+    convert's default)."""
+    return [k for k, _ in kinds().values() if k.state_dict]
+
+
+def _suffixes() -> list[tuple[str, str]]:
+    """(suffix, kind) of every output kind, longest first: ``.weights.h5`` before ``.h5``."""
+    pairs = [(sfx, k.name) for k, _ in kinds().values() for sfx in k.suffixes]
+    return sorted(pairs, key=lambda p: -len(p[0]))
 
 
 def output_kind(target: ParamGraph, out: Path | None) -> str:
     if out is not None:
         return kind_of_name(out)
-    if target.format == "keras-live":
-        return "keras-h5" if target.meta.get("keras_version", "3").startswith("2") \
-            else "keras-weights"
-    try:
-        return _FORMAT_KIND[target.format]
-    except KeyError:
-        raise UsageError(f"no default output format for a {target.format} target",
-                         hint="name the output with --out") from None
+    for adapter in registry.adapters().values():
+        default = getattr(adapter, "default_output", None)
+        found = default(target) if default is not None else None
+        if found:
+            return found
+    raise UsageError(f"no default output format for a {target.format} target",
+                     hint="name the output with --out")
 
 
 def kind_of_name(out: Path) -> str:
     """The output kind an output's name asks for (its suffix)."""
     name = out.name.lower()
-    for suffix, kind in _SUFFIX_KIND:
+    for suffix, kind_name in _suffixes():
         if name.endswith(suffix):
-            return kind
+            return kind_name
+    own = [k.suffixes[0] for k, _ in kinds().values()]
     raise UsageError(f"cannot tell the output format from the name {out.name!r}",
-                     hint="end it in .safetensors, .pt, .weights.h5, .h5 or .onnx")
+                     hint=f"end it in {', '.join(own[:-1])} or {own[-1]}")
 
 
 def stem_of(text: str) -> str:
     """A source's name without its format suffix (``vgg16.weights.h5`` -> ``vgg16``)."""
     name = Path(text.split(":")[0]).name
-    for suffix, _ in _SUFFIX_KIND + [(".keras", ""), (".py", ""), (".index.json", "")]:
+    read = [(sfx, "") for a in registry.adapters().values()
+            for sfx in getattr(a, "name_suffixes", ())]
+    for suffix, _ in sorted(_suffixes() + read + [(".py", ""), (".index.json", "")],
+                            key=lambda p: -len(p[0])):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return Path(name).stem
 
 
-def default_output(source: ParamGraph, target: ParamGraph, kind: str) -> Path:
-    return Path(f"{stem_of(source.source)}_to_{stem_of(target.source)}{KINDS[kind][0]}")
+def default_output(source: ParamGraph, target: ParamGraph, kind_name: str) -> Path:
+    return Path(f"{stem_of(source.source)}_to_{stem_of(target.source)}"
+                f"{kind_named(kind_name).suffixes[0]}")
 
 
 def manifest_path_for(out: Path) -> Path:
     name = out.name
-    for suffix, _ in _SUFFIX_KIND:
+    for suffix, _ in _suffixes():
         if name.lower().endswith(suffix):
             return out.with_name(name[: -len(suffix)] + ".manifest.json")
     return out.with_name(name + ".manifest.json")
 
 
-def _writer(kind: str) -> Callable[..., None]:
-    module, _, fn = KINDS[kind][1].partition(":")
-    return getattr(importlib.import_module(module), fn)
+def _writer(kind_name: str) -> Any:
+    return kinds()[kind_name][1]
 
 
-def side_outputs(kind: str, out: Path, target: ParamGraph, plan: Plan | None = None,
+def side_outputs(kind_name: str, out: Path, target: ParamGraph, plan: Plan | None = None,
                  options: Mapping[str, Any] | None = None) -> list[Path]:
     """Files the writer of ``kind`` puts beside ``out`` (an ONNX model's external data file,
-    safetensors shards), from the writer module's optional ``side_outputs(out, target)`` (given
-    ``plan=`` and the writer options too when it takes them)."""
-    module = importlib.import_module(KINDS[kind][1].partition(":")[0])
-    find = getattr(module, "side_outputs", None)
+    safetensors shards), from its adapter's optional ``side_outputs(kind, out, target, plan,
+    options)``."""
+    find = getattr(_writer(kind_name), "side_outputs", None)
     if find is None:
         return []
-    extra = {"plan": plan, **dict(options or {})} if _takes(find, "plan") else {}
-    return [Path(p) for p in find(out, target, **extra)]
+    return [Path(p) for p in find(kind_name, out, target, plan, dict(options or {}))]
 
 
-def writer_options(kind: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The output options that are set (e.g. ``shard_size``), checked against what the writer
-    of ``kind`` takes: an option it does not know is a usage error, not silently dropped."""
+def writer_options(kind_name: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The output options that are set (e.g. ``shard_size``), checked against what the kind
+    takes (``OutputKind.options``): an option it does not know is a usage error, not silently
+    dropped."""
     given = {k: v for k, v in dict(options or {}).items() if v is not None}
-    writer = _writer(kind)
+    takes = kind_named(kind_name).options
     for key in given:
-        if not _takes(writer, key):
-            raise UsageError(f"the {kind} output takes no option {key!r}",
-                             hint=f"{key} is for safetensors output")
+        if key not in takes:
+            others = [k.name for k, _ in kinds().values() if key in k.options]
+            raise UsageError(f"the {kind_name} output takes no option {key!r}",
+                             hint=f"{key} is for {' or '.join(others)} output" if others
+                             else None)
     return given
 
 
-def output_path(kind: str, out: Path, plan: Plan, options: Mapping[str, Any] | None) -> Path:
-    """The path the output is known by: ``out``, or what the writer module's optional
-    ``output_path(out, plan, **options)`` makes of it (a sharded safetensors output is known by
-    its index file)."""
-    module = importlib.import_module(KINDS[kind][1].partition(":")[0])
-    find = getattr(module, "output_path", None)
-    return Path(find(out, plan, **dict(options or {}))) if find is not None and options else out
+def output_path(kind_name: str, out: Path, plan: Plan,
+                options: Mapping[str, Any] | None) -> Path:
+    """The path the output is known by: ``out``, or what its adapter's optional
+    ``output_path(kind, out, plan, options)`` makes of it (a sharded safetensors output is
+    known by its index file)."""
+    find = getattr(_writer(kind_name), "output_path", None)
+    return Path(find(kind_name, out, plan, dict(options))) if find is not None and options \
+        else out
 
 
-def _takes(fn: Callable[..., Any], keyword: str) -> bool:
-    return keyword in inspect.signature(fn).parameters
+def load_into(target: ParamGraph, tensors: Iterable[tuple[str, np.ndarray]]) -> list[str]:
+    """Copy tensors into the live model behind ``target`` in place, through the adapter that
+    takes it (``load_into(graph, tensors)``); returns the names set."""
+    for adapter in registry.adapters().values():
+        accepts, load = getattr(adapter, "accepts", None), getattr(adapter, "load_into", None)
+        if accepts is not None and load is not None and accepts(target.live):
+            return load(target, tensors)
+    raise UsageError(f"cannot load in place into a {target.format} target")
 
 
 def write(kind: str, out: Path, plan: Plan, target: ParamGraph,
@@ -138,10 +159,9 @@ def write(kind: str, out: Path, plan: Plan, target: ParamGraph,
 
     ``before_publish(files)`` gets ``{final path: staged path}`` of the output and its side
     files, verified and not yet published; the manifest is written after it returns (the hook
-    may still add to ``manifest``); an error it raises refuses the port. A writer that takes
-    ``final_path`` is told the output's final name (an ONNX model names its external data file
-    after it); writers put their side files beside the path they are given. ``options``
-    (``writer_options``) go to the writer as keywords."""
+    may still add to ``manifest``); an error it raises refuses the port. The adapter's writer
+    gets a ``WriteRequest`` (the staged path, the final one, ``options`` as checked by
+    ``writer_options``) and puts its side files beside the path it is given."""
     options = writer_options(kind, options)
     inputs = list(inputs)
     sides = side_outputs(kind, out, target, plan, options)
@@ -151,20 +171,17 @@ def write(kind: str, out: Path, plan: Plan, target: ParamGraph,
     check_distinct(written)
     for path in written:
         check_output(path, force=force, inputs=inputs)
-    writer = _writer(kind)
-    extra = {"final_path": out} if _takes(writer, "final_path") else {}
-    extra.update(options)
-    read_back = None
-    if read_back_check and manifest is not None and _takes(writer, "read_back"):
-        read_back = extra["read_back"] = ReadBack()
+    check = read_back_check and manifest is not None
+    read_back = ReadBack() if check and kind_named(kind).reads_back else None
     with staged(out) as stage:
         tmp = stage.path(out)
-        writer(tmp, kind=kind, plan=plan, target=target, tensors=tensors, **extra)
+        _writer(kind).write(WriteRequest(kind, tmp, out, plan, target, tensors, options,
+                                         read_back))
         files = stage.files()
         # the disk writes the files back while the CPU finishes the read-back check (what
         # the writer did not already read back as it wrote, and the re-parsed header)
         with background_fsync(files.values()):
-            if read_back_check and manifest is not None:
+            if check:
                 _record_check(manifest, check_written(tmp, plan, where=str(out),
                                                       read_back=read_back),
                               fail_on_nonfinite)
@@ -184,10 +201,9 @@ def write(kind: str, out: Path, plan: Plan, target: ParamGraph,
 
 def previous_parts(kind: str, out: Path) -> list[Path]:
     """Files of the output already at ``out`` that replacing it makes obsolete (the shards an
-    old index lists), from the writer module's optional ``previous_parts(out)``."""
-    module = importlib.import_module(KINDS[kind][1].partition(":")[0])
-    find = getattr(module, "previous_parts", None)
-    return [] if find is None or not out.is_file() else [Path(p) for p in find(out)]
+    old index lists), from its adapter's optional ``previous_parts(kind, out)``."""
+    find = getattr(_writer(kind), "previous_parts", None)
+    return [] if find is None or not out.is_file() else [Path(p) for p in find(kind, out)]
 
 
 def _record_check(manifest: dict[str, Any], checked: dict[str, dict[str, Any]],

@@ -20,7 +20,8 @@ import numpy as np
 
 from ..errors import UsageError, VerifyError, WeightmapError
 from ..graph import ParamGraph
-from ..layouts import activation_axes, feature_map_axes
+from .. import registry
+from ..convention import feature_map_axes
 from . import probe as probe_mod
 from .compare import Incomparable, activation_of, figures, reconcile, side_by_side
 from .pairs import (Entry, Pairing, Sequenced, entries_from_manifest, entries_from_plan,
@@ -184,8 +185,9 @@ def _compare_pair(k: int, seq: Sequenced, src: ParamGraph, tgt: ParamGraph, run_
         return skipped(run_t.skipped.get(pair.target, "the target did not run this layer"))
     s_op, s_attrs = _described(run_s, src.layer(pair.source))
     t_op, t_attrs = _described(run_t, tgt.layer(pair.target))
-    a_units = activation_axes(src.framework, s_op, s_attrs, a.ndim)
-    b_units = activation_axes(tgt.framework, t_op, t_attrs, b.ndim)
+    s_conv, t_conv = registry.convention(src.framework), registry.convention(tgt.framework)
+    a_units = s_conv.activation_axes(s_op, s_attrs, a.ndim)
+    b_units = t_conv.activation_axes(t_op, t_attrs, b.ndim)
     joined = ""
     try:
         try:
@@ -196,8 +198,8 @@ def _compare_pair(k: int, seq: Sequenced, src: ParamGraph, tgt: ParamGraph, run_
             a2, b2 = side_by_side(a, a_units, b, b_units)
             side = "source" if pair.parts("source") else "target"
             joined = f"the outputs of {', '.join(pair.parts(side))} side by side"
-        a3, b3, note = reconcile(activation_of(s_op, s_attrs), activation_of(t_op, t_attrs),
-                                 a2, b2)
+        a3, b3, note = reconcile(activation_of(s_op, s_attrs, s_conv),
+                                 activation_of(t_op, t_attrs, t_conv), a2, b2)
     except Incomparable as exc:
         return skipped(str(exc))
     fig = figures(a3, b3)
@@ -236,8 +238,10 @@ def _last_activations(seq: Sequenced, src: ParamGraph, tgt: ParamGraph, run_s: R
     if not seq.pairs:
         return None
     pair = seq.pairs[-1]
-    return (pair, activation_of(*_described(run_s, src.layer(pair.source))),
-            activation_of(*_described(run_t, tgt.layer(pair.target))))
+    return (pair, activation_of(*_described(run_s, src.layer(pair.source)),
+                                registry.convention(src.framework)),
+            activation_of(*_described(run_t, tgt.layer(pair.target)),
+                          registry.convention(tgt.framework)))
 
 
 def _compare_outputs(seq: Sequenced, run_s: Run, run_t: Run, probe_info, tol: float,

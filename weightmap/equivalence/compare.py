@@ -3,7 +3,7 @@
 activation one side applies inside a layer (a Keras ``Conv2D(activation="relu")``) applied in
 numpy to the side that lacks it.
 
-Labels are those of ``layouts.activation_axes``; a tuple among them is one axis holding several
+Labels are those of ``Convention.activation_axes``; a tuple among them is one axis holding several
 labels row-major (torch's LSTM output ``("dir", "c")``). Both arrays are brought into one
 common order in which every such merged axis stays merged: the side holding its labels as
 separate axes is transposed and reshaped into it. Nothing is ever split, so no size has to be
@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..layouts import spatial_rank
+from ..convention import Convention, spatial_rank
 
 Units = Sequence  # of str | tuple[str, ...]
 
@@ -132,7 +132,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-# Keras' built-in activations by name, in numpy (each Keras' own definition).
+# The built-in activations by name, in numpy (each as Keras defines it).
 ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "relu": lambda x: np.maximum(x, 0.0),
     "relu6": lambda x: np.clip(x, 0.0, 6.0),
@@ -152,16 +152,13 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 NO_ACTIVATION = (None, "linear")
 
 
-def activation_of(op: str, attrs) -> str | None:
-    """The activation a dense or convolution layer applies to its output
-    (``attrs["activation"]``, Keras), None for none. A recurrent layer's ``activation`` is its
-    cell's inner one, not applied to what it outputs."""
+def activation_of(op: str, attrs, convention: Convention) -> str | None:
+    """The activation a dense or convolution layer applies to its output, as its convention
+    names it (``Convention.activation``), None for none. A recurrent layer's ``activation`` is
+    its cell's inner one, not applied to what it outputs."""
     if op != "dense" and spatial_rank(op) is None:
         return None
-    act = attrs.get("activation")
-    if isinstance(act, dict):              # a serialized object: its name if it is built in
-        act = act.get("config", {}).get("name") if act.get("module", "keras.activations") \
-            .startswith("keras") else f"{act.get('module')}.{act.get('class_name')}"
+    act = convention.activation(attrs)
     return None if act in NO_ACTIVATION else str(act)
 
 

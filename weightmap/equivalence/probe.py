@@ -22,15 +22,16 @@ import numpy as np
 from .. import dtypes
 from ..errors import VerifyError
 from ..graph import Layer, ParamGraph
-from ..layouts import data_format, feature_map_axes, spatial_rank
+from .. import registry
+from ..convention import feature_map_axes, spatial_rank
 from .runner import InputSpec
 
 DEFAULT_SIZES = {"n": 2, "h": 32, "w": 32, "d": 16, "t": 8}
 DEFAULT_POSITIONS = 8          # any other unknown dimension (a sequence position ...)
 DEFAULT_VOCAB = 8              # token ids when no embedding says how many there are
-# where a shape came from, most trusted first
-_RANK = {"example_input": 0, "Keras input": 1, "ONNX input": 2, "made-up input": 3,
-         "first layer": 4, "other side": 5}
+# how far the probe trusts what the graphs say of an input, after every model's own (a runner's
+# InputSpec.trust, 0 to 3): the first layer, then the other side's input
+FIRST_LAYER, OTHER_SIDE = 4, 5
 _TRUSTED = ("execution", "config")           # graph orders whose first layer is the first run
 
 
@@ -42,9 +43,10 @@ class SideInput:
     labels: tuple[str, ...]
     shape: tuple[int | None, ...]
     dtype: str
-    origin: str                                # "example_input" | "Keras input" | ...
+    origin: str                                # for people: "example_input", a runner's words
     fixed: bool
     describe: str                              # for the probe's origin sentence
+    trust: int                                 # InputSpec.trust, FIRST_LAYER or OTHER_SIDE
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ def make(source: ParamGraph, target: ParamGraph, source_specs: Sequence[InputSpe
     feeds: dict[str, list[np.ndarray]] = {"source": [], "target": []}
     described = []
     for pair in zip(sides["source"], sides["target"]):
-        reference = min(pair, key=lambda s: (_RANK.get(s.origin, 9), s.side != "target"))
+        reference = min(pair, key=lambda s: (s.trust, s.side != "target"))
         pair = tuple(_same_axes(side, reference) for side in pair)
         shape, filled = _merge(reference, pair)
         values = rng.integers(0, vocab, size=shape) if _is_int(reference.dtype) else \
@@ -113,12 +115,13 @@ def _following(side: str, graph: ParamGraph, other: SideInput) -> SideInput:
     labels, dtype = other.labels, other.dtype
     if "c" in labels and len(labels) >= 3 and not _is_int(dtype):
         stem = next((l for l in graph.layers if spatial_rank(l.op) is not None), None)
-        fmt = data_format(graph.framework, stem.attrs if stem is not None else {})
+        fmt = registry.convention(graph.framework).data_format(
+            stem.attrs if stem is not None else {})
         labels = feature_map_axes(fmt, len(labels)) or labels
     if _is_int(dtype):
-        dtype = "int32" if graph.framework == "keras" else "int64"
+        dtype = registry.convention(graph.framework).index_dtype
     return SideInput(side, labels, (None,) * len(labels), dtype, "other side", False,
-                     f"the {side} takes the {other.side}'s input")
+                     f"the {side} takes the {other.side}'s input", OTHER_SIDE)
 
 
 def _from_spec(side: str, graph: ParamGraph, spec: InputSpec) -> SideInput:
@@ -129,12 +132,12 @@ def _from_spec(side: str, graph: ParamGraph, spec: InputSpec) -> SideInput:
             raise VerifyError(f"the {side} model does not say the shape of its input "
                               f"{spec.name!r}", hint="give the model file an example_input")
         return SideInput(side, inferred.labels, inferred.shape, dtype, inferred.origin,
-                         False, inferred.describe)
+                         False, inferred.describe, inferred.trust)
     shape = tuple(spec.shape)
     labels = _labels_for(graph, shape, dtype, inferred)
     what = f"the {side}'s {spec.origin} {spec.name!r}" if spec.origin != "example_input" \
         else f"the {side} file's example_input"
-    return SideInput(side, labels, shape, dtype, spec.origin, spec.fixed, what)
+    return SideInput(side, labels, shape, dtype, spec.origin, spec.fixed, what, spec.trust)
 
 
 def _labels_for(graph: ParamGraph, shape: tuple, dtype: str,
@@ -170,22 +173,22 @@ def _from_first_layer(side: str, graph: ParamGraph, required: bool = True
                           hint="give the model file an example_input")
     labels, shape, dtype, why = found
     return SideInput(side, labels, shape, dtype, "first layer", False,
-                     f"the {side}'s first layer {layer.name} ({why})")
+                     f"the {side}'s first layer {layer.name} ({why})", FIRST_LAYER)
 
 
 def _layer_input(graph: ParamGraph, layer: Layer):
     """(labels, shape with None for unknown, dtype, why) of what ``layer`` takes as input."""
-    op, fw, attrs = layer.op, graph.framework, layer.attrs
+    op, conv, attrs = layer.op, registry.convention(graph.framework), layer.attrs
     rank = spatial_rank(op)
     if rank is not None and not op.startswith("conv_transpose"):
         channels = _in_channels(layer)
-        labels = feature_map_axes(data_format(fw, attrs), rank + 2)
+        labels = feature_map_axes(conv.data_format(attrs), rank + 2)
         if channels is None or labels is None:
             return None
         shape = tuple(channels if l == "c" else None for l in labels)
         return labels, shape, "float32", f"{op}, {channels} input channels"
     if op == "embedding":
-        return ("n", "t"), (None, None), "int64" if fw != "keras" else "int32", "token ids"
+        return ("n", "t"), (None, None), conv.index_dtype, "token ids"
     if op == "dense":
         kernel = layer.param("kernel")
         if kernel is None or kernel.axes is None or "in" not in kernel.axes:
@@ -197,7 +200,7 @@ def _layer_input(graph: ParamGraph, layer: Layer):
         if kernel is None or kernel.axes is None or "in" not in kernel.axes:
             return None
         features = kernel.shape[kernel.axes.index("in")]
-        batch_first = fw == "keras" or attrs.get("batch_first") or attrs.get("layout") == 1
+        batch_first = conv.batch_first(attrs)
         labels = ("n", "t", "c") if batch_first else ("t", "n", "c")
         return labels, tuple(features if l == "c" else None for l in labels), "float32", \
             f"{op}, {features} features"
@@ -275,7 +278,7 @@ def _same_axes(side: SideInput, reference: SideInput) -> SideInput:
                           f"{_show(reference)}: not the same number of axes",
                           hint="give the model files example_inputs of the same shape")
     return SideInput(side.side, reference.labels, side.shape, side.dtype, side.origin,
-                     side.fixed, side.describe)
+                     side.fixed, side.describe, side.trust)
 
 
 def _permute(arr: np.ndarray, labels: Sequence[str], into: Sequence[str]) -> np.ndarray:

@@ -31,8 +31,12 @@ class InputSpec:
     name: str
     shape: tuple[int | None, ...] | None   # None dims (or the whole shape) are not fixed
     dtype: str | None                      # canonical dtype name (weightmap.dtypes), or unknown
-    origin: str                            # where it was read: "example_input", "Keras input" ...
+    origin: str                            # where it was read, for people ("Keras input" ...)
     fixed: bool = True                     # the model requires these dims (else a preference)
+    # how far its shape is trusted when both sides say one, lowest first: 0 an input the user
+    # gave (example_input), 1 what a model's config declares, 2 what a model graph declares,
+    # 3 an input made up to trace the model
+    trust: int = 2
 
 
 @dataclass

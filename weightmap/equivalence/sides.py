@@ -21,7 +21,8 @@ from .runner import Runner
 
 SOURCE_HINT = ("pass --source-model FILE.py[:NAME] (Python: source_model=), the file that "
                "builds the source model; its weights are taken from the source checkpoint")
-TARGET_HINT = "give the target as the model file that builds it (model.py[:NAME]) or an .onnx"
+TARGET_HINT = ("give the target as the model file that builds it (model.py[:NAME]) or a model "
+               "file that holds its architecture")
 
 
 def open_source(source: Any, graph: ParamGraph, source_model: Any = None) -> Runner:

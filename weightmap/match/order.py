@@ -1,4 +1,4 @@
-"""Which order of a traced torch module to match in, against a state dict.
+"""Which order of a traced module to match in, against a state dict in registration order.
 
 The matcher aligns layers by position, so both sides should be in the same kind of order. A
 torch module read live (or from ``model.py``) is traced into execution order (``synth_input``
@@ -16,16 +16,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .. import registry
 from ..graph import ParamGraph
 
 REGISTRATION_ORDERS = ("registration", "stored")
 
 
 def in_registration_order(graph: ParamGraph) -> bool:
-    """A torch graph whose order is its model's registration order: a state dict as saved (not
-    one sorted by the safetensors library, ``meta["stored_order"]``, nor one put in execution
-    order by its names, ``meta["order_from"]``), or an untraced module."""
-    return graph.framework == "torch" and graph.order in REGISTRATION_ORDERS \
+    """A graph of a convention whose state dicts keep registration order
+    (``Convention.registration_order``: torch) in its model's registration order: a state dict
+    as saved (not one sorted by the safetensors library, ``meta["stored_order"]``, nor one put
+    in execution order by its names, ``meta["order_from"]``), or an untraced module."""
+    return graph.order in REGISTRATION_ORDERS \
+        and registry.convention(graph.framework).registration_order \
         and not graph.meta.get("stored_order") and not graph.meta.get("order_from")
 
 

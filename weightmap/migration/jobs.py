@@ -149,9 +149,9 @@ def make_folder(folder: Path) -> None:
 def _output(job: Job, target: Any = None) -> str:
     if job.out is not None:
         return job.out
-    from ..emit.dispatch import KINDS, output_kind
-    return job.stem + KINDS[output_kind(target, None)][0] if target is not None \
-        else job.stem + KINDS["safetensors"][0]
+    from ..emit.dispatch import kind_named, output_kind, state_dict_kinds
+    kind = kind_named(output_kind(target, None)) if target is not None else state_dict_kinds()[0]
+    return job.stem + kind.suffixes[0]
 
 
 def _shared(job: Job, replace: bool) -> dict[str, Any]:

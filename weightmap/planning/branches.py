@@ -14,7 +14,6 @@ from typing import Any, Mapping
 
 from ..reading.dataflow import branch_order
 from ..graph import ParamGraph
-from .conversions.base import register_graph_pass
 
 
 def in_branch_order(graph: ParamGraph) -> ParamGraph:
@@ -24,7 +23,6 @@ def in_branch_order(graph: ParamGraph) -> ParamGraph:
     return replace(graph, layers=tuple(layers))
 
 
-@register_graph_pass("branch_order")
 def branch_order_pass(source: ParamGraph, target: ParamGraph, options: Mapping[str, Any]
                       ) -> tuple[ParamGraph, ParamGraph]:
     return in_branch_order(source), in_branch_order(target)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Mapping
 
-from .conversions import PASSES, LayerPair, PlanContext, convert
+from .conversions import LayerPair, PlanContext, convert
+from .passes import run_plan_passes
 from ..errors import ConversionError, UndecidableError
 from ..graph import ParamGraph
 from ..match.signature import canonical_shape
@@ -49,8 +50,7 @@ def build_plan(source: ParamGraph, target: ParamGraph, matching: Any,
             decisions += t.decisions
         tensors += planned
     ctx = PlanContext(tensors, source, target, matching, options, decisions)
-    for _name, plan_pass in PASSES:
-        plan_pass(ctx)
+    run_plan_passes(ctx)
     tensors = _follow_ties(target, _mark_ignored(ctx.tensors, matching))
     decisions += [f"{u.layer}: ambiguous between {', '.join(u.candidates)}"
                   for u in matching.unmatched if u.kind == "ambiguous"]

@@ -26,7 +26,6 @@ from typing import Any, Mapping
 
 from .. import arch
 from ..graph import Layer, ParamGraph
-from .conversions.base import register_graph_pass
 
 TRUSTED = ("execution", "config")
 MAX_CONFIG_BYTES = 1 << 20
@@ -162,7 +161,6 @@ def _with_facts(layer: Layer, facts: Mapping[str, float]) -> Layer:
     return replace(layer, op=op, attrs=attrs)
 
 
-@register_graph_pass("transformer_order")
 def transformer_order(source: ParamGraph, target: ParamGraph, options: Mapping[str, Any]
                       ) -> tuple[ParamGraph, ParamGraph]:
     return (config_facts(execution_order(source)), config_facts(execution_order(target)))

@@ -61,10 +61,10 @@ def detect(path: Path) -> tuple[Any, str]:
         if fmt:
             return adapter, fmt
     kind = "folder" if path.is_dir() else f"file starting with {head[:8]!r}"
+    readable = [a.describes for a in registry.adapters().values() if getattr(a, "describes", "")]
     raise UnknownFormatError(
         f"not a checkpoint format weightmap reads ({kind})",
-        path=path, hint="expected PyTorch .pt/.pth/.bin/.ckpt, safetensors, Keras .h5/"
-                        ".weights.h5/.keras, ONNX .onnx, or a model .py file")
+        path=path, hint=f"expected {', '.join(readable)}, or a model .py file")
 
 
 def read_path(path: Path, **options: Any) -> ParamGraph:
@@ -95,14 +95,22 @@ def read_live(obj: Any, *, origin: str | None = None, **options: Any) -> ParamGr
         return graph_from_arrays(obj, origin=origin or "dict of arrays")
     raise UsageError(f"cannot read a live object of type {type(obj).__module__}."
                      f"{type(obj).__qualname__}",
-                     hint="pass a checkpoint path, a torch nn.Module, a Keras model or a dict "
-                          "of arrays")
+                     hint=f"pass a checkpoint path, {', '.join(live_kinds())} or a dict of "
+                          f"arrays")
+
+
+def live_kinds(can: str = "read_live") -> list[str]:
+    """What the adapters take live (their ``live`` words), those that ``can`` do something."""
+    return [a.live for a in registry.adapters().values()
+            if getattr(a, "live", "") and callable(getattr(a, can, None))]
 
 
 def graph_from_arrays(arrays: dict[str, np.ndarray], *, origin: str,
-                      framework: str = "torch") -> ParamGraph:
-    """A graph for a plain dict of numpy arrays, named in torch's convention."""
+                      framework: str | None = None) -> ParamGraph:
+    """A graph for a plain dict of numpy arrays, named as ``framework``'s convention names
+    tensors (default: as state dicts are, ``registry.state_dict_convention``)."""
+    conv = registry.convention(framework) if framework else registry.state_dict_convention()
     entries = [Entry(k, tuple(v.shape), from_numpy(v.dtype), ArrayData(v))
                for k, v in arrays.items()]
-    return ParamGraph(format="arrays", framework=framework, source=origin,
-                      layers=tuple(group(entries, framework)), order="stored")
+    return ParamGraph(format="arrays", framework=conv.name, source=origin,
+                      layers=tuple(group(entries, conv)), order="stored")

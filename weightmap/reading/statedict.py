@@ -1,4 +1,5 @@
-"""Turn a flat, ordered state dict (torch naming) into layers.
+"""Turn a flat, ordered state dict (the names of a state dict: ``weight``, ``bias``,
+``running_mean``, ``weight_ih_l0`` ...) into layers.
 
 Grouping comes from the dotted names (``features.0.weight`` + ``features.0.bias`` → layer
 ``features.0``); roles come from the last name part; op kinds from the set of roles and shapes.
@@ -11,10 +12,21 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
+from ..convention import Convention
 from ..graph import Layer, Param, TensorData
-from ..layouts import axes_for
 
-_RNN = re.compile(r"^(weight|bias)_(ih|hh)_l(\d+)(_reverse)?$")
+# A recurrent layer's tensor by its leaf name: weight/bias, ih (input) / hh (recurrent) / hr
+# (projection), the level l<k> (absent in a single cell) and _reverse for the backward direction.
+# The one parser of these names: the state-dict grouping below and the torch adapter use it.
+RECURRENT_NAME = re.compile(r"^(weight|bias)_(ih|hh|hr)(?:_l(\d+))?(_reverse)?$")
+RECURRENT_SLOTS = {("weight", "ih"): "kernel", ("weight", "hh"): "recurrent_kernel",
+                   ("bias", "ih"): "bias", ("bias", "hh"): "recurrent_bias"}
+
+
+def _rnn(suffix: str) -> re.Match | None:
+    """A level's input or recurrent tensor (``weight_ih_l0`` ...), not a projection or a cell's."""
+    m = RECURRENT_NAME.match(suffix)
+    return m if m is not None and m.group(2) != "hr" and m.group(3) is not None else None
 _SUFFIX_ROLE = {
     "weight": "kernel", "bias": "bias", "running_mean": "moving_mean",
     "running_var": "moving_var", "num_batches_tracked": "num_batches_tracked",
@@ -44,33 +56,31 @@ def split_name(name: str) -> tuple[str, str]:
     return head, last
 
 
-def group(entries: Iterable[Entry], framework: str = "torch") -> list[Layer]:
-    """Group ordered entries into layers, keeping the order of first appearance."""
+def group(entries: Iterable[Entry], convention: Convention) -> list[Layer]:
+    """Group ordered entries into layers, keeping the order of first appearance; axis labels
+    as ``convention`` lays out its tensors."""
     buckets: dict[str, list[Entry]] = {}
     for e in entries:
         buckets.setdefault(split_name(e.name)[0], []).append(e)
-    return [_layer(prefix, items, framework) for prefix, items in buckets.items()]
+    return [_layer(prefix, items, convention) for prefix, items in buckets.items()]
 
 
-def _layer(prefix: str, items: list[Entry], framework: str) -> Layer:
+def _layer(prefix: str, items: list[Entry], convention: Convention) -> Layer:
     suffixes = {split_name(e.name)[1]: e for e in items}
     op, attrs = _infer_op(prefix, suffixes)
     params = []
     for e in items:
         role = _role(op, split_name(e.name)[1])
         params.append(Param(name=e.name, role=role, shape=e.shape, dtype=e.dtype,
-                            axes=axes_for(framework, op, role, len(e.shape)), data=e.data,
+                            axes=convention.axes(op, role, len(e.shape)), data=e.data,
                             tied_to=e.tied_to))
     return Layer(name=prefix or "<root>", op=op, params=tuple(params), attrs=attrs)
 
 
 def _role(op: str, suffix: str) -> str:
-    m = _RNN.match(suffix)
+    m = _rnn(suffix)
     if m:
-        kind, which = m.group(1), m.group(2)
-        if kind == "weight":
-            return "kernel" if which == "ih" else "recurrent_kernel"
-        return "bias" if which == "ih" else "recurrent_bias"
+        return RECURRENT_SLOTS[(m.group(1), m.group(2))]
     if op == "batchnorm" and suffix == "weight":
         return "gamma"
     if op == "batchnorm" and suffix == "bias":
@@ -91,7 +101,7 @@ def _role(op: str, suffix: str) -> str:
 def _infer_op(prefix: str, by_suffix: dict[str, Entry]) -> tuple[str, dict]:
     attrs: dict = {"inferred": True}
     names = set(by_suffix)
-    rnn = [s for s in names if _RNN.match(s)]
+    rnn = [s for s in names if _rnn(s)]
     if rnn:
         return _infer_rnn(by_suffix, attrs)
     if "running_mean" in names or "running_var" in names:
@@ -124,7 +134,7 @@ def _infer_rnn(by_suffix: dict[str, Entry], attrs: dict) -> tuple[str, dict]:
         return "opaque", attrs
     gates = hh.shape[0] // hh.shape[1]
     op = {4: "lstm", 3: "gru", 1: "simple_rnn"}.get(gates, "opaque")
-    layers = {int(_RNN.match(s).group(3)) for s in by_suffix if _RNN.match(s)}
+    layers = {int(m.group(3)) for m in map(_rnn, by_suffix) if m}
     attrs.update(units=hh.shape[1], num_layers=max(layers) + 1,
                  bidirectional=any(s.endswith("_reverse") for s in by_suffix))
     return op, attrs

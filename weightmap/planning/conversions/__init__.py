@@ -1,22 +1,53 @@
-"""Layer conversions, registered by (source convention, target convention).
+"""Layer conversions, one module per op family, in one table (``CONVERSIONS``): (source op, target
+op) -> the conversion of a matched layer pair. A conversion sees canonical layers — each side's
+``Convention`` answers for its layouts, gate orders and defaults — and never a framework's name.
+``*`` stands for any op; the most specific entry wins, the generic label-driven one is last.
 
-A conversion turns one matched layer pair into tensor plans for every parameter of the target
-layer. Keys are ``"framework:op"`` strings with ``*`` for any framework, e.g.
-``("keras:depthwise_conv2d", "torch:depthwise_conv2d")``; the most specific registration wins and
-the generic label-driven conversion handles everything else. One small module per family.
+Adding an op: its conversion in a module of its family (or the generic one moves it by its
+labels), one line in ``CONVERSIONS``, its axes in ``weightmap/convention.py`` where the kernel
+families do not cover it. Passes over the whole plan are listed in ``planning/passes.py``.
 """
 from __future__ import annotations
 
-from .base import PASSES, LayerPair, PlanContext, convert, lookup, register, register_pass
-from .base import GRAPH_PASSES, prepare_graphs, register_graph_pass
-from .. import branches  # noqa: F401  (graph pass first: later passes see the branch order)
-from .. import transformer_order  # noqa: F401  (graph pass: name-sorted transformers)
-from . import generic, dense, depthwise  # noqa: F401  (modules register themselves)
-from . import norm, fusion  # noqa: F401  (normalisation algebra, conv+BN pass)
-from . import transformer  # noqa: F401  (Conv1D layouts, fused qkv, tied heads)
-from . import recurrent, recurrent_stack, recurrent_embedding  # noqa: F401  (RNN gates)
-from . import prelu, padding, separable  # noqa: F401  (PReLU, padding warnings, separable)
-from . import adapt  # noqa: F401  (--adapt: position embeddings, stem channels; the last pass)
+from ...convention import RECURRENT_OPS
+from ...errors import ConversionError
+from ..plan import TensorPlan
+from . import dense, depthwise, generic, norm, prelu, recurrent, recurrent_embedding
+from .base import Converter, LayerPair, PlanContext
 
-__all__ = ["PASSES", "LayerPair", "PlanContext", "convert", "lookup", "register",
-           "register_pass", "GRAPH_PASSES", "prepare_graphs", "register_graph_pass"]
+CONVERSIONS: dict[tuple[str, str], Converter] = {
+    # the flatten permutation before the first dense layer; GPT-2 Conv1D kernels (in, out)
+    ("dense", "dense"): dense.convert_dense,
+    # depthwise kernels by their conventions' patterns, also against a grouped conv
+    **{key: depthwise.convert_depthwise for rank in (1, 2)
+       for key in ((f"depthwise_conv{rank}d", f"depthwise_conv{rank}d"),
+                   (f"depthwise_conv{rank}d", f"conv{rank}d"),
+                   (f"conv{rank}d", f"depthwise_conv{rank}d"))},
+    # epsilon compensation, missing gamma/beta, momentum
+    ("batchnorm", "batchnorm"): norm.convert_batchnorm,
+    **{(op, op): norm.convert_input_norm
+       for op in ("layernorm", "groupnorm", "instancenorm", "rmsnorm")},
+    ("layernorm", "rmsnorm"): norm.convert_norm_kind,
+    ("rmsnorm", "layernorm"): norm.convert_norm_kind,
+    # gate orders, biases, directions and levels
+    **{(op, op): recurrent.convert_layers for op in RECURRENT_OPS},
+    ("embedding", "embedding"): recurrent_embedding.convert_embedding,
+    ("prelu", "prelu"): prelu.convert_prelu,
+    # everything else: moved by its axis labels
+    ("*", "*"): generic.convert_generic,
+}
+
+
+def lookup(pair: LayerPair) -> Converter:
+    so, to = pair.source.op, pair.target.op
+    for key in ((so, to), ("*", to), (so, "*"), ("*", "*")):
+        if key in CONVERSIONS:
+            return CONVERSIONS[key]
+    raise ConversionError(f"no conversion from {so} to {to}")
+
+
+def convert(pair: LayerPair) -> list[TensorPlan]:
+    return lookup(pair)(pair)
+
+
+__all__ = ["CONVERSIONS", "LayerPair", "PlanContext", "convert", "lookup"]

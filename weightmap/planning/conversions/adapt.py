@@ -25,10 +25,10 @@ from typing import Any, Callable
 from ... import arch
 from ...errors import ConversionError, UsageError
 from ...graph import Layer, Param, ParamGraph
-from ...layouts import spatial_rank
+from ...convention import spatial_rank
 from ..plan import TensorPlan
 from ...transform import Step
-from .base import PlanContext, register_pass
+from .base import PlanContext
 from .generic import cast_steps, layout_steps
 from .transformer_layout import leaf
 
@@ -143,7 +143,6 @@ def _plan(ctx: PlanContext, target: Param, source: Param, steps: list[Step],
 FINDERS: dict[str, Callable] = {"pos_embed": _pos_embed, "in_chans": _in_chans}
 
 
-@register_pass("adapt")
 def adapt(ctx: PlanContext) -> None:
     wanted = requested(ctx.options.get("adapt"))
     for name, finder in FINDERS.items():

@@ -1,24 +1,22 @@
-"""The conversion registry and what a conversion receives."""
+"""What a conversion and a plan pass receive."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from ...errors import ConversionError, PlanError
+from ... import registry
+from ...convention import Convention
 from ...graph import Layer, Param, ParamGraph
 from ..plan import TensorPlan
 
 Converter = Callable[["LayerPair"], list[TensorPlan]]
-_REGISTRY: dict[tuple[str, str], Converter] = {}
-# Passes run over the whole plan after the per-layer conversions, in registration order: for
-# conversions that span layers (e.g. a fused conv feeding a target Conv + BatchNorm).
+# A pass over the whole plan after the per-layer conversions (planning/passes.py lists them in
+# order): for conversions that span layers (e.g. a fused conv feeding a target Conv + BatchNorm).
 PlanPass = Callable[["PlanContext"], None]
-PASSES: list[tuple[str, PlanPass]] = []
-# Graph passes run on (source, target) before matching, in registration order: for facts the
-# readers cannot know alone, e.g. that a state dict's ``c_attn`` kernels are stored (in, out).
-# Each returns the (possibly refined) pair of graphs; names and tensor data never change.
+# A pass over (source, target) before matching, for facts the readers cannot know alone (e.g.
+# that a state dict's ``c_attn`` kernels are stored (in, out)); it returns the (possibly
+# refined) pair of graphs; names and tensor data never change.
 GraphPass = Callable[[ParamGraph, ParamGraph, Mapping[str, Any]], tuple[ParamGraph, ParamGraph]]
-GRAPH_PASSES: list[tuple[str, GraphPass]] = []
 
 
 @dataclass(frozen=True)
@@ -40,6 +38,14 @@ class LayerPair:
     @property
     def target_framework(self) -> str:
         return self.target_graph.framework
+
+    @property
+    def source_convention(self) -> Convention:
+        return registry.convention(self.source_graph.framework)
+
+    @property
+    def target_convention(self) -> Convention:
+        return registry.convention(self.target_graph.framework)
 
     def note_of(self, target_name: str) -> str:
         """The matcher's note on how several sources combine ("sum", "stack", "row:0" ...)."""
@@ -77,56 +83,3 @@ class PlanContext:
 
     def index(self) -> dict[str, int]:
         return {t.target: i for i, t in enumerate(self.tensors)}
-
-
-def register_pass(name: str) -> Callable[[PlanPass], PlanPass]:
-    """Register a whole-plan pass under ``name`` (run after every layer conversion)."""
-    def wrap(fn: PlanPass) -> PlanPass:
-        if any(n == name for n, _ in PASSES):
-            raise PlanError(f"plan pass {name!r} registered twice")
-        PASSES.append((name, fn))
-        return fn
-    return wrap
-
-
-def register(source: str, target: str) -> Callable[[Converter], Converter]:
-    """Register a conversion for ``"framework:op"`` keys (``*`` matches any framework)."""
-    def wrap(fn: Converter) -> Converter:
-        key = (source, target)
-        if key in _REGISTRY:
-            raise PlanError(f"conversion {source} -> {target} registered twice")
-        _REGISTRY[key] = fn
-        return fn
-    return wrap
-
-
-def lookup(pair: LayerPair) -> Converter:
-    sf, so = pair.source_framework, pair.source.op
-    tf, to = pair.target_framework, pair.target.op
-    for key in ((f"{sf}:{so}", f"{tf}:{to}"), (f"*:{so}", f"{tf}:{to}"),
-                (f"{sf}:{so}", f"*:{to}"), (f"*:{so}", f"*:{to}"), ("*:*", "*:*")):
-        if key in _REGISTRY:
-            return _REGISTRY[key]
-    raise ConversionError(f"no conversion from {sf}:{so} to {tf}:{to}")
-
-
-def convert(pair: LayerPair) -> list[TensorPlan]:
-    return lookup(pair)(pair)
-
-
-def register_graph_pass(name: str) -> Callable[[GraphPass], GraphPass]:
-    """Register a pass over (source, target) graphs, run before matching."""
-    def wrap(fn: GraphPass) -> GraphPass:
-        if any(n == name for n, _ in GRAPH_PASSES):
-            raise PlanError(f"graph pass {name!r} registered twice")
-        GRAPH_PASSES.append((name, fn))
-        return fn
-    return wrap
-
-
-def prepare_graphs(source: ParamGraph, target: ParamGraph,
-                   options: Mapping[str, Any] | None = None) -> tuple[ParamGraph, ParamGraph]:
-    """Both graphs after every registered graph pass."""
-    for _name, graph_pass in GRAPH_PASSES:
-        source, target = graph_pass(source, target, options or {})
-    return source, target

@@ -1,8 +1,9 @@
 """Dense layers, including the flatten permutation before the first dense after a feature map.
 
-Keras flattens NHWC (index h·W·C + w·C + c), torch and ONNX flatten NCHW (c·H·W + h·W + w). A dense
-kernel that reads a flattened feature map must have its input axis re-ordered when the two sides
-flatten differently; a plain transpose is wrong. What a dense layer reads comes from the graphs,
+A channels-last model flattens NHWC (index h·W·C + w·C + c), a channels-first one NCHW
+(c·H·W + h·W + w): which one a layer's feature maps are is its convention's ``data_format``. A
+dense kernel that reads a flattened feature map must have its input axis re-ordered when the two
+sides flatten differently; a plain transpose is wrong. What a dense layer reads comes from the graphs,
 never from channel counts: ``attrs["dense_input"]`` (``flatten``, ``pooled``, ``features``: the
 Keras config's Flatten or global pooling, the ONNX graph's Flatten / GlobalAveragePool /
 ReduceMean, the traced torch forward) and ``flatten_input_shape``, the per-sample shape the
@@ -15,18 +16,19 @@ import math
 
 from ...errors import ConversionError, UndecidableError
 from ...graph import Layer, ParamGraph
-from ... import layouts
-from ...layouts import spatial_rank
+from ... import registry
+from ...convention import spatial_rank
 from ..plan import TensorPlan
 from ...transform import Step
-from .base import LayerPair, register
+from .base import LayerPair
 from .generic import plan_param
+from .transformer_layout import convert_conv1d_dense, has_conv1d
 
 _SPATIAL = {1: ("w",), 2: ("h", "w"), 3: ("d", "h", "w")}
 
 
 def data_format(layer: Layer, graph: ParamGraph) -> str:
-    return layouts.data_format(graph.framework, layer.attrs)
+    return registry.convention(graph.framework).data_format(layer.attrs)
 
 
 def labels(fmt: str, rank: int) -> tuple[str, ...]:
@@ -79,13 +81,14 @@ def _undecidable(pair: LayerPair, in_features: int, why: str) -> UndecidableErro
         f"{pair.target.name} <- {pair.source.name}: {why}; the source orders a flattened map "
         f"{sfmt}, the target {tfmt}, so its {in_features} inputs would need reordering if it "
         f"is one, and a guess could port it wrong", tensor=pair.target.name,
-        hint="give the torch model file an example_input (its forward is traced), or use a "
-             "Keras model saved with its config (.keras, a full .h5) or an ONNX file, so "
-             "that one graph says what the dense layer reads")
+        hint=", or ".join(c.hint("dataflow") for c in registry.conventions().values()
+                          if c.hint("dataflow")) + ", so that one graph says what the dense "
+                                                   "layer reads")
 
 
-@register("*:dense", "*:dense")
 def convert_dense(pair: LayerPair) -> list[TensorPlan]:
+    if has_conv1d(pair):                 # GPT-2 Conv1D kernels stored (in, out)
+        return convert_conv1d_dense(pair)
     src, tgt = pair.source, pair.target
     sfmt, tfmt = data_format(src, pair.source_graph), data_format(tgt, pair.target_graph)
     kernel = src.param("kernel")

@@ -1,47 +1,48 @@
-"""Depthwise convolutions: Keras ``(kh, kw, C, M)`` ⇄ torch/ONNX ``(C·M, 1, kh, kw)``.
+"""Depthwise convolutions: each convention's depthwise kernel is a rearrangement pattern
+(``Convention.depthwise_kernel``), e.g. channels-last ``(kh, kw, C, M)`` and channels-first
+``(C·M, 1, kh, kw)``; the steps between two patterns come from ``transform/pattern.py``.
 
-Output channel ``c·M + m`` in torch is input channel ``c``, multiplier ``m`` in Keras, so the
-conversion is a transpose plus a reshape (CONVERSIONS.md, "depthwise 2d").
+Output channel ``c·M + m`` of the channels-first kernel is input channel ``c``, multiplier ``m``
+of the channels-last one, so the conversion is a transpose plus a reshape (CONVERSIONS.md,
+"depthwise 2d"). A depthwise layer may meet a plain convolution of its groups on the other side
+(a torch ``Conv2d(groups=C)`` read as ``conv2d``): its kernel follows the same pattern.
 """
 from __future__ import annotations
 
-from ...errors import ConversionError
+from ...convention import spatial_rank
+from ...transform.pattern import rearrange
 from ..plan import TensorPlan
-from ...transform import Step
-from .base import LayerPair, register
+from .base import LayerPair
 from .generic import cast_steps, plan_param
 
 _KERNEL_ROLES = ("kernel", "depthwise_kernel")
 
 
-def _kernel_plan(pair: LayerPair, tgt, to_torch: bool) -> TensorPlan:
+def depthwise_steps(pair: LayerPair, src, tgt, rank: int):
+    """(steps, note) from the source's depthwise kernel ``src`` to the target's ``tgt``, or None
+    when both conventions lay it out alike."""
+    sp = pair.source_convention.depthwise_pattern(rank)
+    tp = pair.target_convention.depthwise_pattern(rank)
+    if sp == tp:
+        return None
+    steps, sizes = rearrange(sp, tp, src.shape, tgt.shape, where=tgt.name)
+    return steps, f"depthwise {sp} -> {tp} (multiplier {sizes['m']})"
+
+
+def _kernel_plan(pair: LayerPair, tgt, rank: int) -> TensorPlan:
     (src,) = pair.sources_of(tgt.name) or (None,)
     if src is None:
         return pair.plan(tgt, "new", notes=("no counterpart in the source layer",))
-    if to_torch:                      # (kh, kw, C, M) -> (C*M, 1, kh, kw)
-        kh, kw, c, m = src.shape
-        steps = [Step("transpose", {"perm": [2, 3, 0, 1]}),
-                 Step("reshape", {"shape": [c * m, 1, kh, kw]})]
-        note = f"depthwise kh,kw,c,m -> (c*m),1,kh,kw (multiplier {m})"
-    else:                             # (C*M, 1, kh, kw) -> (kh, kw, C, M)
-        cm, one, kh, kw = src.shape
-        c, m = tgt.shape[2], tgt.shape[3]
-        if one != 1 or c * m != cm:
-            raise ConversionError(f"depthwise kernel {src.shape} does not fit {tgt.shape}",
-                                  tensor=tgt.name)
-        steps = [Step("reshape", {"shape": [c, m, kh, kw]}),
-                 Step("transpose", {"perm": [2, 3, 0, 1]})]
-        note = f"depthwise (c*m),1,kh,kw -> kh,kw,c,m (multiplier {m})"
+    found = depthwise_steps(pair, src, tgt, rank)
+    if found is None:
+        return plan_param(pair, tgt)
+    steps, note = found
     return pair.plan(tgt, "transformed", sources=(src,), steps=steps + cast_steps(src, tgt),
                      notes=(note,))
 
 
-def _convert(pair: LayerPair, to_torch: bool) -> list[TensorPlan]:
-    return [_kernel_plan(pair, p, to_torch) if p.role in _KERNEL_ROLES and len(p.shape) == 4
+def convert_depthwise(pair: LayerPair) -> list[TensorPlan]:
+    rank = spatial_rank(pair.target.op)
+    return [_kernel_plan(pair, p, rank) if p.role in _KERNEL_ROLES and len(p.shape) == rank + 2
             else plan_param(pair, p) for p in pair.target.params]
 
-
-for _cf in ("torch", "onnx"):
-    for _op in ("depthwise_conv2d", "conv2d"):
-        register("keras:depthwise_conv2d", f"{_cf}:{_op}")(lambda p: _convert(p, True))
-        register(f"{_cf}:{_op}", "keras:depthwise_conv2d")(lambda p: _convert(p, False))

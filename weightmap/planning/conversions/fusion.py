@@ -22,10 +22,11 @@ from dataclasses import replace
 from typing import Mapping
 
 from ...reading.dataflow import FED_BY, consumers
+from ... import registry
 from ...graph import Layer, Param, ParamGraph
 from ..plan import TensorPlan
 from ...transform import Step
-from .base import PlanContext, register_pass
+from .base import PlanContext
 from .generic import cast_steps
 from .norm import epsilon_of
 
@@ -39,8 +40,8 @@ def kernel_of(layer: Layer) -> Param | None:
 
 
 def channel_axis(kernel: Param) -> int | list[int] | None:
-    """The kernel's output-channel axis (or the adjacent axes c, m of a Keras depthwise kernel,
-    whose row-major index c·M + m is the output channel)."""
+    """The kernel's output-channel axis (or the adjacent axes c, m of a channels-last depthwise
+    kernel, whose row-major index c·M + m is the output channel)."""
     if kernel.axes is None:
         return None
     if "out" in kernel.axes:
@@ -124,7 +125,6 @@ def _with(plan: TensorPlan, add_notes=(), **changes) -> TensorPlan:
 
 # ---- the pass ---------------------------------------------------------------------------------
 
-@register_pass("conv_bn")
 def conv_bn_pass(ctx: PlanContext) -> None:
     src_of = {m.target: m.source for m in ctx.matching.layers}
     plans = _Plans(ctx)
@@ -259,10 +259,11 @@ def fuse(ctx: PlanContext, plans: _Plans, sconv: Layer, sbn: Layer, tconv: Layer
                         f"{eps_text})"]))
     tbias = tconv.param("bias")
     if tbias is None:
+        how = registry.convention(ctx.target_graph.framework).hint(
+            "fused_bias", "build the target conv with a bias")
         ctx.decisions.append(f"{tconv.name}: the target conv has no bias, so the fused "
                              f"BatchNorm shift (beta - mean·gamma/sqrt(var+eps)) of {sbn.name} "
-                             f"has no place: outputs differ (export the target with its conv "
-                             f"biases, e.g. torch.onnx.export(dynamo=False))")
+                             f"has no place: outputs differ ({how})")
         return
     b_parts = [("bias", sconv.param("bias")), ("gamma", stats["gamma"]),
                ("beta", stats["beta"]), ("mean", stats["moving_mean"]),

@@ -12,7 +12,7 @@ from ...errors import ConversionError
 from ...graph import Param
 from ..plan import TensorPlan
 from ...transform import Step
-from .base import LayerPair, register
+from .base import LayerPair
 
 
 def layout_steps(src: Param, tgt: Param) -> tuple[list[Step], list[str]]:
@@ -137,6 +137,5 @@ def plan_param(pair: LayerPair, tgt: Param, extra_steps=(), extra_notes=()) -> T
     return pair.plan(tgt, status, sources=sources, steps=steps, notes=notes)
 
 
-@register("*:*", "*:*")
 def convert_generic(pair: LayerPair) -> list[TensorPlan]:
     return [plan_param(pair, p) for p in pair.target.params]

@@ -1,7 +1,7 @@
 """Normalisation layers: BatchNorm epsilon compensation, missing gamma/beta, LayerNorm epsilon.
 
 BatchNorm in eval mode computes ``(x − mean)/sqrt(var + eps)·gamma + beta``. When the two sides'
-epsilons differ (Keras 1e-3 or 1.001e-5, torch 1e-5, ONNX attribute), ``gamma' =
+epsilons differ (stored, or the convention's default: ``Convention.epsilon``), ``gamma' =
 gamma·sqrt((var + e_t)/(var + e_s))`` keeps the output exactly, for every channel; channels with a
 tiny running variance are where a missing compensation shows. A target without gamma gets
 ``var' = var + e_s − e_t`` instead (checked > 0 on the values). A source BatchNorm built with
@@ -15,31 +15,18 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from ... import registry
 from ...graph import Layer, Param, ParamGraph
 from ..plan import Decision, TensorPlan
 from ...transform import Step
-from .base import LayerPair, register
+from .base import LayerPair
 from .generic import cast_steps, plan_param
 
-# What a framework uses when the file does not store the epsilon (a torch state dict, a Keras
-# weights-only file). Keras has no single default in practice (1e-3, applications 1.001e-5), so
-# an unstored Keras epsilon stays unknown.
-DEFAULT_EPS = {"torch": 1e-5, "onnx": 1e-5}
-_EPS_KEYS = ("eps", "epsilon")
-# Frameworks whose momentum weights the running average (running = m·running + (1−m)·batch);
-# torch's momentum is the weight of the batch statistic: m_torch = 1 − m.
-_AVERAGE_MOMENTUM = frozenset({"keras", "onnx"})
-
-
 def epsilon_of(layer: Layer, graph: ParamGraph) -> tuple[float | None, str]:
-    """The layer's epsilon and how it is known: ("stored"), an assumed default, or unknown."""
-    for key in _EPS_KEYS:
-        value = layer.attrs.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value), "stored"
-    if graph.framework in DEFAULT_EPS:
-        return DEFAULT_EPS[graph.framework], f"{graph.framework} default, not stored"
-    return None, "not stored"
+    """The layer's epsilon and how it is known: ("stored"), an assumed default, or unknown
+    (``Convention.epsilon``: where its convention stores it, what it assumes when a file does
+    not store it)."""
+    return registry.convention(graph.framework).epsilon(layer)
 
 
 def same_eps(a: float, b: float) -> bool:
@@ -47,11 +34,17 @@ def same_eps(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-6, abs_tol=0.0)
 
 
-def torch_momentum(layer: Layer, graph: ParamGraph) -> float | None:
-    m = layer.attrs.get("momentum")
-    if not isinstance(m, (int, float)) or isinstance(m, bool):
-        return None
-    return 1.0 - float(m) if graph.framework in _AVERAGE_MOMENTUM else float(m)
+def batch_momentum(layer: Layer, graph: ParamGraph) -> float | None:
+    """A BatchNorm's momentum as the weight of the batch statistic (``Convention.momentum``:
+    some conventions store the running average's weight, 1 minus it)."""
+    return registry.convention(graph.framework).batch_momentum(layer)
+
+
+def _batch_momentum_style() -> str:
+    """How people know a momentum that weights the batch statistic: "<name>-style", after the
+    first convention that stores it so."""
+    return next((f"{c.display}-style" for c in registry.conventions().values()
+                 if c.momentum == "batch"), "batch-weight")
 
 
 def _eps_text(value: float | None, how: str) -> str:
@@ -62,7 +55,6 @@ def _eps_text(value: float | None, how: str) -> str:
 
 # ---- BatchNorm --------------------------------------------------------------------------------
 
-@register("*:batchnorm", "*:batchnorm")
 def convert_batchnorm(pair: LayerPair) -> list[TensorPlan]:
     src, tgt = pair.source, pair.target
     e_s, how_s = epsilon_of(src, pair.source_graph)
@@ -140,12 +132,12 @@ def _layer_notes(pair: LayerPair, e_s, how_s, e_t, how_t, compensate: bool) -> l
         notes.append(Decision(
             f"{tgt.name}: the target BatchNorm has no beta (center=False); the source's beta "
             f"is not carried: outputs differ unless it is all zeros"))
-    m_s = torch_momentum(src, pair.source_graph)
-    m_t = torch_momentum(tgt, pair.target_graph)
+    m_s = batch_momentum(src, pair.source_graph)
+    m_t = batch_momentum(tgt, pair.target_graph)
     if m_s is not None and m_t is not None and not math.isclose(m_s, m_t, abs_tol=1e-9):
         notes.append(f"momentum {src.attrs['momentum']:g} ({pair.source_framework}) = "
-                     f"{m_s:g} torch-style, the target has {m_t:g}: a training setting, "
-                     f"not a weight")
+                     f"{m_s:g} {_batch_momentum_style()}, the target has {m_t:g}: a training "
+                     f"setting, not a weight")
     return notes
 
 
@@ -211,7 +203,3 @@ def convert_norm_kind(pair: LayerPair) -> list[TensorPlan]:
     return _attach(plans, [note])
 
 
-for _op in ("layernorm", "groupnorm", "instancenorm", "rmsnorm"):
-    register(f"*:{_op}", f"*:{_op}")(convert_input_norm)
-register("*:layernorm", "*:rmsnorm")(convert_norm_kind)
-register("*:rmsnorm", "*:layernorm")(convert_norm_kind)

@@ -1,17 +1,20 @@
-"""LSTM, GRU and simple RNN between torch, Keras and ONNX conventions (CONVERSIONS.md, "Recurrent").
+"""LSTM, GRU and simple RNN between conventions (CONVERSIONS.md, "Recurrent").
 
 Each target tensor is planned from the *cells* (level × direction, see recurrent_levels.py) it
-holds, through an intermediate form: kernels as ``(G·H, in)`` (torch layout), biases as the
-input bias ``bx``, the recurrent bias ``bh``, their sum ``b`` or the pair ``[bx; bh]``, all in the
-*source's* gate order. The target side then permutes gate blocks into its own order and lays the
-tensor out its way (Keras transposes kernels, ONNX stacks directions and packs ``[Wb; Rb]``).
+holds, through the canonical form: kernels as ``(G·H, in)``, biases as the input bias ``bx``, the
+recurrent bias ``bh``, their sum ``b`` or the pair ``[bx; bh]``, all in the *source's* gate order.
+How each side stores a cell is its convention's (``Convention.recurrent``, the kernels' axis
+labels): the source side reads it into the canonical form (``piece``: a transpose for ``(in,
+G·H)`` kernels, one direction taken off a stacked axis, biases summed, split or unpacked), the
+target side permutes gate blocks into its own order and lays the tensor out its way (transposed
+kernels, directions stacked, a single, two or a packed ``[Wb; Rb]`` bias).
 
-* One bias vs two: an LSTM (or a GRU with reset_after=False) uses only ``bx + bh``, so Keras's
-  single bias becomes ``b_ih`` with ``b_hh = 0`` (synthetic, exact), and torch's two are summed.
-  A GRU with torch semantics (Keras reset_after=True, ONNX linear_before_reset=1) keeps both.
-* Layers whose function differs whatever the weights (GRU reset variants, activations, ONNX clip,
-  input_forget, peepholes, torch proj_size) are refused with a ConversionError: the planner keeps
-  the target layer new and reports why.
+* One bias vs two: an LSTM (or a GRU with the reset gate before the recurrent kernel) uses only
+  ``bx + bh``, so a single bias becomes ``b_ih`` with ``b_hh = 0`` (synthetic, exact), and two
+  are summed. A GRU with its reset gate after the recurrent kernel keeps both.
+* Layers whose function differs whatever the weights (GRU reset variants, activations, and the
+  convention's extras: clipping, coupled gates, peepholes, projections) are refused with a
+  ConversionError: the planner keeps the target layer new and reports why.
 * A matched pair whose stacks differ (torch ``num_layers=2`` against two Keras layers) is left to
   the ``recurrent_stacks`` plan pass (recurrent_stack.py), which pairs levels across layers.
 """
@@ -24,9 +27,9 @@ from ...errors import ConversionError, PlanError
 from ...graph import Param
 from ..plan import Pending, TensorPlan
 from ...transform import Step, check_steps
-from .base import LayerPair, register
+from .base import LayerPair
 from .generic import cast_steps, plan_param
-from .recurrent_levels import (RECURRENT, Cell, Level, describe_semantics, levels, semantics)
+from .recurrent_levels import Cell, Level, describe_semantics, levels, semantics
 
 DEFERRED = "stacked recurrent layers: levels are paired across layers by the recurrent_stacks pass"
 STACKS = Pending("recurrent_stacks")
@@ -55,16 +58,42 @@ class Piece:
 
 
 # ------------------------------------------------------------------ source side: cell parts
+def orientation(p: Param, level: Level) -> tuple[str, ...]:
+    """A cell kernel's (out, in) or (in, out), its directions axis left out: by its labels,
+    else as its convention's kernels lie."""
+    if p.axes is not None and "in" in p.axes and "out" in p.axes:
+        return tuple(a for a in p.axes if a in ("in", "out"))
+    return ("in", "out") if level.convention.kernels == "channels_last" else ("out", "in")
+
+
+_TRANSPOSE = Step("transpose", {"perm": [1, 0]})
+
+
 def piece(level: Level, cell: Cell, part: str) -> Piece:
-    """``part`` of ``cell``: K, R (kernels), bx, bh, b (= bx + bh) or pair (= [bx; bh])."""
-    return {"torch": _torch_piece, "keras": _keras_piece, "onnx": _onnx_piece}.get(
-        level.framework, _torch_piece)(level, cell, part)
-
-
-def _torch_piece(level: Level, cell: Cell, part: str) -> Piece:
-    bx, bh = cell.bias, cell.recurrent_bias
+    """``part`` of ``cell`` in the canonical form: K, R (kernels), bx, bh, b (= bx + bh) or pair
+    (= [bx; bh]), read as the level's convention stores it (``RecurrentLayout``)."""
+    stacked = cell.index is not None
+    where = (f"direction {cell.index} ({cell.direction})",) \
+        if stacked and len(level.cells) > 1 else ()
+    take = (Step("take", {"axis": 0, "index": cell.index}),) if stacked else ()
     if part in ("K", "R"):
-        return Piece((cell.kernel if part == "K" else cell.recurrent_kernel,))
+        p = cell.kernel if part == "K" else cell.recurrent_kernel
+        flip = (_TRANSPOSE,) if orientation(p, level) == ("in", "out") else ()
+        return Piece((p,), take + flip, where)
+    bias = level.convention.recurrent.bias
+    if bias == "two" and not stacked:
+        return _two_biases(cell, part)
+    if bias == "one" and not stacked:
+        return _one_bias(level, cell, part)
+    if bias == "packed":
+        return _packed_bias(level, cell, part, take, where)
+    raise ConversionError(f"internal: {level.framework} stores {bias} biases per stacked "
+                          f"direction, which no conversion reads", tensor=level.layer.name)
+
+
+def _two_biases(cell: Cell, part: str) -> Piece:
+    """An input and a recurrent bias (torch's ``bias_ih``, ``bias_hh``)."""
+    bx, bh = cell.bias, cell.recurrent_bias
     if part in ("bx", "bh"):
         p = bx if part == "bx" else bh
         return Piece((p,)) if p is not None else Piece((), notes=("the source has no bias",))
@@ -75,19 +104,17 @@ def _torch_piece(level: Level, cell: Cell, part: str) -> Piece:
         return Piece(present, (Step("sum", {}),) if len(present) == 2 else (),
                      ("b_ih + b_hh -> bias",))
     if len(present) != 2:
-        raise ConversionError("a torch cell with only one of bias_ih/bias_hh",
+        raise ConversionError("a cell with only one of its input and recurrent biases",
                               tensor=present[0].name)
     return Piece(present, (Step("stack", {"axis": 0}),), ("b_ih, b_hh -> [input; recurrent]",))
 
 
-def _keras_piece(level: Level, cell: Cell, part: str) -> Piece:
-    if part in ("K", "R"):
-        p = cell.kernel if part == "K" else cell.recurrent_kernel
-        return Piece((p,), (Step("transpose", {"perm": [1, 0]}),))
+def _one_bias(level: Level, cell: Cell, part: str) -> Piece:
+    """A single bias: their sum, or rows [input; recurrent] where a GRU keeps both."""
     bias, gh = cell.bias, level.gates * level.units
     if bias is None:
         return Piece((), notes=("the source has no bias",))
-    if len(bias.shape) == 2:                           # GRU reset_after: [input; recurrent]
+    if len(bias.shape) == 2:                           # [input; recurrent] rows
         if part in ("bx", "bh"):
             row = 0 if part == "bx" else 1
             what = "input" if row == 0 else "recurrent"
@@ -107,20 +134,18 @@ def _keras_piece(level: Level, cell: Cell, part: str) -> Piece:
                            Step("reshape", {"shape": [2, gh]})), ("bias -> Wb, Rb=0",))
 
 
-def _onnx_piece(level: Level, cell: Cell, part: str) -> Piece:
-    d, gh = cell.index, level.gates * level.units
-    where = (f"direction {d} ({cell.direction})",) if len(level.cells) > 1 else ()
-    take = Step("take", {"axis": 0, "index": d})
-    if part in ("K", "R"):
-        return Piece((cell.kernel if part == "K" else cell.recurrent_kernel,), (take,), where)
+def _packed_bias(level: Level, cell: Cell, part: str, take: tuple[Step, ...],
+                 where: tuple[str, ...]) -> Piece:
+    """One vector [input; recurrent] of 2·G·H (ONNX's ``B = [Wb; Rb]``)."""
+    gh = level.gates * level.units
     if cell.bias is None:
         return Piece((), notes=("the source has no bias",))
     src = (cell.bias,)
     if part in ("bx", "bh"):
         lo = 0 if part == "bx" else gh
-        return Piece(src, (take, Step("slice", {"axis": 0, "start": lo, "stop": lo + gh})),
+        return Piece(src, take + (Step("slice", {"axis": 0, "start": lo, "stop": lo + gh}),),
                      where + (f"B = [Wb; Rb]: {'Wb -> b_ih' if lo == 0 else 'Rb -> b_hh'}",))
-    pair = (take, Step("reshape", {"shape": [2, gh]}))
+    pair = take + (Step("reshape", {"shape": [2, gh]}),)
     if part == "b":
         return Piece(src, pair + (Step("sum_axis", {"axis": 0}), Step("reshape", {"shape": [gh]})),
                      where + ("B = [Wb; Rb]: Wb + Rb -> bias",))
@@ -145,53 +170,67 @@ def _gate_note(src: Level, tgt: Level) -> tuple[str, ...]:
 
 
 def _layout_note(src: Level, tgt: Level) -> tuple[str, ...]:
-    """Keras kernels are (in, G·H); torch and ONNX (G·H, in)."""
-    if (src.framework == "keras") == (tgt.framework == "keras"):
-        return ()
-    return ("kernel in,out -> out,in",) if src.framework == "keras" else \
-        ("kernel out,in -> in,out",)
+    """Kernels stored (in, G·H) on one side and (G·H, in) on the other."""
+    so = orientation(src.cells[0].kernel, src)
+    to = orientation(tgt.cells[0].kernel, tgt)
+    return () if so == to else (f"kernel {','.join(so)} -> {','.join(to)}",)
+
+
+def _bias_targets(src: Level, tgt: Level, scell: Cell, tcell: Cell, note: tuple[str, ...]
+                  ) -> list[tuple[Param, Piece]]:
+    """The target cell's biases as its convention stores them."""
+    bias, g0 = tgt.convention.recurrent.bias, _gates(src, tgt, 0)
+    if bias == "two":
+        out = []
+        for tparam, part in ((tcell.bias, "bx"), (tcell.recurrent_bias, "bh")):
+            if tparam is not None:
+                p = piece(src, scell, part)
+                out.append((tparam, p if p.zero else p.then(*g0, notes=note)))
+        return out
+    if tcell.bias is None:
+        return []
+    if bias == "one":
+        pair = len(tcell.bias.shape) == 2
+        p = piece(src, scell, "pair" if pair else "b")
+        return [(tcell.bias, p if p.zero else p.then(*_gates(src, tgt, 1 if pair else 0),
+                                                     notes=note))]
+    p = piece(src, scell, "pair")                        # packed [Wb; Rb]
+    gh = tgt.gates * tgt.units
+    return [(tcell.bias, p if p.zero else p.then(*_gates(src, tgt, 1),
+                                                 Step("reshape", {"shape": [2 * gh]}),
+                                                 notes=note))]
 
 
 def _cell_targets(src: Level, tgt: Level, scell: Cell, tcell: Cell
                   ) -> list[tuple[Param, Piece]]:
-    """torch and Keras targets: one target tensor per cell part."""
+    """A target whose directions are separate tensors: one target tensor per cell part."""
     g0, note = _gates(src, tgt, 0), _gate_note(src, tgt)
     out = []
-    transpose = (Step("transpose", {"perm": [1, 0]}),) if tgt.framework == "keras" else ()
     for tparam, part in ((tcell.kernel, "K"), (tcell.recurrent_kernel, "R")):
         if tparam is not None:
+            flip = (_TRANSPOSE,) if orientation(tparam, tgt) == ("in", "out") else ()
             out.append((tparam, piece(src, scell, part).then(
-                *g0, *transpose, notes=note + _layout_note(src, tgt))))
-    if tgt.framework == "keras":
-        bias = tcell.bias
-        if bias is not None:
-            pair = len(bias.shape) == 2
-            p = piece(src, scell, "pair" if pair else "b")
-            out.append((bias, p if p.zero else p.then(*_gates(src, tgt, 1 if pair else 0),
-                                                      notes=note)))
-        return out
-    for tparam, part in ((tcell.bias, "bx"), (tcell.recurrent_bias, "bh")):
-        if tparam is not None:
-            p = piece(src, scell, part)
-            out.append((tparam, p if p.zero else p.then(*g0, notes=note)))
-    return out
+                *g0, *flip, notes=note + _layout_note(src, tgt))))
+    return out + _bias_targets(src, tgt, scell, tcell, note)
 
 
-def _onnx_targets(src: Level, tgt: Level, pairs: list[tuple[Cell, Cell]]
-                  ) -> list[tuple[Param, Piece]]:
-    """ONNX targets: W, R and B hold every direction of the level."""
+def _stacked_targets(src: Level, tgt: Level, pairs: list[tuple[Cell, Cell]]
+                     ) -> list[tuple[Param, Piece]]:
+    """A target holding every direction of the level in one tensor per part (ONNX W, R, B)."""
     first = tgt.cells[0]
+    if tgt.convention.recurrent.bias != "packed" and first.bias is not None:
+        raise ConversionError(f"internal: {tgt.framework} stacks directions of "
+                              f"{tgt.convention.recurrent.bias} biases, which no conversion "
+                              f"writes", tensor=tgt.layer.name)
     note = _gate_note(src, tgt)
-    gh = tgt.gates * tgt.units
     out = []
     for tparam, part in ((first.kernel, "K"), (first.recurrent_kernel, "R")):
-        out.append((tparam, _lift([piece(src, s, part).then(*_gates(src, tgt, 0), notes=note)
-                                   for s, _ in pairs])))
+        flip = (_TRANSPOSE,) if orientation(tparam, tgt) == ("in", "out") else ()
+        out.append((tparam, _lift([piece(src, s, part).then(*_gates(src, tgt, 0), *flip,
+                                                            notes=note) for s, _ in pairs])))
     if first.bias is not None:
-        parts = [piece(src, s, "pair") for s, _ in pairs]
-        parts = [p if p.zero else p.then(*_gates(src, tgt, 1), Step("reshape", {"shape": [2 * gh]}),
-                                         notes=note) for p in parts]
-        out.append((first.bias, _lift(parts)))
+        out.append((first.bias, _lift([p for s, t in pairs
+                                       for _, p in _bias_targets(src, tgt, s, t, note)])))
     return out
 
 
@@ -260,7 +299,8 @@ def check_levels(src: Level, tgt: Level) -> None:
                               f"{tgt.label()} {tgt.units} on {tgt.input_size}", tensor=where)
     ss, ts = semantics(src), semantics(tgt)
     if ss != ts:
-        raise ConversionError(_differs(src, tgt, ss, ts), tensor=where, hint=_hint(ss, ts))
+        raise ConversionError(_differs(src, tgt, ss, ts), tensor=where,
+                              hint=_hint(src, tgt, ss, ts))
     if any(c.bias is not None for c in src.cells) and all(c.bias is None for c in tgt.cells):
         raise ConversionError(f"{tgt.label()} has no biases, {src.label()} has: they would be "
                               f"dropped", tensor=where, hint="give the target layer biases")
@@ -272,9 +312,12 @@ def _differs(src: Level, tgt: Level, ss: dict, ts: dict) -> str:
             f"{tgt.label()} ({_describe(tgt, ts, keys)}) compute different functions; no weights "
             f"make them equal")
     if "reset" in keys:
-        text += ("; a GRU with reset_after=False (ONNX linear_before_reset=0) applies the reset "
-                 "gate to h before the recurrent kernel, torch nn.GRU (Keras reset_after=True, "
-                 "ONNX linear_before_reset=1) after it")
+        sc, tc = src.convention, tgt.convention
+        text += (f"; a GRU whose reset gate comes before the recurrent kernel "
+                 f"({sc.display} {sc.describe_reset(False)}, {tc.display} "
+                 f"{tc.describe_reset(False)}) applies it to h, one whose reset gate comes "
+                 f"after ({sc.display} {sc.describe_reset(True)}, {tc.display} "
+                 f"{tc.describe_reset(True)}) to the recurrent kernel's output")
     return text
 
 
@@ -284,19 +327,18 @@ def _describe(level: Level, sem: dict, keys: list[str]) -> str:
     for k in keys:
         v = sem.get(k)
         if k == "reset":
-            after = v == "after"
-            words.append({"keras": f"reset_after={after}",
-                          "onnx": f"linear_before_reset={int(after)}"}.get(
-                level.framework, "reset gate after the recurrent kernel"))
+            words.append(level.convention.describe_reset(v == "after"))
         else:
             words.append(describe_semantics({k: v}) if v is not None else f"no {k}")
     return ", ".join(words)
 
 
-def _hint(ss: dict, ts: dict) -> str:
+def _hint(src: Level, tgt: Level, ss: dict, ts: dict) -> str:
     if ss.get("reset") != ts.get("reset"):
-        return ("build both GRUs with the same variant: Keras reset_after=True, ONNX "
-                "linear_before_reset=1 and torch nn.GRU agree")
+        after = ss.get("reset") == "after"
+        return (f"build both GRUs with the same variant: the source's "
+                f"{src.convention.describe_reset(after)} is the target's "
+                f"{tgt.convention.describe_reset(after)}")
     return "build the target layer with the source's activations and options"
 
 
@@ -305,8 +347,8 @@ def convert_level(src: Level, tgt: Level, make: MakePlan) -> list[TensorPlan]:
     check_levels(src, tgt)
     by_dir = {c.direction: c for c in src.cells}
     pairs = [(by_dir[t.direction], t) for t in tgt.cells]
-    if tgt.framework == "onnx":
-        planned = _onnx_targets(src, tgt, pairs)
+    if tgt.convention.recurrent.directions == "stacked":
+        planned = _stacked_targets(src, tgt, pairs)
     else:
         planned = [x for s, t in pairs for x in _cell_targets(src, tgt, s, t)]
     extra = _level_note(src, tgt)
@@ -380,6 +422,3 @@ def convert_layers(pair: LayerPair) -> list[TensorPlan]:
         planned.update((tp.target, tp) for tp in convert_level(s, t, make))
     return [planned.get(p.name) or plan_param(pair, p) for p in pair.target.params]
 
-
-for _op in RECURRENT:
-    register(f"*:{_op}", f"*:{_op}")(convert_layers)

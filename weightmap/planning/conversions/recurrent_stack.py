@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from ...errors import ConversionError
 from ...graph import Layer, ParamGraph
 from ..plan import CONVERSION_FAILED, Reason, TensorPlan
-from .base import PlanContext, register_pass
+from .base import PlanContext
 from .recurrent import STACKS, convert_level
 from .recurrent_levels import Level, levels
 
@@ -64,7 +64,6 @@ def _fits(s: Level, t: Level) -> bool:
         (t.op, t.directions, t.units, t.input_size)
 
 
-@register_pass("recurrent_stacks")
 def pair_stacked_levels(ctx: PlanContext) -> None:
     src, tgt = items(ctx.source_graph), items(ctx.target_graph)
     if not any(i.level for i in src) or not any(i.level for i in tgt):

@@ -1,5 +1,7 @@
-"""Separable convolutions: one Keras ``SeparableConv{1,2}D`` (depthwise kernel, pointwise kernel,
-bias) against two torch/ONNX layers (a depthwise conv without bias, then a 1x1 conv).
+"""Separable convolutions: one separable layer (Keras ``SeparableConv{1,2}D``: depthwise kernel,
+pointwise kernel, bias) against two layers (torch, ONNX: a depthwise conv without bias, then a
+1x1 conv). The depthwise kernels convert by their conventions' patterns (``depthwise.py``), the
+pointwise ones by their labels.
 
 The matcher pairs layers one to one, so these stay unmatched; this pass pairs them after the
 layer conversions, in order: a still-unused source separable layer with the first still-new
@@ -12,8 +14,10 @@ from __future__ import annotations
 from ...errors import ConversionError
 from ...graph import Layer, Param
 from ..plan import TensorPlan
-from ...transform import Step
-from .base import PlanContext, register_pass
+from ... import registry
+from ...convention import SPATIAL
+from ...transform.pattern import rearrange
+from .base import PlanContext
 from .generic import cast_steps, layout_steps
 
 _MATCH = {"strategy": "separable", "score": 0.7}
@@ -37,36 +41,34 @@ def _is_pointwise(layer: Layer) -> bool:
         all(k.shape[k.axes.index(a)] == 1 for a in k.axes if a not in ("out", "in"))
 
 
-def _fit(dk: Param | None, tdk: Param | None, pk: Param | None, tpk: Param | None,
-         keras_dk: Param | None):
-    """``((kh, kw, c, m), pointwise steps, notes)`` when the Keras depthwise kernel
-    ``(kh, kw, c, m)`` (``keras_dk``, one of ``dk``/``tdk``) and the torch one ``(c*m, 1, kh, kw)``
-    fit each other and the pointwise kernels convert by their labels; else None."""
-    if None in (dk, pk, tdk, tpk) or len(keras_dk.shape) != 4:
+def _fit(ctx: PlanContext, dk: Param | None, tdk: Param | None, pk: Param | None,
+         tpk: Param | None):
+    """``(depthwise steps, "PATTERN -> PATTERN", pointwise steps, pointwise notes)`` when the
+    source depthwise kernel ``dk`` fits the target's ``tdk`` as the two conventions lay them out
+    and the pointwise kernels convert by their labels; else None."""
+    if None in (dk, pk, tdk, tpk) or len(dk.shape) - 2 not in SPATIAL:
         return None
-    kh, kw, c, m = keras_dk.shape
-    torch_dk = tdk if keras_dk is dk else dk
-    if torch_dk.shape != (c * m, 1, kh, kw):
-        return None
+    rank = len(dk.shape) - 2
+    sp = registry.convention(ctx.source_graph.framework).depthwise_pattern(rank)
+    tp = registry.convention(ctx.target_graph.framework).depthwise_pattern(rank)
     try:
+        dk_steps, _ = rearrange(sp, tp, dk.shape, tdk.shape, where=tdk.name)
         pk_steps, pk_notes = layout_steps(pk, tpk)
     except ConversionError:
         return None
-    return (kh, kw, c, m), pk_steps, pk_notes
+    return dk_steps, f"{sp} -> {tp}", pk_steps, pk_notes
 
 
-def _split(sep: Layer, dw: Layer, pw: Layer) -> list[TensorPlan] | None:
-    """Plans for a target (depthwise, pointwise) pair from a Keras separable layer, or None."""
+def _split(ctx: PlanContext, sep: Layer, dw: Layer, pw: Layer) -> list[TensorPlan] | None:
+    """Plans for a target (depthwise, pointwise) pair from a source separable layer, or None."""
     dk, pk, bias = sep.param("depthwise_kernel"), sep.param("pointwise_kernel"), sep.param("bias")
     tdk, tpk = _kernel(dw), _kernel(pw)
-    fit = _fit(dk, tdk, pk, tpk, dk)
+    fit = _fit(ctx, dk, tdk, pk, tpk)
     if fit is None:
         return None
-    (kh, kw, c, m), pk_steps, pk_notes = fit
-    out = [_plan(dw, tdk, "transformed", (dk,),
-                 [Step("transpose", {"perm": [2, 3, 0, 1]}),
-                  Step("reshape", {"shape": [c * m, 1, kh, kw]})] + cast_steps(dk, tdk),
-                 (f"separable {sep.name}: depthwise kh,kw,c,m -> (c*m),1,kh,kw",), sep.name),
+    dk_steps, how, pk_steps, pk_notes = fit
+    out = [_plan(dw, tdk, "transformed", (dk,), dk_steps + cast_steps(dk, tdk),
+                 (f"separable {sep.name}: depthwise {how}",), sep.name),
            _plan(pw, tpk, "transformed", (pk,), pk_steps,
                  (f"separable {sep.name}: pointwise",) + tuple(pk_notes), sep.name)]
     for layer in (dw, pw):
@@ -87,7 +89,6 @@ def _all_new(ctx: PlanContext, layer: Layer, index: dict[str, int]) -> bool:
                                       for p in layer.params if p.name in index)
 
 
-@register_pass("separable_split")
 def pair_separable(ctx: PlanContext) -> None:
     used = {s for t in ctx.tensors for s in t.sources}
     seps = [l for l in ctx.source_graph.layers if l.op.startswith("separable_conv")
@@ -96,7 +97,8 @@ def pair_separable(ctx: PlanContext) -> None:
         return
     index = ctx.index()
     _pair_each(ctx, seps, ctx.target_graph.layers,
-               lambda dw, pw: _all_new(ctx, dw, index) and _all_new(ctx, pw, index), _split,
+               lambda dw, pw: _all_new(ctx, dw, index) and _all_new(ctx, pw, index),
+               lambda sep, dw, pw: _split(ctx, sep, dw, pw),
                lambda sep, dw, pw: f"{sep.name} (separable) split into {dw.name} (depthwise) "
                                    f"+ {pw.name} (pointwise)")
 
@@ -121,19 +123,17 @@ def _pair_each(ctx: PlanContext, singles, layers, free, build, say) -> None:
             break
 
 
-def _merge(dw: Layer, pw: Layer, sep: Layer) -> list[TensorPlan] | None:
+def _merge(ctx: PlanContext, dw: Layer, pw: Layer, sep: Layer) -> list[TensorPlan] | None:
     """Plans for a target separable layer from a source (depthwise, pointwise) pair, or None."""
     dk, pk, bias = _kernel(dw), _kernel(pw), pw.param("bias")
     tdk, tpk, tb = sep.param("depthwise_kernel"), sep.param("pointwise_kernel"), sep.param("bias")
-    fit = _fit(dk, tdk, pk, tpk, tdk) if dw.param("bias") is None else None
+    fit = _fit(ctx, dk, tdk, pk, tpk) if dw.param("bias") is None else None
     if fit is None:
         return None
-    (kh, kw, c, m), pk_steps, pk_notes = fit
+    dk_steps, how, pk_steps, pk_notes = fit
     source = f"{dw.name}+{pw.name}"
-    out = [_plan(sep, tdk, "transformed", (dk,),
-                 [Step("reshape", {"shape": [c, m, kh, kw]}),
-                  Step("transpose", {"perm": [2, 3, 0, 1]})] + cast_steps(dk, tdk),
-                 (f"depthwise {dw.name}: (c*m),1,kh,kw -> kh,kw,c,m",), source),
+    out = [_plan(sep, tdk, "transformed", (dk,), dk_steps + cast_steps(dk, tdk),
+                 (f"depthwise {dw.name}: {how}",), source),
            _plan(sep, tpk, "transformed", (pk,), pk_steps,
                  (f"pointwise {pw.name}",) + tuple(pk_notes), source)]
     if tb is not None:
@@ -148,7 +148,6 @@ def _merge(dw: Layer, pw: Layer, sep: Layer) -> list[TensorPlan] | None:
     return out
 
 
-@register_pass("separable_merge")
 def merge_separable(ctx: PlanContext) -> None:
     index = ctx.index()
     targets = [l for l in ctx.target_graph.layers if l.op.startswith("separable_conv")
@@ -158,6 +157,6 @@ def merge_separable(ctx: PlanContext) -> None:
     used = {s for t in ctx.tensors for s in t.sources}
     _pair_each(ctx, targets, ctx.source_graph.layers,
                lambda dw, pw: not any(p.name in used for p in dw.params + pw.params),
-               lambda sep, dw, pw: _merge(dw, pw, sep),
+               lambda sep, dw, pw: _merge(ctx, dw, pw, sep),
                lambda sep, dw, pw: f"{dw.name} (depthwise) + {pw.name} (pointwise) merged into "
                                    f"{sep.name} (separable)")

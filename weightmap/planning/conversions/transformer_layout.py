@@ -24,18 +24,18 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Iterable, Mapping
 
+from ... import arch, registry
 from ...errors import ConversionError, UsageError
 from ...graph import Layer, Param, ParamGraph
 from .. import plan as plans
-from ..plan import TensorPlan
+from ..plan import Decision, TensorPlan
 from ...transform import Step
-from .base import PlanContext, register_graph_pass
-from .generic import layout_steps
+from .base import LayerPair, PlanContext
+from .generic import layout_steps, plan_param
 
 IN_OUT, OUT_IN = ("in", "out"), ("out", "in")
 LAYOUTS = {"in,out": IN_OUT, "out,in": OUT_IN}
-# Leaf names of Hugging Face Conv1D layers (GPT-2, OpenAI GPT, ImageGPT, DecisionTransformer).
-CONV1D_LEAVES = ("c_attn", "q_attn", "c_proj", "c_fc")
+CONV1D_LEAVES = arch.CONV1D_LEAVES
 FAMILY = "conv1d_family"        # layer attr on an undecided family member: its leaf names
 LAYOUT_FROM = "layout_from"     # layer attr: how the kernel's layout is known
 UNDECIDED = "undecided"
@@ -117,7 +117,7 @@ def _relabel(layer: Layer, axes: tuple[str, ...] | None, attrs: Mapping[str, Any
 
 def mark_family(graph: ParamGraph, side: str, options: Mapping[str, Any]) -> ParamGraph:
     members = [l for l in graph.layers if is_candidate(l)]
-    if graph.framework != "torch" or not members:
+    if not registry.convention(graph.framework).conv1d_family or not members:
         return graph
     names = "/".join(sorted({leaf(l.name) for l in members}, key=CONV1D_LEAVES.index))
     forced = forced_layout(options, side)
@@ -130,7 +130,6 @@ def mark_family(graph: ParamGraph, side: str, options: Mapping[str, Any]) -> Par
     return replace(graph, layers=tuple(layers))
 
 
-@register_graph_pass("conv1d_layout")
 def conv1d_layout(source: ParamGraph, target: ParamGraph, options: Mapping[str, Any]
                   ) -> tuple[ParamGraph, ParamGraph]:
     return mark_family(source, "source", options), mark_family(target, "target", options)
@@ -248,3 +247,57 @@ def resolve_square(ctx: PlanContext) -> None:
             f"new because {why}; a square matrix is never decided by shape alone: say how they are "
             f"stored with --conv1d-layout in,out (Hugging Face Conv1D) or out,in (nn.Linear), "
             f'{OPTION}="in,out" in Python')
+
+
+# ---- the dense conversion of Conv1D-style layers -----------------------------------------
+
+def _layout_note(pair: LayerPair) -> list[str]:
+    """How a kernel layout known before matching was known (module type or option)."""
+    notes = []
+    for side, layer in (("source", pair.source), ("target", pair.target)):
+        how = layer.attrs.get(LAYOUT_FROM)
+        kernel = layer.param("kernel")
+        if how and how != UNDECIDED and kernel is not None and kernel.axes:
+            notes.append(f"{side} layout ({text(kernel.axes)}) from {how}")
+            notes.append(Decision(f"{side} kernels stored ({text(kernel.axes)}): layout "
+                                  f"from {how}"))
+    return notes
+
+
+def _kernel_plan(pair: LayerPair, tgt: Param) -> TensorPlan:
+    sources = pair.sources_of(tgt.name)
+    src_open = bool(sources) and kernel_undecided(pair.source, sources[0])
+    tgt_open = kernel_undecided(pair.target, tgt)
+    if len(sources) != 1 or not (src_open or tgt_open):
+        return plan_param(pair, tgt)
+    (src,) = sources
+    try:
+        steps, notes, fitted = orient(src, tgt, src_open, tgt_open)
+    except Pending as side:
+        # resolved by the family (resolve_square) once every layer is planned
+        return pair.plan(tgt, "new", sources=(src,), **pending(str(side)))
+    if src.dtype != tgt.dtype:
+        notes.append(f"dtype {src.dtype} -> {tgt.dtype}")
+    status = "transformed" if any(s.op != "cast" for s in steps) else "transferred"
+    return pair.plan(tgt, status, sources=(src,), steps=steps, notes=notes,
+                     fitted_layout=fitted)
+
+
+def has_conv1d(pair: LayerPair) -> bool:
+    """Either side of a dense pair is a Conv1D-style layer (a graph pass marked it)."""
+    return any(l.attrs.get(LAYOUT_FROM) for l in (pair.source, pair.target))
+
+
+def convert_conv1d_dense(pair: LayerPair) -> list[TensorPlan]:
+    """A dense pair where either side is a Conv1D-style layer (``has_conv1d``;
+    ``dense.convert_dense`` sends them here): the kernels oriented by the layout known or by
+    fit, the rest by labels."""
+    notes = tuple(_layout_note(pair))
+    plans = []
+    for p in pair.target.params:
+        if p.role == "kernel":
+            plan = _kernel_plan(pair, p)
+            plans.append(replace(plan, notes=plan.notes + notes) if plan.sources else plan)
+        else:
+            plans.append(plan_param(pair, p))
+    return plans

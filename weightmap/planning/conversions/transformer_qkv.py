@@ -31,7 +31,7 @@ from ...errors import ConversionError
 from ...graph import Layer, Param, ParamGraph
 from ..plan import TensorPlan
 from ...transform import Step
-from .base import PlanContext, register_graph_pass
+from .base import PlanContext
 from .generic import cast_steps, stacked
 from .transformer_layout import (IN_OUT, OUT_IN, Pending, fit_note, kernel_undecided, leaf,
                                  orient, text)
@@ -98,7 +98,6 @@ def _hold(graph: ParamGraph, layers: Sequence[Layer], why: str) -> ParamGraph:
         for l in graph.layers))
 
 
-@register_graph_pass("qkv_hold")
 def hold_qkv(source: ParamGraph, target: ParamGraph, options: Mapping[str, Any]
              ) -> tuple[ParamGraph, ParamGraph]:
     """For each fused kind: where one side has fused projections and the other the separate

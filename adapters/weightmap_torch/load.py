@@ -1,4 +1,5 @@
-"""Loading into a live torch module in place (the ``.pt`` file output is ``zip_writer``)."""
+"""Loading into a live torch module in place (the adapter's load_into; the `.pt` file output is
+``emit.py`` through ``zip_writer``)."""
 from __future__ import annotations
 
 from typing import Any, Iterable
