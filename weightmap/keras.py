@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from .errors import UsageError
-from .torch import _params
+from .emit.manifest import params_of
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ def _layers(model: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 
 
 def freeze(model: Any, manifest: Any) -> KerasFreeze:
-    params = _params(manifest)
+    params = params_of(manifest)
     by_layer: dict[str, list[bool]] = {}
     for entry in params.values():
         by_layer.setdefault(entry["layer"], []).append(bool(entry["frozen"]))

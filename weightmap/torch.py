@@ -4,25 +4,15 @@ Importing this module imports torch (it is only imported when the user asks for 
 """
 from __future__ import annotations
 
-import json
 import warnings
-from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import UsageError
-from .emit.manifest import check
-
-
-def _params(manifest: Mapping[str, Any] | str | Path) -> Mapping[str, Any]:
-    if isinstance(manifest, (str, Path)):
-        manifest = json.loads(Path(manifest).read_text(encoding="utf-8"))
-    if hasattr(manifest, "manifest"):            # a PortReport
-        manifest = manifest.manifest
-    return check(manifest)
+from .emit.manifest import params_of
 
 
 def _entries(model: Any, manifest) -> list[tuple[str, Any, Mapping[str, Any]]]:
-    params = _params(manifest)
+    params = params_of(manifest)
     out = []
     for name, p in model.named_parameters():
         if name not in params:

@@ -19,10 +19,12 @@ part (``layer1.0.conv1`` and ``layer1.0.bn1`` are block ``layer1.0``, ``blocks.3
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..errors import UsageError
@@ -201,6 +203,16 @@ def check(manifest: Mapping[str, Any]) -> Mapping[str, Any]:
             or not isinstance(manifest.get("params"), Mapping):
         raise UsageError(f"not a weightmap manifest of version {MANIFEST_VERSION}")
     return manifest["params"]
+
+
+def params_of(manifest: Any) -> Mapping[str, Any]:
+    """The per-parameter entries of a manifest given as a dict, a path to its JSON or a
+    PortReport (what the framework helpers ``freeze`` and ``param_groups`` take)."""
+    if isinstance(manifest, (str, Path)):
+        manifest = json.loads(Path(manifest).read_text(encoding="utf-8"))
+    if hasattr(manifest, "manifest"):            # a PortReport
+        manifest = manifest.manifest
+    return check(manifest)
 
 
 class Census:
