@@ -210,3 +210,25 @@ def test_cli_port_verify_and_verify(source, tmp_path, capsys):
     assert '"verify":{"passed":true' in html and '"first_divergence":null' in html
     assert "verify" not in json.loads((tmp_path / "good.manifest.json").read_text())
     assert main(["port", str(source), "--to", str(TORCH), "--verify=maybe"]) == 2
+
+
+def test_verification_options_without_verification_are_refused(source, tmp_path, capsys):
+    """``--tol`` and ``--source-model`` (``verify_tol=``, ``source_model=``) without
+    ``--verify`` would be ignored: a usage error naming ``--verify``, nothing written (before:
+    exit 0, no word)."""
+    from weightmap.cli import main
+    from weightmap.errors import UsageError
+    out = tmp_path / "net.safetensors"
+    for flag, value in (("--tol", "1e-3"), ("--source-model", str(TORCH))):
+        assert main(["port", str(source), "--to", str(TORCH), "--out", str(out), flag,
+                     value]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"weightmap: error: {flag} (Python: ") and \
+            "serves verification, and this port does not verify" in err and \
+            "add --verify" in err, err
+    for keyword, value in (("verify_tol", 1e-3), ("source_model", TORCH)):
+        with pytest.raises(UsageError, match=f"Python: {keyword}=.*serves verification"):
+            weightmap.port(source, TORCH, out, **{keyword: value})
+    with pytest.raises(UsageError, match="tolerance must be a positive number"):
+        weightmap.port(source, TORCH, out, verify=True, verify_tol=0)
+    assert list(tmp_path.iterdir()) == []

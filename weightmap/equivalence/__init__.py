@@ -88,8 +88,7 @@ def check(source: Any, target: Any, weights: Path, src: ParamGraph, tgt: ParamGr
           entries: Sequence[Entry], *, source_model: Any = None, tol: float = DEFAULT_TOL,
           seed: int = 0) -> VerifyResult:
     """``verify`` on graphs already read and the plan's entries."""
-    if not (tol > 0):
-        raise UsageError(f"the tolerance must be a positive number, found {tol!r}")
+    check_tol(tol)
     pairing = pair_layers(entries, src, tgt)
     base = {"tol": float(tol), "synthetic": tuple(pairing.synthetic)}
     runners: list[Runner] = []
@@ -306,18 +305,36 @@ def _outputs_side_by_side(a, b, probe_info):
 # ---- port(verify=...) ---------------------------------------------------------------------------
 
 _PORT_MODES = {False: None, True: "fail", "warn": "warn"}
+# port's options that serve verification only: (Python keyword, command-line flag)
+VERIFY_OPTIONS = (("source_model", "--source-model"), ("verify_tol", "--tol"))
 
 
-def port_mode(verify: Any, dry_run: bool = False) -> str | None:
-    """``port(verify=...)`` as None (no verification), "fail" or "warn"."""
+def check_tol(tol: Any) -> None:
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (tol > 0):
+        raise UsageError(f"the tolerance must be a positive number, found {tol!r}")
+
+
+def port_mode(verify: Any, dry_run: bool = False, **options: Any) -> str | None:
+    """``port(verify=...)`` as None (no verification), "fail" or "warn". ``options``: the
+    port's ``source_model`` and ``verify_tol``; given without verification they would be
+    ignored, so they are a UsageError."""
     if verify is None:
-        return None
+        verify = False
     if not isinstance(verify, (bool, str)) or verify not in _PORT_MODES:
         raise UsageError(f"verify={verify!r}; one of False, True, 'warn'")
     mode = _PORT_MODES[verify]
     if mode and dry_run:
         raise UsageError("verification runs the written model; a dry run writes none",
                          hint="drop --dry-run, or --verify")
+    for keyword, flag in VERIFY_OPTIONS:
+        if options.get(keyword) is None:
+            continue
+        if not mode:
+            raise UsageError(f"{flag} (Python: {keyword}=) serves verification, and this "
+                             "port does not verify: it would be ignored",
+                             hint=f"add --verify (Python: verify=True), or drop {flag}")
+        if keyword == "verify_tol":
+            check_tol(options[keyword])
     return mode
 
 
