@@ -232,3 +232,20 @@ def test_verification_options_without_verification_are_refused(source, tmp_path,
     with pytest.raises(UsageError, match="tolerance must be a positive number"):
         weightmap.port(source, TORCH, out, verify=True, verify_tol=0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_verify_finds_a_sharded_output_by_the_name_given_to_out(source, tmp_path, capsys):
+    """``port --out X.safetensors --shard-size ...`` writes shards and the index
+    ``X.safetensors.index.json``; ``verify --weights X.safetensors`` verifies through that index
+    and says so (before: exit 2, ``no such weights file``)."""
+    from weightmap.cli import main
+    out = tmp_path / "net.safetensors"
+    report = weightmap.port(source, TORCH, out, shard_size=2000)
+    assert report.output == str(tmp_path / "net.safetensors.index.json") and not out.exists()
+    assert len(list(tmp_path.glob("net-*-of-*.safetensors"))) > 1
+    result = weightmap.verify(source, TORCH, out)
+    assert result.passed and len(result.layers) == 5
+    assert "net.safetensors is sharded: its index net.safetensors.index.json was verified" \
+        in result.notes
+    assert main(["verify", str(source), "--to", str(TORCH), "--weights", str(out)]) == 0
+    assert "its index net.safetensors.index.json was verified" in capsys.readouterr().out

@@ -43,15 +43,25 @@ def verify(source: Any, target: Any, weights: str | os.PathLike, *, source_model
     (a state dict, safetensors). Never raises for a model that cannot be run: the result says
     why it did not pass."""
     from ..sources import read
-    weights = Path(weights)
-    if not weights.exists():
-        raise UsageError("no such weights file", path=weights,
-                         hint="--weights names the output of a port")
+    weights, found = _weights_file(Path(weights))
     src, tgt = read(source), _read_target(target)
     entries, note = _entries(plan, weights, src, tgt)
     result = check(source, target, weights, src, tgt, entries, source_model=source_model,
                    tol=tol, seed=seed)
-    return replace(result, notes=result.notes + (note,)) if note else result
+    notes = tuple(n for n in (found, note) if n)
+    return replace(result, notes=result.notes + notes) if notes else result
+
+
+def _weights_file(weights: Path) -> tuple[Path, str | None]:
+    """The port's output by the name given to its ``--out``: a sharded output is known by its
+    index (``X.safetensors`` written as shards and ``X.safetensors.index.json``)."""
+    if weights.exists():
+        return weights, None
+    index = weights.with_name(weights.name + ".index.json")
+    if index.is_file():
+        return index, f"{weights.name} is sharded: its index {index.name} was verified"
+    raise UsageError("no such weights file", path=weights,
+                     hint="--weights names the output of a port")
 
 
 def _read_target(target: Any) -> ParamGraph:
