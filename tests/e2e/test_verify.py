@@ -249,3 +249,40 @@ def test_verify_finds_a_sharded_output_by_the_name_given_to_out(source, tmp_path
         in result.notes
     assert main(["verify", str(source), "--to", str(TORCH), "--weights", str(out)]) == 0
     assert "its index net.safetensors.index.json was verified" in capsys.readouterr().out
+
+
+def test_a_manifest_that_does_not_describe_the_weights_is_not_trusted(source, tmp_path):
+    """``weightmap verify`` pairs the layers with the manifest beside the weights only when it
+    describes them: its tensors' names and shapes are the weights' and the target's, and the
+    digests of the smallest tensors agree. Another port's manifest (a feature-extraction
+    port's, beside the full port's weights; the full port's, beside weights written by an
+    edited plan) is set aside and the plan made again, with a note (before: used silently,
+    4 pairs compared, outputs skipped, passed)."""
+    full, head = tmp_path / "full.safetensors", tmp_path / "head.safetensors"
+    weightmap.port(source, TORCH, full)
+    weightmap.port(source, f"{TORCH}:new_head", head)
+    (tmp_path / "full.manifest.json").write_bytes((tmp_path / "head.manifest.json").read_bytes())
+    result = weightmap.verify(source, TORCH, full)
+    assert result.passed and len(result.layers) == 5 and result.compared_up_to is None
+    assert [o.status for o in result.outputs] == ["ok"]
+    (note,) = [n for n in result.notes if "full.manifest.json" in n]
+    assert note.startswith("the manifest beside full.safetensors (full.manifest.json) does not "
+                           "describe these weights (")
+    assert note.endswith("): the plan was made again to pair the layers")
+    # the same names and shapes, other values: the swapped port's weights, the exact manifest
+    swapped = tmp_path / "swapped.safetensors"
+    weightmap.port(source, TORCH, swapped, plan=_edited(source, "swap"))
+    (tmp_path / "swapped.manifest.json").write_bytes(
+        (tmp_path / "full.manifest.json").read_bytes())
+    weightmap.port(source, TORCH, full, force=True)        # its own manifest again
+    (tmp_path / "swapped.manifest.json").write_bytes(
+        (tmp_path / "full.manifest.json").read_bytes())
+    result = weightmap.verify(source, TORCH, swapped)
+    assert any("SHA-256" in n and "swapped.manifest.json" in n for n in result.notes), \
+        result.notes
+    assert not weightmap.verify(source, TORCH, full).notes      # its own: trusted, no note
+    # a plan given by hand that does not describe the target is an error, not a guess
+    plan = tmp_path / "head.plan.json"
+    plan.write_text(weightmap.plan(source, f"{TORCH}:new_head").to_json())
+    with pytest.raises(weightmap.WeightmapError, match="does not describe"):
+        weightmap.verify(source, TORCH, full, plan=plan)

@@ -23,6 +23,7 @@ from ..graph import ParamGraph
 from ..layouts import activation_axes, feature_map_axes
 from . import probe as probe_mod
 from .compare import Incomparable, activation_of, figures, reconcile, side_by_side
+from .provenance import mismatch
 from .pairs import (Entry, Pairing, Sequenced, entries_from_manifest, entries_from_plan,
                     pair_layers, sequence)
 from .result import LayerFigure, OutputFigure, VerifyResult
@@ -77,21 +78,30 @@ def _entries(plan: Any, weights: Path, src: ParamGraph, tgt: ParamGraph
     if isinstance(plan, Plan):
         return entries_from_plan(plan), None
     path = Path(plan) if plan is not None else manifest_path_for(weights)
+    again = f"no manifest beside {weights.name}"
     if path.is_file():
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise UsageError(f"cannot read it as JSON: {exc}", path=path) from None
-        if isinstance(data, dict) and "weightmap_plan" in data:
-            return entries_from_plan(Plan.from_dict(data)), None
-        if isinstance(data, dict) and "params" in data:
-            return entries_from_manifest(data), None
-        raise UsageError("neither a weightmap plan nor a manifest", path=path)
-    if plan is not None:
+        is_plan = isinstance(data, dict) and "weightmap_plan" in data
+        if not (is_plan or isinstance(data, dict) and "params" in data):
+            raise UsageError("neither a weightmap plan nor a manifest", path=path)
+        why = mismatch(data, tgt, weights)
+        if why is None:
+            return (entries_from_plan(Plan.from_dict(data)) if is_plan
+                    else entries_from_manifest(data)), None
+        if plan is not None:           # the caller's own choice: not replaced by a guess
+            raise UsageError(f"it does not describe the target and these weights ({why})",
+                             path=path, hint="give the plan or manifest of the port that "
+                                             "wrote them, or none")
+        again = f"the manifest beside {weights.name} ({path.name}) does not describe these " \
+                f"weights ({why})"
+    elif plan is not None:
         raise UsageError("no such plan or manifest file", path=path)
     from ..api import plan as make_plan
     return entries_from_plan(make_plan(src, tgt)), \
-        f"no manifest beside {weights.name}: the plan was made again to pair the layers"
+        f"{again}: the plan was made again to pair the layers"
 
 
 def check(source: Any, target: Any, weights: Path, src: ParamGraph, tgt: ParamGraph,
