@@ -286,3 +286,22 @@ def test_a_manifest_that_does_not_describe_the_weights_is_not_trusted(source, tm
     plan.write_text(weightmap.plan(source, f"{TORCH}:new_head").to_json())
     with pytest.raises(weightmap.WeightmapError, match="does not describe"):
         weightmap.verify(source, TORCH, full, plan=plan)
+
+
+def test_a_source_that_runs_by_itself_ignores_source_model_and_says_so(source, state_dict,
+                                                                       tmp_path, proven):
+    """``--source-model`` builds a source that is weights only. A migration shares it across
+    jobs of mixed sources; a Keras file that carries its architecture runs by itself, and the
+    note says the model file was not used (before: its tensors were loaded into the torch
+    model file by name, exit 10 ``do not fit the model``)."""
+    report = weightmap.port(source, TORCH, tmp_path / "k.safetensors", verify=True,
+                            source_model=TORCH)
+    result = proven(report)
+    assert "rebuilt from the config of proof.keras" in result.ran["source"]
+    assert f"--source-model {TORCH.name} not used: the source proof.keras runs by itself" \
+        in result.summary()
+    # a state dict still needs it, and takes it
+    report = weightmap.port(state_dict, TORCH, tmp_path / "sd.safetensors", verify=True,
+                            source_model=TORCH)
+    assert proven(report).ran["source"].startswith("torch Net with the tensors of")
+    assert not any("not used" in n for n in report.verify.notes)

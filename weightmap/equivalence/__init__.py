@@ -112,20 +112,22 @@ def check(source: Any, target: Any, weights: Path, src: ParamGraph, tgt: ParamGr
     pairing = pair_layers(entries, src, tgt)
     base = {"tol": float(tol), "synthetic": tuple(pairing.synthetic)}
     runners: list[Runner] = []
+    opened: list[str] = []                  # notes of opening the sides
     try:
-        runners.append(open_source(source, src, source_model))
+        runners.append(open_source(source, src, source_model, opened))
         runners.append(open_target(target, tgt, weights))
         sr, tr = runners
         probe = probe_mod.make(src, tgt, sr.inputs(), tr.inputs(), seed)
         run_s = _run(sr, "source", probe.feeds["source"], _capture(pairing, "source"))
         run_t = _run(tr, "target", probe.feeds["target"], _capture(pairing, "target"))
     except VerifyError as exc:
-        return VerifyResult(passed=False, notes=(str(exc),), **base)
+        return VerifyResult(passed=False, notes=(str(exc), *opened), **base)
     finally:
         for runner in reversed(runners):
             runner.close()
     ran = {"source": sr.description, "target": tr.description}
-    return _judge(pairing, src, tgt, run_s, run_t, probe.info, base, ran)
+    result = _judge(pairing, src, tgt, run_s, run_t, probe.info, base, ran)
+    return replace(result, notes=result.notes + tuple(opened)) if opened else result
 
 
 def _capture(pairing: Pairing, side: str) -> list[str]:
