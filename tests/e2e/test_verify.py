@@ -85,6 +85,17 @@ def test_a_softmax_classifier_into_a_model_returning_logits(tmp_path, randomised
     with pytest.raises(VerifyError, match="first divergence: fc <- fc"):
         weightmap.port(path, TORCH, tmp_path / "broken.safetensors", plan=broken, verify=True)
     assert not (tmp_path / "broken.safetensors").exists()
+    # failing, the output figure is the one past the softmax too (the target returns fc's
+    # values): the last pair's own figure, not probabilities against logits (before: rel 1.8
+    # on a VGG16 whose last pair differed by 3.5e-3)
+    result = weightmap.port(path, TORCH, tmp_path / "broken.safetensors", plan=broken,
+                            verify="warn").verify
+    (output,), fc = result.outputs, result.layers[-1]
+    assert output.status == "diverged" and fc.target == "fc" and output.rel == fc.rel
+    assert output.note == ("compared once softmax is applied to the target's output: the "
+                           "source's last layer fc applies softmax inside it, the target model "
+                           "returns the values before it")
+    assert "outputs differ to rel" in result.summary() and output.note in result.summary()
 
 
 def _edited(source, edit):

@@ -277,7 +277,7 @@ def _compare_outputs(seq: Sequenced, run_s: Run, run_t: Run, probe_info, tol: fl
             continue
         fig = figures(a2, b2)
         if not fig.within(tol) and last is not None and last[1] != last[2]:
-            found = _agrees_past_activation(a2, b2, last, tol)
+            found = _past_activation(a2, b2, last, tol, run_s, run_t)
             if found is not None:
                 out.append(OutputFigure(name, tuple(b.shape), *found))
                 continue
@@ -290,24 +290,34 @@ def _compare_outputs(seq: Sequenced, run_s: Run, run_t: Run, probe_info, tol: fl
     return out
 
 
-def _agrees_past_activation(a, b, last, tol: float):
-    """(max_abs, rel, "ok", note) when outputs that differ agree once the activation the last
-    pair fuses on one side only is applied to the other side's output — the weights are
-    ported exactly and the models differ by that activation, which the note says; else None."""
+def _past_activation(a, b, last, tol: float, run_s: Run, run_t: Run):
+    """(max_abs, rel, status, note) of outputs compared once the activation the last pair
+    fuses on one side only is applied to the other side's output: when they then agree (the
+    models differ by that activation alone), or when the other side's output is its last
+    paired layer's own output (it returns the values before the activation, so the outputs
+    compare only past it, agreeing or not); else None (the raw figure stands)."""
     pair, source_act, target_act = last
     try:
         a2, b2, _ = reconcile(source_act, target_act, a, b)
     except Incomparable:
         return None
     fig = figures(a2, b2)
-    if not fig.within(tol):
-        return None
     side, other, act = ("source", "target", source_act) if source_act else \
         ("target", "source", target_act)
     layer = pair.source if source_act else pair.target
-    return (fig.max_abs, fig.rel, "ok",
-            f"agrees once {act} is applied to the {other}'s output: the {side}'s last layer "
-            f"{layer} applies {act} inside it, the {other} model returns the values before it")
+    why = f"the {side}'s last layer {layer} applies {act} inside it, the {other} model " \
+          f"returns the values before it"
+    if fig.within(tol):
+        return fig.max_abs, fig.rel, "ok", f"agrees once {act} is applied to the {other}'s " \
+                                           f"output: {why}"
+    plain_run, plain_layer, plain_out = (run_t, pair.target, b) if source_act else \
+        (run_s, pair.source, a)
+    before = plain_run.layers.get(plain_layer)
+    if before is None or before.shape != plain_out.shape or \
+            not np.array_equal(before, plain_out):
+        return None
+    return fig.max_abs, fig.rel, "diverged", f"compared once {act} is applied to the " \
+                                             f"{other}'s output: {why}"
 
 
 def _outputs_side_by_side(a, b, probe_info):
