@@ -152,7 +152,8 @@ def test_feature_extraction_verifies_the_trunk_and_says_so(source, tmp_path):
     assert [o.status for o in result.outputs] == ["skipped"]
     assert [l.status for l in result.layers] == ["ok"] * 4      # fc is new: no pair
     text = result.summary()
-    assert "compared up to bn <- bn (outputs not compared: the target's fc is new" in text
+    assert text.startswith("verify passed on 4 of 4 paired layers (up to bn <- bn; the "
+                           "target's fc is new")
 
 
 @pytest.fixture(scope="module")
@@ -316,3 +317,45 @@ def test_a_source_that_runs_by_itself_ignores_source_model_and_says_so(source, s
                             source_model=TORCH)
     assert proven(report).ran["source"].startswith("torch Net with the tensors of")
     assert not any("not used" in n for n in report.verify.notes)
+
+
+VGG_H5 = ROOT / "fixtures" / "examples" / "small_vgg_keras.h5"
+VGG_BN = MODELS / "small_vgg_bn_torch.py"
+
+
+def test_a_comparison_that_stops_early_says_how_much_it_compared(tmp_path, capsys):
+    """Every BatchNorm of the target is new: past the first conv the models compute another
+    function by design, and 4 of the 5 ported layers cannot be checked. The first words say
+    so, and the verdict is not a pass: ``--verify`` keeps nothing, ``--verify=warn`` keeps the
+    port (before: ``verify passed`` on 1 of 5 pairs)."""
+    pytest.importorskip("tf_keras")
+    from weightmap.cli import main
+    out = tmp_path / "bn.safetensors"
+    with pytest.raises(VerifyError) as caught:
+        weightmap.port(VGG_H5, VGG_BN, out, verify=True)
+    assert str(caught.value).startswith(
+        "verify INCOMPLETE on 1 of 5 paired layers (up to features.0 <- block1_conv1; the "
+        "target's features.1 is new (features.1.weight keeps its own value), so the rest "
+        "compute another function by design); 4 paired layers past it are not checked "
+        "(features.3 <- block1_conv2, features.7 <- block2_conv1, features.10 <- block2_conv2 "
+        "...)")
+    assert not out.exists()
+    result = weightmap.port(VGG_H5, VGG_BN, out, verify="warn").verify
+    assert not result.passed and result.first_divergence is None
+    assert result.compared_up_to == {
+        "source": "block1_conv1", "target": "features.0", "compared": 1, "paired": 5,
+        "unchecked": 4, "reason": "the target's features.1 is new (features.1.weight keeps its "
+                                  "own value)"}
+    assert main(["verify", str(VGG_H5), "--to", str(VGG_BN), "--weights", str(out)]) == 10
+    assert capsys.readouterr().out.startswith("verify INCOMPLETE on 1 of 5 paired layers")
+
+
+def test_feature_extraction_passes_on_every_paired_layer(source, tmp_path):
+    """A new head after the last pair leaves nothing ported unchecked: a pass, which says on
+    how many paired layers."""
+    result = weightmap.port(source, f"{TORCH}:new_head", tmp_path / "h.safetensors",
+                            verify=True).verify
+    assert result.passed and result.compared_up_to["unchecked"] == 0
+    assert result.summary().startswith(
+        "verify passed on 4 of 4 paired layers (up to bn <- bn; the target's fc is new "
+        "(fc.weight keeps its own value), so the outputs differ by design)")

@@ -167,12 +167,16 @@ def _judge(pairing: Pairing, src: ParamGraph, tgt: ParamGraph, run_s: Run, run_t
         why = seq.stop_reason or (outputs[0].note if outputs else "the models give none")
         last_ok = agreeing[-1] if agreeing else None
         if last_ok is not None:
-            up_to = {"source": last_ok.source, "target": last_ok.target, "reason": why}
+            # how much was compared, and how many ported pairs lie past the stop, unchecked
+            up_to = {"source": last_ok.source, "target": last_ok.target, "reason": why,
+                     "compared": len(agreeing) + len(diverged), "paired": len(layers),
+                     "unchecked": len(seq.pairs) - seq.comparable}
         else:
             notes.append(f"nothing was compared: outputs not compared ({why}) and no pair of "
                          "layers agrees")
+    # a pass checks everything ported: whole outputs, or every pair when they differ by design
     passed = not diverged and (all(o.status == "ok" for o in compared) if compared
-                               else up_to is not None)
+                               else up_to is not None and not up_to["unchecked"])
     first = None
     if diverged:
         d = diverged[0]

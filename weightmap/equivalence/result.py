@@ -83,6 +83,32 @@ class VerifyResult:
                 "compared_up_to": dict(self.compared_up_to) if self.compared_up_to else None,
                 "synthetic": list(self.synthetic), "notes": list(self.notes)}
 
+    def verdict(self) -> str:
+        """passed | FAILED | INCOMPLETE (no pair diverged, but ported pairs lie past where
+        the models compute the same thing, unchecked)."""
+        if self.passed:
+            return "passed"
+        up = self.compared_up_to or {}
+        return "INCOMPLETE" if up.get("unchecked") and not self.first_divergence else "FAILED"
+
+    def extent(self) -> str:
+        """How much a comparison that stopped early compared, and why it stopped:
+        ``on 1 of 5 paired layers (up to features.0 <- block1_conv1; ...)``."""
+        up = self.compared_up_to or {}
+        if not up:
+            return ""
+        reason = up.get("reason", "see the layers")
+        what = "the rest compute another function by design" if up.get("unchecked") else \
+            "the outputs differ by design"
+        counted = f"on {up['compared']} of {up['paired']} paired layers " \
+            if "paired" in up else ""          # a manifest written before these counts
+        return f"{counted}(up to {up['target']} <- {up['source']}; {reason}, so {what})"
+
+    def _stop(self) -> int:
+        """The depth from which pairs were not compared (the layers' count when none)."""
+        up = self.compared_up_to or {}
+        return len(self.layers) - int(up.get("unchecked") or 0)
+
     def counts(self) -> dict[str, int]:
         out = {s: 0 for s in STATUSES}
         for l in self.layers:
@@ -91,7 +117,7 @@ class VerifyResult:
 
     def summary(self) -> str:
         """One paragraph: the verdict, what was compared, where it diverged, what was not."""
-        parts = [f"verify {'passed' if self.passed else 'FAILED'}"]
+        parts = [f"verify {self.verdict()}"]
         compared = [o for o in self.outputs if o.status != "skipped"]
         if compared:
             worst = max(compared, key=lambda o: (o.rel is None, o.rel or 0.0))
@@ -100,9 +126,14 @@ class VerifyResult:
                          f"(max abs {_fmt(worst.max_abs)}, tol {_fmt(self.tol)})")
             parts += [o.note for o in compared if o.note]
         elif self.compared_up_to:
-            up = self.compared_up_to
-            parts.append(f"compared up to {up['target']} <- {up['source']} (outputs not "
-                         f"compared: {up.get('reason', 'see the layers')})")
+            parts[0] += " " + self.extent()
+            unchecked = [l for l in self.layers if l.depth >= self._stop()]
+            if unchecked:
+                shown = ", ".join(l.label() for l in unchecked[:3])
+                many = len(unchecked) > 1
+                parts.append(f"{len(unchecked)} paired layer{'s' if many else ''} past it "
+                             f"{'are' if many else 'is'} not checked "
+                             f"({shown}{' ...' if len(unchecked) > 3 else ''})")
         if self.first_divergence:
             d = self.first_divergence
             inputs = f"; inputs agree to {_fmt(d['inputs_rel'])}" \
