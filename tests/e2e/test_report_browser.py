@@ -205,3 +205,28 @@ def test_a_failed_verification_highlights_its_first_divergence(browser, tmp_path
     page.screenshot(path=str(shot), full_page=True)
     assert not problems
     page.close()
+
+
+def test_the_verification_card_of_a_port_whose_outputs_were_not_compared(browser, tmp_path):
+    """Every BatchNorm of the target is new: the outputs are not compared and 4 of the 5
+    paired layers lie past the stop. The card says how much was compared, and no figure is a
+    raw ``null`` or ``undefined`` anywhere (before: ``outputs: output rel null``)."""
+    pytest.importorskip("tf_keras")
+    out, path = tmp_path / "bn.safetensors", tmp_path / "bn.html"
+    assert main(["port", str(SOURCE), "--to", str(TARGET), "--out", str(out), "--report",
+                 str(path), "--verify=warn", "-q"]) == 0
+    page, problems, _ = _open(browser, path)
+    card = page.locator("#vtext").inner_text()
+    assert card.startswith("incomplete (tolerance 1.00e-4); outputs: output not compared; "
+                           "compared on 1 of 5 paired layers, up to features.0 \u2190 "
+                           "block1_conv1 (the target's features.1 is new"), card
+    assert "4 paired layers past it are not checked" in card
+    assert "verification incomplete: 1 of 5 paired layers compared" in \
+        page.locator("#look").inner_text()
+    page.locator("path.pair", has=page.locator("title", has_text="features.3")).click(force=True)
+    assert "skipped; not compared: the models compute different things from here on" in \
+        page.locator("#detail").inner_text()
+    body = page.locator("body").inner_text()
+    assert "null" not in body and "undefined" not in body and "NaN" not in body
+    assert not problems
+    page.close()
