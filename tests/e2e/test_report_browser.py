@@ -230,3 +230,32 @@ def test_the_verification_card_of_a_port_whose_outputs_were_not_compared(browser
     assert "null" not in body and "undefined" not in body and "NaN" not in body
     assert not problems
     page.close()
+
+
+def test_a_pair_of_infinite_error_is_drawn_and_named(browser, tmp_path, ported):
+    """A NaN or Inf activation gives rel = inf, null in JSON: the pair is drawn at the top of
+    the plot and its figure reads 'not finite'. A verification without a probe (a side that
+    could not run) shows none (before: a raw 'null')."""
+    from weightmap import report_html
+    _, manifest = ported
+    layers = [{"source": "block1_conv1", "target": "features.0", "depth": 0, "max_abs": 0.0,
+               "rel": 0.0, "status": "ok", "note": ""},
+              {"source": "fc1", "target": "classifier.1", "depth": 1, "max_abs": None,
+               "rel": None, "status": "diverged", "note": ""}]
+    verify = {"passed": False, "tol": 1e-4, "probe": None, "ran": {}, "layers": layers,
+              "outputs": [{"name": "output", "shape": [2, 10], "max_abs": None, "rel": None,
+                           "status": "diverged", "note": ""}],
+              "first_divergence": {"source": "fc1", "target": "classifier.1", "rel": None,
+                                   "inputs_rel": 0.0},
+              "compared_up_to": None, "synthetic": [], "notes": []}
+    path = tmp_path / "inf.html"
+    report_html.write(dict(manifest, verify=verify), path)
+    page, problems, _ = _open(browser, path)
+    points = page.locator("#vsvg circle.vpoint")
+    assert points.count() == 2 and page.locator("#vsvg circle.first").count() == 1
+    assert float(points.nth(1).get_attribute("cy")) < float(points.nth(0).get_attribute("cy"))
+    assert "classifier.1 \u2190 fc1: rel not finite" in points.nth(1).locator("title") \
+        .text_content()
+    assert "outputs: output rel not finite" in page.locator("#vtext").inner_text()
+    assert "null" not in page.locator("body").inner_text() and not problems
+    page.close()
