@@ -101,3 +101,20 @@ def test_a_model_saying_nothing_whose_first_layer_says_nothing_is_refused():
         Param("x.w", "other", (3,), "float32", None),)),))
     with pytest.raises(VerifyError, match="give the model file an example_input"):
         make(opaque, opaque, [], [])
+
+
+def test_a_channel_map_makes_the_sources_input_from_the_targets():
+    """An adapted stem (``--adapt in_chans``): the target's one gray channel, repeated on the
+    source's three, across layouts; the source's own channel count does not have to agree."""
+    keras_spec = [InputSpec("img", (None, 8, 8, 3), "float32", "Keras input")]
+    gray = _graph("torch", "conv2d", (8, 1, 3, 3))
+    torch_spec = [InputSpec("input", (1, 1, 8, 8), "float32", "example_input", fixed=False)]
+    probe = make(KERAS_CONV, gray, keras_spec, torch_spec, channel_map=np.ones((3, 1)),
+                 mapped="repeated")
+    (src,), (tgt,) = probe.feeds["source"], probe.feeds["target"]
+    assert tgt.shape == (2, 1, 8, 8) and src.shape == (2, 8, 8, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(src[..., c], tgt[:, 0])
+    assert probe.info["origin"] == "the target file's example_input; repeated"
+    with pytest.raises(VerifyError, match="the adapted stem takes 2 input channels"):
+        make(KERAS_CONV, gray, keras_spec, torch_spec, channel_map=np.ones((3, 2)))

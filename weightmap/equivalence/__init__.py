@@ -23,6 +23,7 @@ from ..graph import ParamGraph
 from ..layouts import activation_axes, feature_map_axes
 from . import probe as probe_mod
 from .compare import Incomparable, activation_of, figures, reconcile, side_by_side
+from .adapted import adaptation
 from .provenance import mismatch
 from .pairs import (Entry, Pairing, Sequenced, entries_from_manifest, entries_from_plan,
                     pair_layers, sequence)
@@ -111,13 +112,17 @@ def check(source: Any, target: Any, weights: Path, src: ParamGraph, tgt: ParamGr
     check_tol(tol)
     pairing = pair_layers(entries, src, tgt)
     base = {"tol": float(tol), "synthetic": tuple(pairing.synthetic)}
+    adapted = adaptation(entries, src)
+    if adapted.another:
+        return VerifyResult(passed=False, unverifiable=adapted.another, **base)
     runners: list[Runner] = []
     opened: list[str] = []                  # notes of opening the sides
     try:
         runners.append(open_source(source, src, source_model, opened))
         runners.append(open_target(target, tgt, weights))
         sr, tr = runners
-        probe = probe_mod.make(src, tgt, sr.inputs(), tr.inputs(), seed)
+        probe = probe_mod.make(src, tgt, sr.inputs(), tr.inputs(), seed,
+                               channel_map=adapted.channel_map, mapped=adapted.mapped)
         run_s = _run(sr, "source", probe.feeds["source"], _capture(pairing, "source"))
         run_t = _run(tr, "target", probe.feeds["target"], _capture(pairing, "target"))
     except VerifyError as exc:
@@ -396,8 +401,9 @@ class PortCheck:
                             self.entries, source_model=self.source_model, tol=self.tol)
         self.manifest["verify"] = self.result.to_dict()
         if not self.result.passed and self.mode == "fail":
-            raise VerifyError(self.result.summary(), hint="nothing was written; rerun with "
-                              "--verify=warn (Python: verify='warn') to keep the output and "
-                              "see every layer")
+            raise VerifyError(self.result.summary(), hint="nothing was written; " + (
+                "port without --verify to keep it" if self.result.unverifiable else
+                "rerun with --verify=warn (Python: verify='warn') to keep the output and "
+                "see every layer"))
         if self.then is not None:
             self.then(files)

@@ -36,7 +36,14 @@ class Entry:
     layer: str
     status: str
     sources: tuple[str, ...] = ()       # in the order the tensor stacks them (a merged qkv)
-    start: int | None = None            # where a slice of one fused source tensor begins
+    steps: tuple[Mapping[str, Any], ...] = ()    # its transforms ({"op": ..., args})
+
+    @property
+    def start(self) -> int | None:
+        """Where the tensor's part of its one source begins, when its first step slices it
+        (a q taken from a fused qkv)."""
+        first = self.steps[0] if self.steps else {}
+        return first.get("start") if first.get("op") == "slice" else None
 
 
 @dataclass(frozen=True)
@@ -65,20 +72,13 @@ class Pairing:
 
 def entries_from_plan(plan: Any) -> list[Entry]:
     return [Entry(t.target, t.layer, t.status, tuple(t.sources),
-                  _slice_start([s.to_dict() for s in t.steps])) for t in plan.tensors]
+                  tuple(s.to_dict() for s in t.steps)) for t in plan.tensors]
 
 
 def entries_from_manifest(manifest: Mapping[str, Any]) -> list[Entry]:
     return [Entry(name, e.get("layer", ""), e.get("status", "new"), tuple(e.get("source", ())),
-                  _slice_start(e.get("transforms", ())))
+                  tuple(e.get("transforms", ())))
             for name, e in manifest.get("params", {}).items()]
-
-
-def _slice_start(steps: Sequence[Mapping[str, Any]]) -> int | None:
-    """Where the tensor's part of its one source begins, when its first step slices it (a q
-    taken from a fused qkv)."""
-    first = steps[0] if steps else {}
-    return first.get("start") if first.get("op") == "slice" else None
 
 
 def pair_layers(entries: Sequence[Entry], source: ParamGraph, target: ParamGraph) -> Pairing:

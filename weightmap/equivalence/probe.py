@@ -54,7 +54,10 @@ class Probe:
 
 
 def make(source: ParamGraph, target: ParamGraph, source_specs: Sequence[InputSpec],
-         target_specs: Sequence[InputSpec], seed: int = 0) -> Probe:
+         target_specs: Sequence[InputSpec], seed: int = 0, *,
+         channel_map: np.ndarray | None = None, mapped: str = "") -> Probe:
+    """``channel_map`` (source channels, target channels): the source takes the target's
+    input through it (an adapted stem, ``adapted.py``); ``mapped`` says so in the origin."""
     sides = _side_inputs({"source": source, "target": target},
                          {"source": source_specs, "target": target_specs})
     n_src, n_tgt = len(sides["source"]), len(sides["target"])
@@ -66,13 +69,18 @@ def make(source: ParamGraph, target: ParamGraph, source_specs: Sequence[InputSpe
     feeds: dict[str, list[np.ndarray]] = {"source": [], "target": []}
     described = []
     for pair in zip(sides["source"], sides["target"]):
-        reference = min(pair, key=lambda s: (_RANK.get(s.origin, 9), s.side != "target"))
+        reference = pair[1] if channel_map is not None else \
+            min(pair, key=lambda s: (_RANK.get(s.origin, 9), s.side != "target"))
         pair = tuple(_same_axes(side, reference) for side in pair)
+        if channel_map is not None:
+            pair = (_channels_free(pair[0]), pair[1])
         shape, filled = _merge(reference, pair)
         values = rng.integers(0, vocab, size=shape) if _is_int(reference.dtype) else \
             rng.standard_normal(shape)
         for side in pair:
-            arr = _permute(values, reference.labels, side.labels)
+            mine = _through(channel_map, values, reference.labels) \
+                if side.side == "source" and channel_map is not None else values
+            arr = _permute(mine, reference.labels, side.labels)
             feeds[side.side].append(arr.astype(dtypes.to_numpy(side.dtype)))
         described.append({"shape": list(shape), "dtype": reference.dtype,
                           "labels": list(reference.labels), "origin": reference.describe,
@@ -80,12 +88,31 @@ def make(source: ParamGraph, target: ParamGraph, source_specs: Sequence[InputSpe
                           "layout": {s.side: _layout_name(s.labels) for s in pair}})
     first = described[0]
     origin = first["origin"] + (f"; defaults for {', '.join(first['defaults'])}"
-                                if first["defaults"] else "")
+                                if first["defaults"] else "") + (f"; {mapped}" if mapped else "")
     if _is_int(first["dtype"]):
         origin += f"; token ids below {vocab}"
     info = {"shape": first["shape"], "dtype": first["dtype"], "origin": origin, "seed": seed,
             "layout": first["layout"], "inputs": described}
     return Probe(feeds, info)
+
+
+def _channels_free(side: SideInput) -> SideInput:
+    """``side`` with no say on its channel count (it takes another count, mapped)."""
+    if "c" not in side.labels:
+        raise VerifyError(f"the {side.side}'s input has no channel axis to map the adapted "
+                          f"stem's channels onto: {_show(side)}")
+    shape = tuple(None if l == "c" else d for l, d in zip(side.labels, side.shape))
+    return SideInput(side.side, side.labels, shape, side.dtype, side.origin, side.fixed,
+                     side.describe)
+
+
+def _through(channel_map: np.ndarray, values: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    """``values`` (labelled ``labels``) with their channel axis mapped: ``M @ x`` per sample."""
+    axis = list(labels).index("c")
+    if values.shape[axis] != channel_map.shape[1]:
+        raise VerifyError(f"the adapted stem takes {channel_map.shape[1]} input channels, the "
+                          f"target's input has {values.shape[axis]}")
+    return np.moveaxis(np.tensordot(channel_map, values, axes=([1], [axis])), 0, axis)
 
 
 # ---- each side's inputs ------------------------------------------------------------------------

@@ -71,6 +71,8 @@ class VerifyResult:
     synthetic: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     ran: Mapping[str, str] = field(default_factory=dict)    # side -> what ran
+    # why nothing can be compared by design (an adaptation that changes the function)
+    unverifiable: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"passed": self.passed, "tol": self.tol,
@@ -81,13 +83,16 @@ class VerifyResult:
                 "first_divergence": dict(self.first_divergence)
                 if self.first_divergence else None,
                 "compared_up_to": dict(self.compared_up_to) if self.compared_up_to else None,
-                "synthetic": list(self.synthetic), "notes": list(self.notes)}
+                "synthetic": list(self.synthetic), "notes": list(self.notes),
+                "unverifiable": self.unverifiable}
 
     def verdict(self) -> str:
         """passed | FAILED | INCOMPLETE (no pair diverged, but ported pairs lie past where
-        the models compute the same thing, unchecked)."""
+        the models compute the same thing, unchecked; or nothing can be compared by design)."""
         if self.passed:
             return "passed"
+        if self.unverifiable:
+            return "INCOMPLETE"
         up = self.compared_up_to or {}
         return "INCOMPLETE" if up.get("unchecked") and not self.first_divergence else "FAILED"
 
@@ -118,6 +123,8 @@ class VerifyResult:
     def summary(self) -> str:
         """One paragraph: the verdict, what was compared, where it diverged, what was not."""
         parts = [f"verify {self.verdict()}"]
+        if self.unverifiable:
+            parts[0] += f": nothing can be compared: {self.unverifiable}"
         compared = [o for o in self.outputs if o.status != "skipped"]
         if compared:
             worst = max(compared, key=lambda o: (o.rel is None, o.rel or 0.0))
