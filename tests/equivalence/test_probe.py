@@ -118,3 +118,19 @@ def test_a_channel_map_makes_the_sources_input_from_the_targets():
     assert probe.info["origin"] == "the target file's example_input; repeated"
     with pytest.raises(VerifyError, match="the adapted stem takes 2 input channels"):
         make(KERAS_CONV, gray, keras_spec, torch_spec, channel_map=np.ones((3, 2)))
+
+
+def test_a_name_sorted_state_dict_finds_its_stem_for_the_layout():
+    """A state dict sorted by name lists ``bn`` before ``conv1``: the example_input's layout
+    comes from the first convolution whose input channels fit it, not from the BatchNorm
+    (before: positional labels, and a torch source was fed the Keras target's NHWC probe)."""
+    bn = Layer("bn", "batchnorm", (Param("bn.weight", "gamma", (8,), "float32", ("c",)),))
+    sorted_dict = _graph("torch", "conv2d", (8, 3, 3, 3), order="stored", extra=())
+    sorted_dict = ParamGraph("arrays", "torch", "sd", (bn,) + sorted_dict.layers,
+                             order="stored")
+    torch_spec = [InputSpec("input", (1, 3, 8, 8), "float32", "example_input", fixed=False)]
+    keras_spec = [InputSpec("img", (None, 8, 8, 3), "float32", "Keras input")]
+    probe = make(sorted_dict, KERAS_CONV, torch_spec, keras_spec)
+    (src,), (tgt,) = probe.feeds["source"], probe.feeds["target"]
+    assert src.shape == (2, 3, 8, 8) and tgt.shape == (2, 8, 8, 3)
+    np.testing.assert_array_equal(src.transpose(0, 2, 3, 1), tgt)

@@ -170,6 +170,8 @@ def _labels_for(graph: ParamGraph, shape: tuple, dtype: str,
     first if its axis 1 holds the stem's channel count, last if its last axis does (a model
     may take NHWC images into an NCHW graph: an ONNX export of a Keras model)."""
     rank = len(shape)
+    if (inferred is None or len(inferred.labels) != rank) and graph.order not in _TRUSTED:
+        inferred = _stem_fitting(graph, shape) or inferred
     if inferred is None or len(inferred.labels) != rank:
         return ("n",) + tuple(f"a{i}" for i in range(rank - 1))
     if "c" in inferred.labels and rank >= 3 and not _is_int(dtype):
@@ -178,6 +180,20 @@ def _labels_for(graph: ParamGraph, shape: tuple, dtype: str,
         if first != last:
             return feature_map_axes("channels_first" if first else "channels_last", rank)
     return inferred.labels
+
+
+def _stem_fitting(graph: ParamGraph, shape: tuple) -> SideInput | None:
+    """In a graph whose layer order says nothing of execution (a state dict sorted by name:
+    its first layer may be a BatchNorm), the first convolution of the input's rank whose input
+    channels sit on the input's axis 1 or last: its labels say the input's layout."""
+    for layer in graph.layers:
+        if spatial_rank(layer.op) != len(shape) - 2 or layer.op.startswith("conv_transpose"):
+            continue
+        found = _layer_input(graph, layer)
+        if found is not None and found[1][found[0].index("c")] in (shape[1], shape[-1]):
+            labels, dims, dtype, why = found
+            return SideInput("", labels, dims, dtype, "first layer", False, why)
+    return None
 
 
 def _is_int(dtype: str) -> bool:
