@@ -359,3 +359,32 @@ def test_feature_extraction_passes_on_every_paired_layer(source, tmp_path):
     assert result.summary().startswith(
         "verify passed on 4 of 4 paired layers (up to bn <- bn; the target's fc is new "
         "(fc.weight keeps its own value), so the outputs differ by design)")
+
+
+def test_a_divergence_where_the_plan_assumed_a_value_says_so(source, tmp_path):
+    """A torch state dict does not store its BatchNorm epsilon: the plan assumes torch's 1e-5
+    and compensates it into Keras' 1e-3, but the model was built with 1e-3. Verification
+    diverges at that BatchNorm and says the plan assumed the value there, and what to give
+    instead (before: only 'first divergence: bn <- bn (rel ...)')."""
+    model = weightmap.read(f"{TORCH}:keras_eps").live
+    torch.manual_seed(7)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+        model.bn.running_var.uniform_(0.5, 1.5)[::3] = 1e-6
+    from safetensors.torch import save_file
+    state = tmp_path / "eps.safetensors"
+    save_file(model.state_dict(), state)
+    rename = {"rename": [{"pattern": r"^conv(\d)$", "replace": r"c\1"}]}   # a name-sorted
+    result = weightmap.port(state, source, tmp_path / "k.weights.h5", verify="warn",  # dict
+                            source_model=f"{TORCH}:keras_eps", rules=rename).verify
+    first = result.first_divergence
+    assert (first["target"], first["source"]) == ("bn", "bn")
+    assert first["decided"] == ["bn: epsilon compensated from source 1e-05 (torch default, "
+                                "not stored) to target 0.001; check the assumed value"]
+    text = result.summary()
+    assert "first divergence: bn <- bn (rel " in text
+    assert "; the plan decided there: bn: epsilon compensated from source 1e-05 (torch " \
+           "default, not stored)" in text
+    assert "the source checkpoint does not store that value" in text and \
+        "weightmap.port(model, ...)" in text

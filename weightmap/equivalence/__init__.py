@@ -131,8 +131,36 @@ def check(source: Any, target: Any, weights: Path, src: ParamGraph, tgt: ParamGr
         for runner in reversed(runners):
             runner.close()
     ran = {"source": sr.description, "target": tr.description}
-    result = _judge(pairing, src, tgt, run_s, run_t, probe.info, base, ran)
+    result = _decided_at_divergence(_judge(pairing, src, tgt, run_s, run_t, probe.info, base,
+                                           ran), pairing, entries)
     return replace(result, notes=result.notes + tuple(opened)) if opened else result
+
+
+DECISION = "decision: "
+ASSUMED = "not stored"          # how the plan words a value it assumed (norm.epsilon_of)
+
+
+def _decided_at_divergence(result: VerifyResult, pairing: Pairing, entries: Sequence[Entry]
+                           ) -> VerifyResult:
+    """The first divergence with the plan's decisions at its target layers (``decided``): an
+    epsilon assumed because the checkpoint does not store it is the likely cause there, and a
+    note says what gives the real value."""
+    first = result.first_divergence
+    if not first:
+        return result
+    pair = next((p for p in pairing.pairs if (p.target, p.source) ==
+                 (first["target"], first["source"])), None)
+    layers = set(pair.target_layers) if pair else {first["target"]}
+    decided = list(dict.fromkeys(n[len(DECISION):] for e in entries if e.layer in layers
+                                 for n in e.notes if n.startswith(DECISION)))
+    if not decided:
+        return result
+    notes = result.notes
+    if any(ASSUMED in d for d in decided):
+        notes += ("the source checkpoint does not store that value and the plan assumed it: if "
+                  "the source model uses another, port the model itself, built and loaded "
+                  "(Python: weightmap.port(model, ...)), whose layers state it",)
+    return replace(result, first_divergence=dict(first, decided=decided), notes=notes)
 
 
 def _capture(pairing: Pairing, side: str) -> list[str]:

@@ -37,6 +37,7 @@ class Entry:
     status: str
     sources: tuple[str, ...] = ()       # in the order the tensor stacks them (a merged qkv)
     steps: tuple[Mapping[str, Any], ...] = ()    # its transforms ({"op": ..., args})
+    notes: tuple[str, ...] = ()         # the plan's notes ("decision: ..." among them)
 
     @property
     def start(self) -> int | None:
@@ -72,12 +73,12 @@ class Pairing:
 
 def entries_from_plan(plan: Any) -> list[Entry]:
     return [Entry(t.target, t.layer, t.status, tuple(t.sources),
-                  tuple(s.to_dict() for s in t.steps)) for t in plan.tensors]
+                  tuple(s.to_dict() for s in t.steps), tuple(t.notes)) for t in plan.tensors]
 
 
 def entries_from_manifest(manifest: Mapping[str, Any]) -> list[Entry]:
     return [Entry(name, e.get("layer", ""), e.get("status", "new"), tuple(e.get("source", ())),
-                  tuple(e.get("transforms", ())))
+                  tuple(e.get("transforms", ())), tuple(e.get("notes", ())))
             for name, e in manifest.get("params", {}).items()]
 
 

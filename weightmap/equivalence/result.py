@@ -147,6 +147,8 @@ class VerifyResult:
                 if d.get("inputs_rel") is not None else ""
             parts.append(f"first divergence: {d['target']} <- {d['source']} "
                          f"(rel {_fmt(d['rel'])}{inputs})")
+            if d.get("decided"):
+                parts.append(f"the plan decided there: {'; '.join(d['decided'])}")
         c = self.counts()
         if self.layers:
             parts.append(f"paired layers: {c['ok']} agree, {c['diverged']} diverge, "
