@@ -124,7 +124,7 @@ def test_filters_and_search_hide_what_they_should(browser, ported, tmp_path):
     assert page.locator("#tgtrows .row").all_text_contents() == ["features.7conv2d"]
     page.fill("#search", "")
     assert page.locator("path.pair").count() == 5
-    shot = Path(os.environ.get("WEIGHTMAP_SCREENSHOT_DIR", tmp_path)) / "report.png"
+    shot = Path(os.environ.get("WEIGHTMAP_SCREENSHOT_DIR", tmp_path)) / "report-filters.png"
     page.locator("path.pair").last.click(force=True)
     page.screenshot(path=str(shot), full_page=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -214,7 +214,7 @@ def test_the_verification_card_of_a_port_whose_outputs_were_not_compared(browser
     pytest.importorskip("tf_keras")
     out, path = tmp_path / "bn.safetensors", tmp_path / "bn.html"
     assert main(["port", str(SOURCE), "--to", str(TARGET), "--out", str(out), "--report",
-                 str(path), "--verify=warn", "-q"]) == 0
+                 str(path), "--verify=warn", "--freeze", "transferred", "-q"]) == 0
     page, problems, _ = _open(browser, path)
     card = page.locator("#vtext").inner_text()
     assert card.startswith("incomplete (tolerance 1.00e-4); outputs: output not compared; "
@@ -226,8 +226,11 @@ def test_the_verification_card_of_a_port_whose_outputs_were_not_compared(browser
     page.locator("path.pair", has=page.locator("title", has_text="features.3")).click(force=True)
     assert "skipped; not compared: the models compute different things from here on" in \
         page.locator("#detail").inner_text()
+    page.locator("path.pair").last.click(force=True)           # docs/report.png
     body = page.locator("body").inner_text()
     assert "null" not in body and "undefined" not in body and "NaN" not in body
+    shot = Path(os.environ.get("WEIGHTMAP_SCREENSHOT_DIR", tmp_path)) / "report.png"
+    page.screenshot(path=str(shot), full_page=True)
     assert not problems
     page.close()
 
