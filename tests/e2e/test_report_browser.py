@@ -262,3 +262,24 @@ def test_a_pair_of_infinite_error_is_drawn_and_named(browser, tmp_path, ported):
     assert "outputs: output rel not finite" in page.locator("#vtext").inner_text()
     assert "null" not in page.locator("body").inner_text() and not problems
     page.close()
+
+
+def test_a_verification_that_cannot_compare_anything_says_why(browser, tmp_path, ported):
+    """An adapted port whose target computes another function (``--adapt pos_embed``): the
+    page says verification is incomplete and why, with no figure."""
+    from weightmap import report_html
+    _, manifest = ported
+    why = ("--adapt pos_embed resampled pos_embed's 8x8 grid to 16x16, so the target computes "
+           "another function, on inputs of another size, by design")
+    verify = {"passed": False, "verdict": "INCOMPLETE", "tol": 1e-4, "probe": None, "ran": {},
+              "outputs": [], "layers": [], "first_divergence": None, "compared_up_to": None,
+              "synthetic": [], "notes": [], "unverifiable": why}
+    path = tmp_path / "adapted.html"
+    report_html.write(dict(manifest, verify=verify), path)
+    page, problems, _ = _open(browser, path)
+    assert page.locator("#vtext").inner_text() == \
+        f"incomplete (tolerance 1.00e-4); nothing can be compared: {why}"
+    assert f"verification incomplete: nothing can be compared: {why}" in \
+        page.locator("#look").inner_text()
+    assert page.locator("#vsvg circle").count() == 0 and not problems
+    page.close()

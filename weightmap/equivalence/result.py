@@ -75,7 +75,7 @@ class VerifyResult:
     unverifiable: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "tol": self.tol,
+        return {"passed": self.passed, "verdict": self.verdict(), "tol": self.tol,
                 "probe": dict(self.probe) if self.probe is not None else None,
                 "ran": dict(self.ran),
                 "outputs": [o.to_dict() for o in self.outputs],
