@@ -26,6 +26,7 @@ from .options import PlanOptions, check_flags
 from .plans import Plan
 from .planner import build_plan, refresh
 from .sources import read, split_pyref
+from .spelling import option
 
 PathLike = str | os.PathLike
 
@@ -115,9 +116,10 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
     else:
         dropped = ["rules"] * (rules is not None) + list(opts.as_dict())
         if dropped:
-            raise UsageError(f"a saved plan is applied as it is: {', '.join(dropped)} would not "
-                             "apply", hint="drop them, or plan again with them (--dry-run "
-                                           "--save-plan) and edit that plan")
+            raise UsageError(f"a saved plan is applied as it is: "
+                             f"{', '.join(option(d) for d in dropped)} would not apply",
+                             hint=f"drop them, or plan again with them ({option('dry_run', True)}"
+                                  f" {option('save_plan', 'F')}) and edit that plan")
         the_plan = plan if isinstance(plan, Plan) else Plan.load(Path(plan))
         the_plan.check(src, tgt)
         the_plan = refresh(the_plan, src, tgt)      # unused sources of the plan as edited

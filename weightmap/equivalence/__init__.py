@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import UsageError, VerifyError, WeightmapError
 from ..graph import ParamGraph
 from ..layouts import activation_axes, feature_map_axes
+from ..spelling import option
 from . import probe as probe_mod
 from .compare import Incomparable, activation_of, figures, reconcile, side_by_side
 from .pairs import (Entry, Pairing, Sequenced, entries_from_manifest, entries_from_plan,
@@ -317,7 +318,7 @@ def port_mode(verify: Any, dry_run: bool = False) -> str | None:
     mode = _PORT_MODES[verify]
     if mode and dry_run:
         raise UsageError("verification runs the written model; a dry run writes none",
-                         hint="drop --dry-run, or --verify")
+                         hint=f"drop {option('dry_run', True)}, or {option('verify', True)}")
     return mode
 
 
@@ -344,7 +345,7 @@ class PortCheck:
         self.manifest["verify"] = self.result.to_dict()
         if not self.result.passed and self.mode == "fail":
             raise VerifyError(self.result.summary(), hint="nothing was written; rerun with "
-                              "--verify=warn (Python: verify='warn') to keep the output and "
-                              "see every layer")
+                              f"{option('verify', 'warn')} to keep the output and see every "
+                              "layer")
         if self.then is not None:
             self.then(files)
