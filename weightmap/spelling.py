@@ -52,7 +52,8 @@ def option(name: str, value: Any = None) -> str:
         return name
     if how == SPEC:
         return f"{name}: {str(value).lower() if isinstance(value, bool) else value}"
-    return f"{name}={value!r}" if isinstance(value, str) and not value.isupper() \
+    placeholder = isinstance(value, str) and value[:1].isupper()     # KEY, FILE.py[:NAME]
+    return f"{name}={value!r}" if isinstance(value, str) and not placeholder \
         else f"{name}={value}"
 
 

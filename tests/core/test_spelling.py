@@ -10,6 +10,7 @@ def test_python_is_the_default_spelling():
     assert option("source_model", "m.py") == "source_model='m.py'"
     assert option("opaque_globals", True) == "opaque_globals=True"
     assert option("out") == "out"
+    assert option("source_model", "FILE.py[:NAME]") == "source_model=FILE.py[:NAME]"
     assert limit("max_header_bytes") == "max_header_bytes=N"
 
 
