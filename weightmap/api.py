@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Mapping
 from . import (atomic, coverage, emit, equivalence, manifest as manifest_mod,
                report as report_mod)
 from .conversions import prepare_graphs
+from .described import described, weights_only
 from .errors import CoverageError, UsageError
 from .execute import TensorStream, produce, tensor_nbytes
 from .fingerprint import fingerprint
@@ -32,16 +33,18 @@ PathLike = str | os.PathLike
 
 
 def plan(source: Any, target: Any, *, rules: PathLike | Rules | Mapping | None = None,
-         **options: Any) -> Plan:
+         source_model: Any = None, **options: Any) -> Plan:
     """Match ``source`` to ``target`` and return the checked plan; nothing is written.
 
     ``source``: a checkpoint path, ``model.py[:NAME]`` or a live model; ``target``: the same,
     or an ``.onnx`` file. ``rules``: a rules file (YAML/TOML), a ``Rules`` or a dict of the
-    same keys (docs/rules.md). ``**options``: plan options (``options.PlanOptions``, e.g.
+    same keys (docs/rules.md). ``source_model``: the ``model.py[:NAME]`` (or live model) that
+    builds a source given as weights only; its layers' facts and order describe the source
+    (``source_graph``). ``**options``: plan options (``options.PlanOptions``, e.g.
     ``conv1d_layout="in,out"``); any other keyword is a UsageError.
     """
     opts = PlanOptions.of_call(plan, options)
-    src, tgt = _graphs(source, target)
+    src, tgt = _graphs(source, target, source_model=source_model)
     return _plan(src, tgt, rules=rules, options=opts)
 
 
@@ -90,12 +93,15 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
     time are always recorded); ``job``: JSON data recorded as the manifest's ``job`` entry (a
     migration records each job's options there, docs/migrate.md).
 
-    ``verify``: run the source and the written target on one probe and compare their outputs
-    and paired layers before the output is published (docs/verify.md): True refuses a port
-    that does not pass (VerifyError, nothing kept), ``"warn"`` keeps it; the result is
-    ``report.verify`` and the manifest's ``verify``. ``source_model``: the ``model.py[:NAME]``
-    (or live model) that builds a source given as weights only; ``verify_tol``: the relative
-    tolerance (default 1e-4). Verification runs before ``before_publish``.
+    ``source_model``: the ``model.py[:NAME]`` (or live model) that builds a source given as
+    weights only (a state dict, safetensors): the plan uses its layers' facts (epsilons,
+    norm kinds, activations) and execution order (``source_graph``), and verification runs it
+    with the source's tensors. ``verify``: run the source and the written target on one probe
+    and compare their outputs and paired layers before the output is published
+    (docs/verify.md): True refuses a port that does not pass (VerifyError, nothing kept),
+    ``"warn"`` keeps it; the result is ``report.verify`` and the manifest's ``verify``.
+    ``verify_tol``: the relative tolerance (default 1e-4). Verification runs before
+    ``before_publish``.
 
     The written file is read back and checked against the plan before success is reported;
     each tensor's SHA-256 and non-finite count go into the manifest. Every written path is
@@ -110,7 +116,7 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
         raise UsageError(f"before_publish= is a {type(before_publish).__name__}",
                          hint="give a function taking {final path: temporary path}")
     check_mode = equivalence.port_mode(verify, dry_run)
-    src, tgt = _graphs(source, target, new_values)
+    src, tgt = _graphs(source, target, new_values, source_model)
     if plan is None:
         the_plan = _plan(src, tgt, rules=rules, options=opts)
     else:
@@ -230,11 +236,25 @@ def _rules(rules: Any) -> Rules | None:
                           "rename / ignore / pair / expect (docs/rules.md)")
 
 
-def _graphs(source: Any, target: Any, new_values: str = "construct"
+def _graphs(source: Any, target: Any, new_values: str = "construct", source_model: Any = None
             ) -> tuple[ParamGraph, ParamGraph]:
     _check_new_values(new_values)
-    src = read(source)
+    src = source_graph(source, source_model)
     return src, target_graph(target, new_values, input_hint(src))
+
+
+def source_graph(source: Any, source_model: Any = None) -> ParamGraph:
+    """The source's graph; a source given as weights only (a state dict, safetensors) with
+    ``source_model`` (``model.py[:NAME]`` or a live model) takes that model's layers, facts
+    and order, read as a target file is (torch: on the meta device), keeping its own names
+    and bytes (``described.py``). A source that describes itself is read as it is."""
+    src = read(source)
+    if source_model is None or not weights_only(src):
+        return src
+    model = target_graph(source_model, hint=input_hint(src))
+    origin = os.fspath(source_model) if isinstance(source_model, (str, os.PathLike)) \
+        else model.source
+    return described(src, model, origin)
 
 
 def _check_new_values(new_values: str) -> None:
@@ -302,6 +322,8 @@ def input_files(*graphs: ParamGraph) -> list[Path]:
         source = Path(graph.source.split(":")[0] if split_pyref(graph.source)[0] is not None
                       else graph.source)
         named = [source]
+        if graph.meta.get("described_by"):          # the --source-model file
+            named.append(Path(split_pyref(str(graph.meta["described_by"]))[0] or ""))
         if source.is_dir() and graph.meta.get("index"):
             named.append(source / str(graph.meta["index"]))
         for p in graph.params():

@@ -149,7 +149,9 @@ def _migrate_parser(sub) -> None:
 def _verify_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source-model", metavar="FILE.py[:NAME]",
                         help="the file that builds the source model, when the source is "
-                             "weights only (a state dict, safetensors)")
+                             "weights only (a state dict, safetensors): the plan uses its "
+                             "layers' facts (epsilons, norm kinds) and execution order, and "
+                             "verification runs it")
     parser.add_argument("--tol", type=float, default=None, metavar="T",
                         help="relative tolerance of the comparison (default 1e-4)")
 

@@ -13,7 +13,10 @@ from .plans import SHAPE_MISMATCH, Plan, TensorPlan
 
 
 def describe_graph(graph: ParamGraph) -> dict[str, Any]:
-    return {"path": graph.source, "format": graph.format, "framework": graph.framework}
+    out = {"path": graph.source, "format": graph.format, "framework": graph.framework}
+    if graph.meta.get("described_by"):     # a weights-only source described by its model file
+        out["model"] = str(graph.meta["described_by"])
+    return out
 
 
 def build_plan(source: ParamGraph, target: ParamGraph, matching: Any,

@@ -148,8 +148,12 @@ def test_torch_state_dict_fuses_into_an_onnx_target(trained, tmp_path, proven):
                for e in biases + kernels)
     assert {u["name"].rsplit(".", 1)[1] for u in report.manifest["unused"]} == \
         {"num_batches_tracked"}
-    # a bare state dict does not store eps: the fusion says which it used
-    assert "torch default" in biases[0]["notes"][0]
+    # a bare state dict does not store eps: alone, the fusion says it assumed torch's default;
+    # the source model states it
+    assert biases[0]["notes"][0].endswith(", eps 1e-05)")
+    alone = {t.target: t for t in weightmap.plan(src, target).tensors}
+    assert any("torch default" in n for t in alone.values() for n in t.notes
+               if n.startswith("fused BN"))
 
 
 RESNET = Path(__file__).parent / "models" / "resnet_torch.py"     # no example_input in it

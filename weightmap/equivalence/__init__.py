@@ -43,12 +43,12 @@ def verify(source: Any, target: Any, weights: str | os.PathLike, *, source_model
     ``source_model`` (``FILE.py[:NAME]`` or a live model) builds a source given as weights only
     (a state dict, safetensors). Never raises for a model that cannot be run: the result says
     why it did not pass."""
-    from ..sources import read
+    from ..api import source_graph
     weights = Path(weights)
     if not weights.exists():
         raise UsageError("no such weights file", path=weights,
                          hint="--weights names the output of a port")
-    src, tgt = read(source), _read_target(target)
+    src, tgt = source_graph(source, source_model), _read_target(target)
     entries, note = _entries(plan, weights, src, tgt)
     result = check(source, target, weights, src, tgt, entries, source_model=source_model,
                    tol=tol, seed=seed)
