@@ -214,6 +214,7 @@ def load_partial(model: Any, checkpoint: Any, *,
     tgt = read(model, input_hint=input_hint(src))
     if tgt.live is None:
         raise UsageError("load_partial needs a live torch or Keras model as its first argument")
+    holding_tensors(tgt)
     the_plan = _plan(src, tgt, rules=rules, options=opts)
     man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale, target=tgt,
                              layers=manifest_mod.layer_listing(src, tgt))
@@ -269,8 +270,21 @@ def target_graph(target: Any, new_values: str = "construct", hint: Any = None) -
     target once per hint)."""
     _check_new_values(new_values)
     is_file = isinstance(target, (str, os.PathLike)) and split_pyref(os.fspath(target))[0]
-    return read(target, lazy=True, **({"new_values": new_values, "input_hint": hint}
-                                      if is_file else {}))
+    return holding_tensors(read(target, lazy=True, **({"new_values": new_values,
+                                                       "input_hint": hint} if is_file else {})))
+
+
+def holding_tensors(target: ParamGraph) -> ParamGraph:
+    """``target``, refused (UsageError) when it holds no tensor at all: an output with nothing
+    in it is never a port (a Keras subclassed model not built yet, an empty module)."""
+    if any(True for _ in target.params()):
+        return target
+    raise UsageError("the target holds no tensors: there is nothing to port into",
+                     path=target.source,
+                     hint="a Keras model has weights once it is built: call it on an input or "
+                          "model.build(input_shape) in its file, or define example_input in the "
+                          "file (weightmap builds the model on it); a module without parameters "
+                          "or buffers is not a target")
 
 
 def input_hint(source: ParamGraph) -> Any:

@@ -111,3 +111,46 @@ def test_a_target_graph_serves_several_ports(pair, tmp_path):
     assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
     with pytest.raises(UsageError, match="new_values='later'"):
         target_graph(tgt, "later")
+
+
+SUBCLASSED = '''
+import numpy as np
+import tf_keras as keras
+
+class Sub(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.c = keras.layers.Conv2D(8, 3, padding="same")
+        self.d = keras.layers.Dense(5)
+
+    def call(self, x):
+        return self.d(keras.layers.GlobalAveragePooling2D()(self.c(x)))
+
+model = Sub()
+'''
+
+
+def test_a_target_without_tensors_is_refused_and_nothing_is_written(tmp_path):
+    """An unbuilt Keras subclassed model (no weights yet) and an empty torch module: refused
+    with what to do, no output; the same Keras file with example_input is built and ported."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("tf_keras")
+    src = Path(__file__).resolve().parents[2] / "fixtures" / "examples" / "small_vgg_keras.h5"
+    (tmp_path / "sub.py").write_text(SUBCLASSED)
+    (tmp_path / "empty.py").write_text("from torch import nn\nmodel = nn.Identity()\n")
+    for target in ("sub.py", "empty.py"):
+        out = tmp_path / f"{target}.safetensors"
+        with pytest.raises(UsageError, match="the target holds no tensors.*call it on an input "
+                                             "or model.build.*or define example_input"):
+            weightmap.port(src, tmp_path / target, out)
+        assert not out.exists() and not (tmp_path / f"{target}.manifest.json").exists()
+    with pytest.raises(UsageError, match="the target holds no tensors"):
+        weightmap.load_partial(torch.nn.Identity(), src)
+    (tmp_path / "sub.py").write_text(SUBCLASSED + "\ndef example_input():\n"
+                                                   "    return np.zeros((1, 16, 16, 3), 'float32')\n")
+    out = tmp_path / "sub.h5"
+    report = weightmap.port(src, tmp_path / "sub.py", out, progress=False)
+    assert len(report.transferred) == 2             # the conv; the head has another shape
+    kernel = next(p for p in weightmap.read(out).params() if p.shape == (3, 3, 3, 8))
+    np.testing.assert_array_equal(kernel.read(),
+                                  weightmap.read(src).param("block1_conv1/kernel:0").read())
