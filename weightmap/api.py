@@ -210,10 +210,12 @@ def load_partial(model: Any, checkpoint: Any, *,
     opts = PlanOptions.of_call(load_partial, options)
     check_flags(load_partial, strict=strict)
     min_coverage = coverage.check_min_coverage(min_coverage)
+    if isinstance(model, (str, os.PathLike, ParamGraph, Mapping)):
+        raise _not_a_model(model)
     src = read(checkpoint)
     tgt = read(model, input_hint=input_hint(src))
     if tgt.live is None:
-        raise UsageError("load_partial needs a live torch or Keras model as its first argument")
+        raise _not_a_model(model)
     holding_tensors(tgt)
     the_plan = _plan(src, tgt, rules=rules, options=opts)
     man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale, target=tgt,
@@ -223,6 +225,15 @@ def load_partial(model: Any, checkpoint: Any, *,
     carried = ((t.target, arr) for t, arr in produce(the_plan, src, tgt, skip_new=True))
     _loader(tgt)(tgt, carried)
     return report
+
+
+def _not_a_model(model: Any) -> UsageError:
+    found = f"{type(model).__name__} {os.fspath(model)!r}" if isinstance(
+        model, (str, os.PathLike)) else f"a {type(model).__name__}"
+    return UsageError(f"load_partial loads into a live model: its first argument must be a "
+                      f"torch nn.Module or a Keras model, found {found}",
+                      hint="build the model first, then load_partial(model, checkpoint); to "
+                           "write a file instead, use port(checkpoint, target, out)")
 
 
 def _rules(rules: Any) -> Rules | None:

@@ -154,3 +154,22 @@ def test_a_target_without_tensors_is_refused_and_nothing_is_written(tmp_path):
     kernel = next(p for p in weightmap.read(out).params() if p.shape == (3, 3, 3, 8))
     np.testing.assert_array_equal(kernel.read(),
                                   weightmap.read(src).param("block1_conv1/kernel:0").read())
+
+
+def test_lr_scale_as_one_text_and_load_partial_into_what_is_not_a_model(tmp_path):
+    """``lr_scale="transferred=0.5"`` (the command line's spelling, one text) is one group,
+    not read letter by letter; load_partial's first argument is the live model, and a path
+    there says so rather than 'no such file'."""
+    torch = pytest.importorskip("torch")
+    root = Path(__file__).resolve().parents[2] / "fixtures" / "examples"
+    src, tgt = root / "small_vgg_keras.h5", root / "small_vgg_torch.py"
+    report = weightmap.port(src, tgt, tmp_path / "o.safetensors", lr_scale="transferred=0.5",
+                            progress=False)
+    assert {e["lr_scale"] for e in report.manifest["params"].values()} == {0.5}
+    for not_a_model in ("notamodel", tgt, {"fc.weight": np.ones((2, 2), np.float32)}):
+        with pytest.raises(UsageError, match="load_partial loads into a live model: its first "
+                                             "argument must be a torch nn.Module or a Keras "
+                                             "model, found"):
+            weightmap.load_partial(not_a_model, src)
+    model = torch.nn.Linear(2, 3)
+    assert weightmap.load_partial(model, {"weight": np.ones((3, 2), np.float32)}).transferred

@@ -36,14 +36,17 @@ __all__ = ["DEFAULT_TOL", "verify", "check", "entries_from_plan", "port_mode", "
 
 
 def verify(source: Any, target: Any, weights: str | os.PathLike, *, source_model: Any = None,
-           tol: float = DEFAULT_TOL, plan: Any = None, seed: int = 0) -> VerifyResult:
+           tol: float = DEFAULT_TOL, plan: Any = None, seed: int = 0,
+           **options: Any) -> VerifyResult:
     """Run ``source`` and ``target`` (with the ported ``weights`` loaded) on one probe and
     compare them. ``plan`` (a Plan, or a plan / manifest JSON path) says which layers feed
     which; by default the manifest beside ``weights``, else the plan is made again.
     ``source_model`` (``FILE.py[:NAME]`` or a live model) builds a source given as weights only
     (a state dict, safetensors). Never raises for a model that cannot be run: the result says
-    why it did not pass."""
+    why it did not pass. Any other keyword is a UsageError naming the closest valid one."""
     from ..api import source_graph
+    from ..options import check_keywords
+    check_keywords(verify, options)
     weights = Path(weights)
     if not weights.exists():
         raise UsageError("no such weights file", path=weights,
