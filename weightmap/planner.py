@@ -58,6 +58,7 @@ def build_plan(source: ParamGraph, target: ParamGraph, matching: Any,
     decisions += [f"{u.layer}: ambiguous between {', '.join(u.candidates)}"
                   for u in matching.unmatched if u.kind == "ambiguous"]
     decisions += _role_decision(matching)
+    decisions += list(matching.checks)
     the_plan = Plan(source=describe_graph(source), target=describe_graph(target),
                     tensors=tuple(tensors), decisions=tuple(dict.fromkeys(decisions)),
                     options=options)
