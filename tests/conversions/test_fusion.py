@@ -190,6 +190,22 @@ def test_fused_mark_without_bias_and_target_conv_with_bias():
     assert_same(src, tgt, values)
 
 
+def test_torchscript_names_without_a_mark_and_target_conv_with_bias():
+    """The TorchScript exporter marks nothing: its own onnx::Conv_N kernel name says it folded."""
+    src = fused_onnx(onnx_conv("conv1", 4, 3), onnx_conv("conv2", 5, 4))
+    tgt = graph("torch", conv("torch", "conv1", 4, 3, bias=True), bn("torch", "bn1", 4, 1e-5),
+                conv("torch", "conv2", 5, 4, bias=True), bn("torch", "bn2", 5, 1e-3))
+    assert looks_fused(src.layers[0])
+    plan, values = port(src, tgt)
+    t = by_target(plan)
+    assert t["conv1.bias"].sources == ("onnx::Conv_1_conv1",) and t["bn2.bias"].value == 0.0
+    assert {t[f"bn{i}.{n}"].status for i in (1, 2)
+            for n in ("weight", "bias", "running_mean", "running_var")} == {"synthetic"}
+    assert_same(src, tgt, values)
+    # a parameter's own name (a plain export, nothing folded) is not a mark
+    assert not looks_fused(conv("torch", "conv1", 4, 3, bias=True))
+
+
 def test_unfuse_into_batchnorm_without_beta_moves_the_bias_into_the_mean():
     src = fused_onnx(onnx_conv("c1", 4, 3))
     tgt = graph("keras", conv("keras", "c1", 4, 3, bias=False),

@@ -29,8 +29,8 @@ def rel_error(got, expected):
     return float(np.abs(got - expected).max() / np.abs(expected).max())
 
 
-def fresh_model():
-    return load_python_object(MODEL, "model")[0].eval()
+def fresh_model(name="model"):
+    return load_python_object(MODEL, name)[0].eval()
 
 
 def export(model, path, x, dynamo=False):
@@ -48,10 +48,9 @@ def run_onnx(path, x):
     return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
 
 
-@pytest.fixture(scope="module")
-def trained():
+def randomised(name):
     """Random weights, non-trivial BN statistics, a tiny running variance in every third channel."""
-    model = fresh_model()
+    model = fresh_model(name)
     rng = np.random.default_rng(0)
     with torch.no_grad():
         for name, t in model.state_dict().items():
@@ -74,11 +73,16 @@ def trained():
     return model, x, expected
 
 
-def port_into_fresh_model(fused, x, tmp_path):
+@pytest.fixture(scope="module")
+def trained():
+    return randomised("model")
+
+
+def port_into_fresh_model(fused, x, tmp_path, name="model"):
     """Port ``fused`` into a freshly built target, load it strictly, run it on ``x``."""
     out = tmp_path / "unfused.safetensors"
-    report = weightmap.port(fused, f"{MODEL}:model", out, verify=True)
-    target = fresh_model()
+    report = weightmap.port(fused, f"{MODEL}:{name}", out, verify=True)
+    target = fresh_model(name)
     target.load_state_dict(load_file(out), strict=True)
     with torch.no_grad():
         return report, target(x).numpy()
@@ -122,6 +126,26 @@ def test_dynamo_export_keeps_names_and_unfuses_the_same(trained, tmp_path, prove
     assert rel_error(got, expected) <= 1e-5, rel_error(got, expected)
     assert report.manifest["params"]["bn1.running_var"]["status"] == "synthetic"
     proven(report)
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+def test_conv_biases_before_batchnorm_unfuse_from_either_exporter(dynamo, tmp_path, proven):
+    """Convs with biases before each BatchNorm (a Keras-style ResNet50): the TorchScript
+    exporter leaves no mark on the fused convs, only its own onnx::Conv_N names; it unfuses
+    like the dynamo export (all BatchNorms were left new)."""
+    model, x, expected = randomised("biased")
+    fused = export(model, tmp_path / "fused.onnx", x, dynamo=dynamo)
+    assert not [l for l in weightmap.read(fused).layers if l.op == "batchnorm"]
+    report, got = port_into_fresh_model(fused, x, tmp_path, "biased")
+    assert rel_error(got, expected) <= 1e-5, rel_error(got, expected)
+    man = report.manifest["params"]
+    for bn in BNS:
+        assert [man[f"{bn}.{n}"]["status"] for n in ("weight", "bias", "running_mean",
+                                                    "running_var")] == ["synthetic"] * 4, bn
+    assert man["conv1.bias"]["status"] == "transferred"
+    assert {t.rsplit(".", 1)[1] for t in report.new} == {"num_batches_tracked"}
+    result = proven(report)
+    assert len(result.layers) == 11
 
 
 def test_torch_state_dict_fuses_into_an_onnx_target(trained, tmp_path, proven):

@@ -32,6 +32,7 @@ from .norm import epsilon_of
 FOLDABLE = frozenset({"conv1d", "conv2d", "conv3d", "depthwise_conv1d", "depthwise_conv2d",
                       "dense"})
 FUSED_MARK = "FuseBatchNormIntoConv"
+EXPORTER_CONSTANT = "onnx::"        # torch.onnx.export(dynamo=False)'s name for a folded constant
 
 
 def kernel_of(layer: Layer) -> Param | None:
@@ -94,7 +95,13 @@ def following_bn(graph: ParamGraph, layer: Layer,
 
 
 def looks_fused(layer: Layer) -> bool:
-    return FUSED_MARK in str(layer.attrs.get("rewrite_rule", ""))
+    """An exporter folded a BatchNorm into this layer: the dynamo exporter marks the node
+    (``FuseBatchNormIntoConv``); the TorchScript exporter leaves no mark, but a kernel it
+    computed by folding is a constant it names itself (``onnx::Conv_N``), where a plain
+    export keeps the parameter's name (``conv1.weight``)."""
+    kernel = kernel_of(layer)
+    return FUSED_MARK in str(layer.attrs.get("rewrite_rule", "")) or (
+        kernel is not None and kernel.name.startswith(EXPORTER_CONSTANT))
 
 
 class _Plans:
