@@ -114,6 +114,14 @@ def test_fused_onnx_export_unfuses_into_torch_conv_bn(trained, tmp_path, proven)
                    "before training in train mode" in d for d in report.decisions)
     assert man["layer2.0.downsample.0.weight"]["source"][0].startswith("onnx::Conv_")
     assert not report.unused and report.manifest["summary"]["synthetic"] == 30
+    # the report says it once for all BatchNorms, as it does of a Keras port's
+    lines = str(report).splitlines()
+    checks = [l for l in lines if l.startswith("check:")]
+    assert len(checks) == 1 and checks[0].startswith("check: 10 BatchNorm layers (bn1, ")
+    assert [l for l in lines if l.startswith("new:")] == [
+        "new: 10 tensors (bn1.num_batches_tracked, layer1.0.bn1.num_batches_tracked, "
+        "layer1.0.bn2.num_batches_tracked ... and 7 more): unfused BN (synthetic stats): keeps "
+        "the target's value"]
 
 
 def test_dynamo_export_keeps_names_and_unfuses_the_same(trained, tmp_path, proven):

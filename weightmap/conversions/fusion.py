@@ -219,7 +219,9 @@ def unfuse(ctx: PlanContext, plans: _Plans, sconv: Layer, tconv: Layer, tbn: Lay
             plans.put(_synthetic(plan, 1.0 - eps, f"{origin}: var = 1 - eps ({1.0 - eps:g}, "
                                                   f"{eps_text}); exact in eval mode"))
         elif p.role == "num_batches_tracked":
-            plans.put(_with(plan, notes=(f"{origin}: keeps the target's value",)))
+            # one wording for every BatchNorm: the report groups them in one line
+            plans.put(_with(plan, notes=("unfused BN (synthetic stats): keeps the target's "
+                                         "value",)))
     if tbias is not None and sbias is None:
         plan = plans.get(tbias)
         if plan is not None and plan.status == "new":
@@ -228,10 +230,12 @@ def unfuse(ctx: PlanContext, plans: _Plans, sconv: Layer, tconv: Layer, tbn: Lay
     if kernel is not None:
         plans.put(_with(kernel, add_notes=[f"fused kernel (BatchNorm folded in by the "
                                            f"exporter); {tbn.name} unfused"]))
+    # the conv is named in the tensors' notes: this line reads the same for every BatchNorm,
+    # so the report says it once for all of them
     ctx.decisions.append(
-        f"{tbn.name}: unfused from {sconv.name}, whose BatchNorm was fused into the conv: gamma=1, "
-        f"beta=fused bias, mean=0, var=1-eps are synthetic (exact in eval mode); re-estimate the "
-        f"statistics before training in train mode")
+        f"{tbn.name}: unfused from the conv before it, whose BatchNorm the exporter fused into "
+        f"it: gamma=1, beta=fused bias, mean=0, var=1-eps are synthetic (exact in eval mode); "
+        f"re-estimate the statistics before training in train mode")
 
 
 def _synthetic(plan: TensorPlan, value: float, note: str) -> TensorPlan:
