@@ -54,6 +54,26 @@ def test_inspect_table_lists_every_param(tmp_path, capsys):
     assert "conv2d" in out
 
 
+def test_inspect_cuts_a_long_meta_value_and_json_keeps_it_whole(tmp_path, capsys):
+    """A tf_keras model with many layers without weights: the reader's per-layer meta is one
+    readable line, whole in --json."""
+    tf_keras = pytest.importorskip("tf_keras")
+    L = tf_keras.layers
+    x = i = tf_keras.Input((4,))
+    for k in range(40):
+        x = L.Activation("relu", name=f"activation_number_{k}")(L.Dense(4, name=f"d{k}")(x))
+    path = tmp_path / "many.h5"
+    tf_keras.Model(i, x).save(path)
+    assert main(["inspect", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    meta = next(l for l in lines if l.startswith("  weightless_layers: "))
+    assert len(meta) <= 160 and meta.endswith(" ... (41 items; --json shows all)"), meta
+    assert max(len(l) for l in lines) <= 160
+    assert main(["inspect", str(path), "--json"]) == 0
+    whole = json.loads(capsys.readouterr().out)["meta"]["weightless_layers"]
+    assert len(whole) == 41 and "activation_number_39" in whole
+
+
 def test_a_full_disk_is_one_line_exit_9_and_no_output(tmp_path, monkeypatch, capsys):
     import errno
 
