@@ -59,7 +59,7 @@ def check(plan: Plan, *, min_coverage: float | None = None, strict: bool = False
                 f"first): {_listed(biggest)}", hint=f"pair the missing layers with "
                 f"{option('rules')}, or lower {option('min_coverage')}")
     if strict:
-        left = [t for t in new if not t.ignored]
+        left = [t for t in new if not t.ignored and not t.not_weight]
         unused = [u for u in plan.unused if u.get("kind") != "ignored"]
         if left or unused:
             parts = ([f"{len(left)} target tensor(s) neither carried over nor ignored by a "

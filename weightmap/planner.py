@@ -9,7 +9,7 @@ from .conversions import PASSES, LayerPair, PlanContext, convert
 from .errors import ConversionError, UndecidableError
 from .graph import ParamGraph
 from .match.signature import canonical_shape
-from .plans import SHAPE_MISMATCH, Plan, TensorPlan
+from .plans import NOT_WEIGHT, SHAPE_MISMATCH, Plan, TensorPlan
 
 
 def describe_graph(graph: ParamGraph) -> dict[str, Any]:
@@ -30,7 +30,8 @@ def build_plan(source: ParamGraph, target: ParamGraph, matching: Any,
     for layer in target.layers:
         m = by_target.get(layer.name)
         if m is None:
-            tensors += [_new(layer.name, p, _target_reason(reasons, layer.name, p.name))
+            tensors += [_new(layer.name, p, NOT_WEIGHT if layer.attrs.get("not_weights")
+                             else _target_reason(reasons, layer.name, p.name))
                         for p in layer.params]
             continue
         pair = LayerPair(source=src_layers[m.source], target=layer, source_graph=source,

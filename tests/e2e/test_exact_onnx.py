@@ -188,6 +188,32 @@ def test_torch_state_dict_fuses_into_an_onnx_target(trained, tmp_path, proven):
                if n.startswith("fused BN"))
 
 
+def test_shape_operands_of_a_dynamo_target_are_kept_not_new(trained, tmp_path, proven):
+    """The dynamo exporter's int64 shape operands (the <unconsumed> pseudo-layer) are no
+    weights: kept as they are, not reported as a layer left new."""
+    model, x, expected = trained
+    fresh = fresh_model()
+    with torch.no_grad():            # fused biases not all zero: the exporter keeps them
+        for m in fresh.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.bias.fill_(0.5)
+    target = export(fresh, tmp_path / "fresh_dynamo.onnx", x, dynamo=True)
+    kept = weightmap.read(target).layer("<unconsumed>")
+    assert kept.attrs["shape_operands"] and all(p.dtype == "int64" for p in kept.params)
+    src = tmp_path / "trained.pt"
+    torch.save(model.state_dict(), src)
+    out = tmp_path / "ported.onnx"
+    report = weightmap.port(src, target, out, source_model=f"{MODEL}:model")
+    lines = str(report).splitlines()
+    assert not [l for l in lines if l.startswith("new:")]
+    assert [l for l in lines if l.startswith("kept:")] == [
+        "kept: <unconsumed> (opaque): not a weight (the graph reads it as a shape or index "
+        "operand, or not at all): kept as it is"]
+    # kept as they are: the ported graph still runs, and computes the trained model
+    assert rel_error(run_onnx(out, x), expected) <= 1e-5
+    assert rel_error(run_onnx(target, x), expected) > 0.1
+
+
 RESNET = Path(__file__).parent / "models" / "resnet_torch.py"     # no example_input in it
 
 
