@@ -18,7 +18,7 @@ PYTHON, CLI, SPEC = "python", "cli", "spec"
 # could be taken for the next argument)
 OPTIONAL_VALUE = frozenset({"verify"})
 # options the command line spells otherwise than by their keyword
-CLI_NAMES = {"direct_io": "--no-direct-io", "target": "--to"}
+CLI_NAMES = {"direct_io": "--no-direct-io", "target": "--to", "verify_tol": "--tol"}
 _SPELLING: contextvars.ContextVar[str] = contextvars.ContextVar("weightmap_spelling",
                                                                 default=PYTHON)
 
