@@ -256,10 +256,14 @@ def test_depthwise_keras_conv_and_batchnorm_fuse_over_c_and_m():
 
 
 def test_fusion_into_a_conv_without_bias_is_a_decision():
-    src = graph("torch", conv("torch", "conv1", 4, 3, bias=False), bn("torch", "bn1", 4, 1e-5))
-    tgt = graph("onnx", onnx_conv("conv1", 4, 3, bias=False))
+    src = graph("torch", conv("torch", "conv1", 4, 3, bias=False), bn("torch", "bn1", 4, 1e-5),
+                conv("torch", "conv2", 5, 4, bias=False), bn("torch", "bn2", 5, 1e-5))
+    tgt = graph("onnx", onnx_conv("conv1", 4, 3, bias=False), onnx_conv("conv2", 5, 4, bias=False))
     plan, values = port(src, tgt)
-    assert any("the target conv has no bias" in d for d in plan.decisions)
+    said = [d.partition(": ") for d in plan.decisions if "the target conv has no bias" in d]
+    # the same words for each conv: the report says it once for both
+    assert [layer for layer, _, _ in said] == ["/conv1/Conv", "/conv2/Conv"]
+    assert len({text for _, _, text in said}) == 1
     w = next(t for t in plan.tensors if t.layer == "/conv1/Conv")
     assert w.steps[0].op == "bn_fold_kernel"
 

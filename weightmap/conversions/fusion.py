@@ -270,8 +270,9 @@ def fuse(ctx: PlanContext, plans: _Plans, sconv: Layer, sbn: Layer, tconv: Layer
                         f"{eps_text})"]))
     tbias = tconv.param("bias")
     if tbias is None:
-        ctx.decisions.append(f"{tconv.name}: the target conv has no bias, so the fused "
-                             f"BatchNorm shift (beta - mean·gamma/sqrt(var+eps)) of {sbn.name} "
+        # the BatchNorm is named in the kernel's note: one wording for every conv, one line
+        ctx.decisions.append(f"{tconv.name}: the target conv has no bias, so the shift of the "
+                             f"source BatchNorm fused into it (beta - mean·gamma/sqrt(var+eps)) "
                              f"has no place: outputs differ (export the target with its conv "
                              f"biases, e.g. torch.onnx.export(dynamo=False))")
         return
