@@ -109,7 +109,6 @@ def _anchors(src: Side, tgt: Side, d: Decisions, trusted: bool) -> list[tuple[in
     return [a for a in anchors if a in on_chain]
 
 
-
 def _structure(src: Side, tgt: Side, sigs: Signatures, d: Decisions,
                anchors: list[tuple[int, int]], src_left: list[int], tgt_left: list[int]) -> None:
     """Align the layers left between consecutive anchors."""
