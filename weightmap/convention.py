@@ -299,8 +299,14 @@ class Convention:
 
     def padding(self, attrs: Mapping[str, Any]) -> str | None:
         """``same``: padded as TF's SAME (a stride above 1 pads the extra row and column at the
-        end); ``symmetric``: explicit padding on both sides; None: not known."""
+        end); ``symmetric``: explicit padding on both sides; ``none``: no padding in the conv
+        itself; None: not known."""
         return None
+
+    def bn_folded(self, layer: Layer, kernel: Param | None) -> bool:
+        """Whether an exporter folded a BatchNorm into this conv or dense layer (its kernel
+        ``kernel``), as the file shows it."""
+        return False
 
     def activation(self, attrs: Mapping[str, Any]) -> Any:
         """The activation a dense or convolution layer applies to its output, by name (None

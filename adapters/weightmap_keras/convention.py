@@ -34,7 +34,10 @@ class KerasConvention(Convention):
                     "moving_mean": "running_mean", "moving_variance": "running_var",
                     "embeddings": "weight"}
     mask_zero = True
-    hints = {"prelu_shared_axes": "Keras shared_axes=[1, 2]",
+    hints = {"no_tensors": "a Keras model has weights once it is built: call it on an input or "
+                           "model.build(input_shape) in its file, or define example_input in the "
+                           "file (weightmap builds the model on it)",
+             "prelu_shared_axes": "Keras shared_axes=[1, 2]",
              "dataflow": "use a Keras model saved with its config (.keras, a full .h5)"}
 
     def data_format(self, attrs: Mapping[str, Any]) -> str:

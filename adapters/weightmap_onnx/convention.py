@@ -18,6 +18,10 @@ from weightmap.errors import ConversionError
 from weightmap.graph import Layer, Param
 
 
+FUSED_MARK = "FuseBatchNormIntoConv"
+EXPORTER_CONSTANT = "onnx::"        # torch.onnx.export(dynamo=False)'s name for a folded constant
+
+
 class OnnxConvention(Convention):
     name = "onnx"
     display = "ONNX"
@@ -38,6 +42,14 @@ class OnnxConvention(Convention):
 
     def batch_first(self, attrs: Mapping[str, Any]) -> bool:
         return attrs.get("layout") == 1
+
+    def bn_folded(self, layer: Layer, kernel: Param | None) -> bool:
+        """The dynamo exporter marks the node (``FuseBatchNormIntoConv``); the TorchScript
+        exporter (``dynamo=False``) leaves no mark, but a kernel it computed by folding is a
+        constant it names itself (``onnx::Conv_N``), where a plain export keeps the
+        parameter's name (``conv1.weight``)."""
+        return FUSED_MARK in str(layer.attrs.get("rewrite_rule", "")) or (
+            kernel is not None and kernel.name.startswith(EXPORTER_CONSTANT))
 
     def recurrent_cells(self, layer: Layer) -> CellsOf:
         """One level; ``W``, ``R``, ``B`` hold all its cells on a leading directions axis

@@ -44,7 +44,8 @@ class TorchConvention(Convention):
     registration_order = True
     conv1d_family = True
     padding_idx = True
-    hints = {"dataflow": "give the torch model file an example_input (its forward is traced)"}
+    hints = {"dataflow": "give the torch model file an example_input (its forward is traced)",
+             "pad_before": "F.pad, nn.ZeroPad2d"}
 
     def activation_axes(self, op: str, attrs: Mapping[str, Any], ndim: int):
         if op == "attention" and ndim == 3:      # nn.MultiheadAttention
@@ -84,8 +85,13 @@ class TorchConvention(Convention):
         return {}
 
     def padding(self, attrs: Mapping[str, Any]) -> str | None:
+        """``symmetric`` for a conv that pads by itself, the same on both sides of each axis;
+        ``none`` for one that pads nothing itself (``padding=0``)."""
         pad = attrs.get("padding")
-        return "symmetric" if pad is not None and not isinstance(pad, str) else None
+        if pad is None or isinstance(pad, str):
+            return None
+        return "symmetric" if any(p != 0 for p in (pad if isinstance(pad, (list, tuple))
+                                                   else (pad,))) else "none"
 
 
 CONVENTION = TorchConvention()

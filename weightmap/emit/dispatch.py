@@ -20,6 +20,7 @@ from .readback import ReadBack, check_written
 from ..errors import PlanError, UsageError
 from ..graph import ParamGraph
 from ..planning.plan import Plan, TensorPlan
+from ..spelling import option
 
 
 def kinds() -> dict[str, tuple[OutputKind, Any]]:
@@ -52,7 +53,7 @@ def output_kind(target: ParamGraph, out: Path | None) -> str:
         if found:
             return found
     raise UsageError(f"no default output format for a {target.format} target",
-                     hint="name the output with --out")
+                     hint=f"name the output with {option('out')}")
 
 
 def kind_of_name(out: Path) -> str:
@@ -115,8 +116,8 @@ def writer_options(kind_name: str, options: Mapping[str, Any] | None) -> dict[st
     for key in given:
         if key not in takes:
             others = [k.name for k, _ in kinds().values() if key in k.options]
-            raise UsageError(f"the {kind_name} output takes no option {key!r}",
-                             hint=f"{key} is for {' or '.join(others)} output" if others
+            raise UsageError(f"the {kind_name} output takes no option {option(key)}",
+                             hint=f"{option(key)} is for {' or '.join(others)} output" if others
                              else None)
     return given
 
@@ -215,7 +216,8 @@ def _record_check(manifest: dict[str, Any], checked: dict[str, dict[str, Any]],
         name, count = next(iter(bad.items()))
         raise PlanError(f"{count} non-finite value(s) (NaN/Inf) in the output, and "
                         f"{len(bad)} tensor(s) in all", tensor=name,
-                        hint="the source holds them; drop --fail-on-nonfinite to keep them")
+                        hint=f"the source holds them; drop {option('fail_on_nonfinite')} to "
+                             "keep them")
     params = manifest.get("params", {})
     for name, entry in checked.items():
         params.setdefault(name, {}).update(entry)

@@ -44,6 +44,7 @@ class Reason(Enum):
     SHAPE_MISMATCH = "shape mismatch"          # new: its counterpart has other shapes
     CONVERSION_FAILED = "conversion failed"    # new: its layer's conversion was refused
     RENAMED = "renamed"                        # carried over under another name (convert)
+    NOT_WEIGHT = "not a weight"                # new: no weight (a shape operand), kept as it is
 
 
 class Decision(str):
@@ -62,6 +63,13 @@ class Pending:
 
     by: str
     side: str = ""
+
+# The note of a target tensor that is no weight: a layer a reader marks ``attrs["not_weights"]``
+# (an ONNX graph's initializers read only as shapes or indices, or never): kept as it is, not a
+# layer left new
+# (its reason: Reason.NOT_WEIGHT).
+NOT_WEIGHT = "not a weight (the graph reads it as a shape or index operand, or not at all): " \
+    "kept as it is"
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,11 @@ class TensorPlan:
         """The notes that are not decisions (the report shows decisions apart)."""
         shown = {DECISION + d for d in self.decisions}
         return tuple(n for n in self.notes if n not in shown)
+
+    @property
+    def not_weight(self) -> bool:
+        """A target tensor that is no weight, kept as it is (``Reason.NOT_WEIGHT``)."""
+        return self.status == "new" and self.reason is Reason.NOT_WEIGHT
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"target": self.target, "layer": self.layer,
@@ -260,7 +273,8 @@ def _reason_of(status: str, notes: tuple[str, ...]) -> Reason | None:
     if status != "new" or not notes:
         return None
     for text, reason in ((IGNORED, Reason.IGNORED), (SHAPE_MISMATCH, Reason.SHAPE_MISMATCH),
-                         (CONVERSION_FAILED, Reason.CONVERSION_FAILED)):
+                         (CONVERSION_FAILED, Reason.CONVERSION_FAILED),
+                         (NOT_WEIGHT, Reason.NOT_WEIGHT)):
         if notes[0].startswith(text):
             return reason
     return None

@@ -32,7 +32,6 @@ from .norm import epsilon_of
 
 FOLDABLE = frozenset({"conv1d", "conv2d", "conv3d", "depthwise_conv1d", "depthwise_conv2d",
                       "dense"})
-FUSED_MARK = "FuseBatchNormIntoConv"
 
 
 def kernel_of(layer: Layer) -> Param | None:
@@ -94,8 +93,10 @@ def following_bn(graph: ParamGraph, layer: Layer,
     return nxt
 
 
-def looks_fused(layer: Layer) -> bool:
-    return FUSED_MARK in str(layer.attrs.get("rewrite_rule", ""))
+def looks_fused(layer: Layer, graph: ParamGraph) -> bool:
+    """An exporter folded a BatchNorm into this layer, as its graph's convention tells
+    (``Convention.bn_folded``: an ONNX exporter's mark or its name for a folded constant)."""
+    return registry.convention(graph.framework).bn_folded(layer, kernel_of(layer))
 
 
 class _Plans:
@@ -140,7 +141,7 @@ def conv_bn_pass(ctx: PlanContext) -> None:
         if tbn is not None and sbn is not None and src_of.get(tbn.name) == sbn.name:
             move_bias(ctx, plans, sconv, tconv, tbn)
         elif tbn is not None and sbn is None and tbn.name not in src_of and (
-                looks_fused(sconv) or (sconv.param("bias") is not None
+                looks_fused(sconv, ctx.source_graph) or (sconv.param("bias") is not None
                                        and tconv.param("bias") is None)):
             unfuse(ctx, plans, sconv, tconv, tbn)
         elif sbn is not None and tbn is None and not (
@@ -212,7 +213,9 @@ def unfuse(ctx: PlanContext, plans: _Plans, sconv: Layer, tconv: Layer, tbn: Lay
             plans.put(_synthetic(plan, 1.0 - eps, f"{origin}: var = 1 - eps ({1.0 - eps:g}, "
                                                   f"{eps_text}); exact in eval mode"))
         elif p.role == "num_batches_tracked":
-            plans.put(_with(plan, notes=(f"{origin}: keeps the target's value",)))
+            # one wording for every BatchNorm: the report groups them in one line
+            plans.put(_with(plan, notes=("unfused BN (synthetic stats): keeps the target's "
+                                         "value",)))
     if tbias is not None and sbias is None:
         plan = plans.get(tbias)
         if plan is not None and plan.status == "new":
@@ -221,10 +224,12 @@ def unfuse(ctx: PlanContext, plans: _Plans, sconv: Layer, tconv: Layer, tbn: Lay
     if kernel is not None:
         plans.put(_with(kernel, add_notes=[f"fused kernel (BatchNorm folded in by the "
                                            f"exporter); {tbn.name} unfused"]))
+    # the conv is named in the tensors' notes: this line reads the same for every BatchNorm,
+    # so the report says it once for all of them
     ctx.decisions.append(
-        f"{tbn.name}: unfused from {sconv.name}, whose BatchNorm was fused into the conv: gamma=1, "
-        f"beta=fused bias, mean=0, var=1-eps are synthetic (exact in eval mode); re-estimate the "
-        f"statistics before training in train mode")
+        f"{tbn.name}: unfused from the conv before it, whose BatchNorm the exporter fused into "
+        f"it: gamma=1, beta=fused bias, mean=0, var=1-eps are synthetic (exact in eval mode); "
+        f"re-estimate the statistics before training in train mode")
 
 
 def _synthetic(plan: TensorPlan, value: float, note: str) -> TensorPlan:
@@ -261,8 +266,9 @@ def fuse(ctx: PlanContext, plans: _Plans, sconv: Layer, sbn: Layer, tconv: Layer
     if tbias is None:
         how = registry.convention(ctx.target_graph.framework).hint(
             "fused_bias", "build the target conv with a bias")
-        ctx.decisions.append(f"{tconv.name}: the target conv has no bias, so the fused "
-                             f"BatchNorm shift (beta - mean·gamma/sqrt(var+eps)) of {sbn.name} "
+        # the BatchNorm is named in the kernel's note: one wording for every conv, one line
+        ctx.decisions.append(f"{tconv.name}: the target conv has no bias, so the shift of the "
+                             f"source BatchNorm fused into it (beta - mean·gamma/sqrt(var+eps)) "
                              f"has no place: outputs differ ({how})")
         return
     b_parts = [("bias", sconv.param("bias")), ("gamma", stats["gamma"]),

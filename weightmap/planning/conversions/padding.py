@@ -2,7 +2,8 @@
 
 TF's SAME padding (``Convention.padding`` says ``same``: Keras ``padding="same"``) with a
 stride above 1 pads asymmetrically (the extra row and column go bottom/right); an explicit
-``padding=k//2`` (``symmetric``: torch) pads both sides equally. The weights port exactly, the
+``padding=k//2`` (``symmetric``: torch) pads both sides equally; a conv that pads nothing
+itself (``none``: torch ``padding=0``) matches SAME only when the model pads before it. The weights port exactly, the
 outputs still differ (unless the input size makes the two agree), so the report says so and
 never claims exactness that is not there.
 """
@@ -12,6 +13,7 @@ from dataclasses import replace
 
 from ... import registry
 from ...convention import spatial_rank
+from ...spelling import option
 from .base import PlanContext
 
 
@@ -38,13 +40,25 @@ def warn_strided_same(ctx: PlanContext) -> None:
         elif kinds == ("symmetric", "same"):
             what = (f"the source pads {src.attrs.get('padding')} on both sides; {tc.display} "
                     f"padding='same' with strides {_strides(tgt.attrs)} pads asymmetrically")
+        elif kinds in (("same", "none"), ("none", "same")):
+            # the unpadded side pads outside the conv, or not at all: only running it tells
+            same, none = (sc, tc) if kinds[0] == "same" else (tc, sc)
+            _note(ctx, index, tgt, f"{same.display} padding='same' with strides "
+                  f"{max(_strides(src.attrs), _strides(tgt.attrs))} pads bottom/right; the "
+                  f"{none.display} conv pads nothing itself: exact when the {none.display} model "
+                  f"pads before it ({none.hint('pad_before', 'a padding layer')}), as "
+                  f"{option('verify', True)} shows")
+            continue
         else:
             continue
-        message = (f"{tgt.name}: {what}: weights are exact, outputs may differ (check the "
-                   f"target's padding)")
-        ctx.decisions.append(message)
-        for p in tgt.params:
-            i = index.get(p.name)
-            if i is not None:
-                t = ctx.tensors[i]
-                ctx.tensors[i] = replace(t, notes=t.notes + ("padding differs: " + what,))
+        ctx.decisions.append(f"{tgt.name}: {what}: weights are exact, outputs may differ "
+                             f"(check the target's padding)")
+        _note(ctx, index, tgt, "padding differs: " + what)
+
+
+def _note(ctx: PlanContext, index, layer, note: str) -> None:
+    for p in layer.params:
+        i = index.get(p.name)
+        if i is not None:
+            t = ctx.tensors[i]
+            ctx.tensors[i] = replace(t, notes=t.notes + (note,))
