@@ -136,6 +136,20 @@ def convention(name: str) -> Convention:
     return table[name]
 
 
+@lru_cache(maxsize=1)
+def leaf_aliases() -> dict[str, str]:
+    """Parameter leaf names -> the state-dict words (``kernel`` -> ``weight``), from every
+    convention's ``leaf_aliases``, so that leaves compare across conventions; a leaf two
+    conventions map to different words is an error."""
+    table: dict[str, str] = {}
+    for conv in conventions().values():
+        for leaf, word in conv.leaf_aliases.items():
+            if table.setdefault(leaf, word) != word:
+                raise AdapterRegistryError(f"the leaf name {leaf!r} means {table[leaf]!r} in one "
+                                           f"convention and {word!r} in {conv.name!r}")
+    return table
+
+
 def state_dict_convention() -> Convention:
     """The convention a bare state dict's names follow (``weight``, ``running_mean``,
     ``weight_ih_l0`` ...): the first that declares ``state_dicts``, else the neutral one."""

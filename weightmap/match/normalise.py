@@ -9,14 +9,10 @@ from __future__ import annotations
 import re
 from typing import Iterable, Mapping, Sequence
 
+from .. import registry
+
 # Wrappers that prefix every name of a checkpoint; stripped only when common to the whole graph.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
-
-# Keras / TF parameter leaf names → torch's, so a leaf can be compared across conventions.
-LEAF_ALIASES = {
-    "kernel": "weight", "gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
-    "moving_variance": "running_var", "embeddings": "weight",
-}
 
 _DEVICE_SUFFIX = re.compile(r":\d+$")
 _SEPARATORS = re.compile(r"[/.]+")
@@ -30,9 +26,10 @@ def clean(name: str) -> str:
 
 
 def normalize_param_name(name: str) -> str:
-    """A parameter name in torch's words: ``fc1/kernel:0`` → ``fc1.weight``."""
+    """A parameter name in the state-dict words every convention's leaf names map to
+    (``registry.leaf_aliases``): ``fc1/kernel:0`` → ``fc1.weight``."""
     head, _, leaf = clean(name).rpartition(".")
-    leaf = LEAF_ALIASES.get(leaf, leaf)
+    leaf = registry.leaf_aliases().get(leaf, leaf)
     return f"{head}.{leaf}" if head else leaf
 
 
