@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .dtypes import FLOAT_DTYPES, to_numpy
+from .dtypes import FLOAT_DTYPES, count_nonfinite, itemsize
 from .errors import FormatError
 from .graph import MappedData, Param, span_chunks
 from .plans import Plan, TensorPlan
@@ -169,15 +169,15 @@ class Digest:
 
     def __init__(self, dtype: str) -> None:
         self.sha = hashlib.sha256()
-        self.npdt = to_numpy(dtype) if dtype in FLOAT_DTYPES else None
+        self.dtype = dtype if dtype in FLOAT_DTYPES else None
         self.carry = b""
         self.bad = 0
 
     def update(self, part: memoryview) -> None:
         self.sha.update(part)
-        if self.npdt is None:
+        if self.dtype is None:
             return
-        size = self.npdt.itemsize
+        size = itemsize(self.dtype)
         if self.carry:
             take = min(size - len(self.carry), len(part))
             self.carry += bytes(part[:take])
@@ -191,8 +191,7 @@ class Digest:
         self.carry = bytes(part[whole:])
 
     def _count(self, data: bytes | memoryview) -> None:
-        values = np.frombuffer(data, dtype=self.npdt)
-        self.bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+        self.bad += count_nonfinite(data, self.dtype)
 
     def entry(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"sha256": self.sha.hexdigest()}
