@@ -128,6 +128,7 @@ t = [time.perf_counter()]
 import torch
 t.append(time.perf_counter())
 from weightmap import api
+from weightmap.options import PlanOptions
 from weightmap.execute import TensorStream
 from weightmap.sources import read
 from weightmap.atomic import background_fsync
@@ -136,7 +137,7 @@ from weightmap_safetensors.emit import write_output
 t.append(time.perf_counter())
 src, tgt = read(sys.argv[1]), read(sys.argv[2], lazy=True)
 t.append(time.perf_counter())
-plan = api._plan(src, tgt, rules=None, options={})
+plan = api._plan(src, tgt, rules=None, options=PlanOptions())
 t.append(time.perf_counter())
 out = Path(sys.argv[3])
 read_back = ReadBack()                            # as weightmap.emit.write does

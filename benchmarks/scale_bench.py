@@ -38,7 +38,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from port_bench import Run, gb, measure, precompile  # noqa: E402
+from port_bench import Run, gb, measure, precompile, stages  # noqa: E402
 
 HIDDEN, INTER, VOCAB, HEADS = 2048, 5632, 32000, 16
 SHARD_BYTES = 2 * 10**9
@@ -281,12 +281,18 @@ def same_tensors(a: Path, b: Path) -> str:
     return "identical"
 
 
-def run_size(work: Path, size_gb: float, reps: int, script_limit: float) -> None:
+def run_size(work: Path, size_gb: float, reps: int, script_limit: float,
+             with_stages: bool = False) -> None:
     files = prepare(work, size_gb)
     src = files["index"].parent
     size = sum(p.stat().st_size for p in src.iterdir() if p.suffix == ".safetensors")
     out = work / f"llama_{size_gb:g}gb" / "out"
     out.mkdir(exist_ok=True)
+    if with_stages:
+        for kind in ("renamed", "fused"):
+            print(f"\n{gb(size)}, weightmap into the {kind} target in stages (median of {reps}):")
+            print(stages({"source": files["index"], "target": files[kind]}, out, reps),
+                  flush=True)
     with_script = 2.2 * size < script_limit
     cmds = commands(files, out, with_script)
     env = dict(os.environ, PYTHONHASHSEED="0")
@@ -326,12 +332,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--script-memory", type=float, default=0.8 * os.sysconf("SC_PAGE_SIZE")
                     * os.sysconf("SC_PHYS_PAGES"),
                     help="run the usual script only where ~2.2x the checkpoint fits in this")
+    ap.add_argument("--stages", action="store_true",
+                    help="also time weightmap's stages inside one process (medians)")
     args = ap.parse_args(argv)
     precompile()
     print(f"{os.cpu_count()} CPUs; Llama-style bf16 checkpoints (hidden {HIDDEN}, intermediate "
           f"{INTER}, vocab {VOCAB})")
     for size in args.sizes:
-        run_size(args.work, size, args.reps, args.script_memory)
+        run_size(args.work, size, args.reps, args.script_memory, args.stages)
 
 
 if __name__ == "__main__":

@@ -203,8 +203,8 @@ def _write_direct(fd: int, path: Path, prefix: bytes, offsets: list[int], specs:
                   jobs: Sequence[Any], *, workers: int, written: Callable[[Any], None] | None,
                   read_back: Any, end: int) -> None:
     """``write_jobs`` past the page cache: the file is written front to back in windows
-    (``weightmap.direct``), each filled from the header and the tensors it holds, and read
-    back from the device as it lands."""
+    (``weightmap.direct``), each filled from the header and the tensors it holds, and
+    digested as it lands (as written, or read back from the device: ``read_back.device``)."""
     segments = [direct_io.Segment(0, len(prefix), _header_fill(prefix))]
     spans = []
     for job, spec, offset in zip(jobs, specs, offsets):
@@ -212,8 +212,12 @@ def _write_direct(fd: int, path: Path, prefix: bytes, offsets: list[int], specs:
         part = _Parts(job, spec)
         segments.append(direct_io.Segment(offset, part.size, part.fill, done))
         spans.append((job.tensor, offset, part.size))
-    reread = None if read_back is None else read_back.stream(path, spans)
-    direct_io.write(fd, end, segments, reread=reread, workers=workers + 1)
+    if read_back is None:
+        direct_io.write(fd, end, segments, workers=workers + 1)
+        return
+    with read_back.stream(path, spans) as feed:
+        direct_io.write(fd, end, segments, reread=feed, device=read_back.device,
+                        workers=workers + 1)
 
 
 def _header_fill(prefix: bytes) -> Callable[[memoryview, int], None]:

@@ -186,14 +186,23 @@ def test_direct_io_writes_the_same_file_as_the_page_cache(tmp_path, small_window
     assert sorted(seen) == sorted(s[0] for s in specs)
 
 
-def test_direct_io_reads_each_tensor_back_as_the_check_would(tmp_path, small_windows):
+@pytest.mark.parametrize("mode", ["written", "device"])
+def test_direct_io_reads_each_tensor_back_as_the_check_would(tmp_path, small_windows,
+                                                              monkeypatch, mode):
+    """Digested as the disk was given each window ("written") or re-read from it ("device"):
+    the same digests, those of the file; only "device" reads the file."""
     import hashlib
 
+    from weightmap import direct
     from weightmap.readback import ReadBack
+    reads = []
+    real = direct._pread
+    monkeypatch.setattr(direct, "_pread", lambda *a: (reads.append(a[2]), real(*a))[1])
     specs, jobs = mixed_jobs(tmp_path)
     out = tmp_path / "direct.safetensors"
-    read_back = ReadBack()
+    read_back = ReadBack(mode)
     write_jobs(out, specs, jobs, direct=True, read_back=read_back)
+    assert (len(reads) > 0) == (mode == "device")
     back = {p.name: p for p in read(out).params()}
     for name, p in back.items():
         got = read_back.lookup(name, p)
