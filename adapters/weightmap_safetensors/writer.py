@@ -27,7 +27,7 @@ from weightmap import direct as direct_io
 from weightmap.atomic import open_output
 from weightmap.dtypes import TO_SAFETENSORS, from_numpy, itemsize
 from weightmap.errors import UsageError
-from weightmap.execute import FileSpan
+from weightmap.execute import FileSpan, FileSpans
 from weightmap.graph import span_chunks
 from weightmap.transforms.core import (Buffer, byte_view, contiguous, contiguous_le,
                                        copy_bytes, little_endian)
@@ -97,7 +97,8 @@ def _check_array(name: str, arr: np.ndarray, shape: tuple[int, ...], dtype: str)
                          f"{tuple(shape)} {dtype}", tensor=name)
 
 
-def _check_span(name: str, span: FileSpan, shape: tuple[int, ...], dtype: str) -> None:
+def _check_span(name: str, span: FileSpan | FileSpans, shape: tuple[int, ...], dtype: str
+                ) -> None:
     if span.nbytes != tensor_size(shape, dtype):
         raise UsageError(f"source span holds {span.nbytes} bytes, the header needs "
                          f"{tensor_size(shape, dtype)}", tensor=name)
@@ -180,10 +181,13 @@ def write_jobs(path: Path, specs: list[Spec], jobs: Sequence[Any],
         def run(i: int) -> None:
             name, shape, dtype = specs[i]
             value = jobs[i].compute()
-            if isinstance(value, FileSpan):
+            if isinstance(value, (FileSpan, FileSpans)):
                 _check_span(name, value, shape, dtype)
+                at = offsets[i]
                 with file_lock:
-                    copy_span(value.path, value.offset, value.nbytes, fd, offsets[i])
+                    for part in _pieces(value):
+                        copy_span(part.path, part.offset, part.nbytes, fd, at)
+                        at += part.nbytes
             else:
                 data = _checked(name, value, shape, dtype, scratch)
                 with file_lock:
@@ -243,10 +247,13 @@ class _Parts:
             if self.value is None:
                 self.value = self._compute()
             value = self.value
-        if isinstance(value, FileSpan):      # one chunk: ``out`` is the whole part
-            for _ in span_chunks(value.path, value.offset + start, len(out), out,
-                                 what="the source"):
-                pass
+        if isinstance(value, (FileSpan, FileSpans)):
+            at = 0
+            for part in _pieces(value, start, len(out)):     # one chunk each: all of its view
+                for _ in span_chunks(part.path, part.offset, part.nbytes,
+                                     out[at:at + part.nbytes], what="the source"):
+                    pass
+                at += part.nbytes
         else:
             copy_bytes(value, start, out)
         with self.lock:
@@ -257,11 +264,20 @@ class _Parts:
     def _compute(self) -> Any:
         name, shape, dtype = self.spec
         value = self.job.compute()
-        if isinstance(value, FileSpan):
+        if isinstance(value, (FileSpan, FileSpans)):
             _check_span(name, value, shape, dtype)
             return value
         _check_array(name, value, shape, dtype)
         return little_endian(value)
+
+
+def _pieces(value: FileSpan | FileSpans, start: int = 0, length: int | None = None
+            ) -> Iterable[FileSpan]:
+    """Bytes ``start`` .. ``start + length`` of a span or of spans laid end to end."""
+    if isinstance(value, FileSpans):
+        return value.pieces(start, length)
+    length = value.nbytes - start if length is None else length
+    return [FileSpan(value.path, value.offset + start, length)]
 
 
 def _set_size(fd: int, end: int) -> None:

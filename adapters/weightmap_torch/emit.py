@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from weightmap.execute import FileSpan
+from weightmap.execute import FileSpan, FileSpans
 from weightmap.graph import MappedData
 from weightmap.transforms.core import Buffer, contiguous
 
@@ -80,6 +80,8 @@ def prefetched(tensors: Any, skip: set[int] = frozenset()) -> Iterator[tuple[str
         if isinstance(value, FileSpan):      # the checks ran in the job; map it as a reader does
             return MappedData(value.path, value.offset, tuple(t.shape), t.dtype,
                               span=value.nbytes).read()
+        if isinstance(value, FileSpans):
+            return value.read(tuple(t.shape), t.dtype)
         if not value.flags.c_contiguous:
             return contiguous(value, out=buffers[i % 2].view(value.shape, value.dtype))
         return value
