@@ -152,7 +152,7 @@ print(" ".join(f"{b - a:.3f}" for a, b in zip(t, t[1:])), flush=True)
 os._exit(0)                       # as the CLI does (weightmap.cli.run)
 """
 STAGE_NAMES = ("import torch", "import weightmap", "read source + build target on meta",
-               "match + plan + check", "write (each tensor read back as it lands)",
+               "match + plan + check", "write (each window digested as it lands)",
                "check the re-parsed file (fsync beside it)",
                "rest of the fsync")
 

@@ -183,3 +183,12 @@ def test_concatenated_spans_write_the_bytes_the_concatenation_computes(tmp_path,
         (tmp_path / "arrays.safetensors").read_bytes()
     assert load_file(tmp_path / "spans.safetensors")["qkv"].tobytes() == \
         np.concatenate([values[n] for n in "qkv"]).tobytes()
+
+
+def test_the_pt_writer_reads_concatenated_spans_into_the_concatenation(tmp_path):
+    from weightmap_torch.emit import prefetched
+    values, graph, plan = _fused(tmp_path)
+    plan = Plan(source={}, target={}, tensors=plan.tensors[:1])
+    got = dict(prefetched(TensorStream(plan, graph, graph)))
+    assert got["qkv"].tobytes() == np.concatenate([values[n] for n in "qkv"]).tobytes()
+    assert got["qkv"].shape == (12, 4)
