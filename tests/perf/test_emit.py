@@ -178,17 +178,14 @@ def test_a_shard_that_loses_a_tensor_fails_the_port_and_leaves_nothing(tmp_path,
 
 @pytest.mark.parametrize("direct_io", [False, True])
 def test_shards_are_digested_as_they_are_written_not_read_again(tmp_path, monkeypatch,
-                                                                direct_io):
+                                                                direct_io, request):
     """Like a one-file output, each shard's tensors are digested as they land; the final check
     only re-parses the index and shards (it digested every tensor again before)."""
     import hashlib
 
-    from weightmap import direct, readback
+    from weightmap import readback
     if direct_io:
-        fd = direct.open_direct(tmp_path / "probe")
-        if fd is None:
-            pytest.skip("this file system does not do O_DIRECT")
-        os.close(fd)
+        request.getfixturevalue("direct_io_or_skip")
     again = []
     real = readback._digest_param
     monkeypatch.setattr(readback, "_digest_param", lambda p, b: (again.append(p.name),

@@ -130,110 +130,34 @@ def reference_gpt2(w: dict, ids: np.ndarray, n_head: int) -> np.ndarray:
     return ln(x, "transformer.ln_f")
 
 
-LLAMA_TARGET = '''
-import torch
-from torch import nn
 
-H, I, V, L = 16, 24, 40, 2
-
-
-class Attention(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.qkv = nn.Linear(H, 3 * H, bias=False)
-        self.wo = nn.Linear(H, H, bias=False)
-
-    def forward(self, x):
-        q, k, v = self.qkv(x).chunk(3, -1)
-        y = nn.functional.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None],
-                                                       is_causal=True)
-        return self.wo(y[:, 0])
-
-
-class FeedForward(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.gate_up = nn.Linear(H, 2 * I, bias=False)
-        self.w2 = nn.Linear(I, H, bias=False)
-
-    def forward(self, x):
-        gate, up = self.gate_up(x).chunk(2, -1)
-        return self.w2(nn.functional.silu(gate) * up)
-
-
-class Block(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.attn_norm, self.ffn_norm = nn.RMSNorm(H, eps=1e-5), nn.RMSNorm(H, eps=1e-5)
-        self.attn, self.ffn = Attention(), FeedForward()
-
-    def forward(self, x):
-        x = x + self.attn(self.attn_norm(x))
-        return x + self.ffn(self.ffn_norm(x))
-
-
-class Llama(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.tok = nn.Embedding(V, H)
-        self.blocks = nn.ModuleList(Block() for _ in range(L))
-        self.norm = nn.RMSNorm(H, eps=1e-5)
-        self.head = nn.Linear(H, V, bias=False)
-
-    def forward(self, ids):
-        x = self.tok(ids)
-        for block in self.blocks:
-            x = block(x)
-        return self.head(self.norm(x))
-
-
-torch.manual_seed(0)
-model = Llama().to(torch.bfloat16)
-example_input = torch.zeros(1, 5, dtype=torch.long)
-'''
-
-
-@pytest.mark.parametrize("direct_io", [False, True], ids=["page-cache", "direct-io"])
-def test_fused_qkv_and_gate_up_equal_torch_cat_of_the_llama_projections(tmp_path, direct_io,
-                                                                          monkeypatch):
-    """A Hugging Face Llama checkpoint (bf16) into a target with fused qkv and gate_up: the
-    fused tensors are copied file to file part by part (execute.FileSpans); they must be
-    what ``torch.cat`` of the projections gives, as the usual script writes them."""
-    from safetensors.torch import load_file, save_file
-
+@pytest.mark.parametrize("kind", ["renamed", "fused"])
+def test_llama_port_equals_the_scale_benchmarks_usual_script(tmp_path, kind, tiny_llama,
+                                                            usual_port, direct_io_or_skip,
+                                                            monkeypatch):
+    """``benchmarks/scale_bench.py`` at a tiny size: a Hugging Face Llama checkpoint (bf16) into
+    the renamed target and into the fused one (qkv and gate_up copied file to file part by
+    part, ``execute.FileSpans``), through the page cache and past it in windows of one block:
+    the same tensors as the usual script's ``torch.cat``, bit for bit."""
     from weightmap import direct
-    if direct_io:
-        fd = direct.open_direct(tmp_path / "probe")
-        if fd is None:
-            pytest.skip("this file system does not do O_DIRECT")
-        import os
-        os.close(fd)
-        monkeypatch.setattr(direct, "WINDOW", direct.BLOCK)
-    gen = torch.Generator().manual_seed(3)
-    H, I, V, L = 16, 24, 40, 2
+    files = tiny_llama
+    theirs = usual_port(files["script"], files["index"], files[kind],
+                        tmp_path / "script.safetensors")
+    want = _raw_arrays(theirs)
+    monkeypatch.setattr(direct, "WINDOW", direct.BLOCK)
+    for direct_io in (False, True):
+        out = tmp_path / f"wm_{direct_io}.safetensors"
+        weightmap.port(files["index"], files[kind], out, direct_io=direct_io)
+        assert_identical(_raw_arrays(out), want)
 
-    def rand(*shape):
-        return torch.randn(*shape, generator=gen).to(torch.bfloat16)
-    src = {"model.embed_tokens.weight": rand(V, H), "model.norm.weight": rand(H),
-           "lm_head.weight": rand(V, H)}
-    for i in range(L):
-        p = f"model.layers.{i}."
-        src.update({p + f"self_attn.{n}_proj.weight": rand(H, H) for n in "qkvo"})
-        src.update({p + "mlp.gate_proj.weight": rand(I, H), p + "mlp.up_proj.weight": rand(I, H),
-                    p + "mlp.down_proj.weight": rand(H, I), p + "input_layernorm.weight": rand(H),
-                    p + "post_attention_layernorm.weight": rand(H)})
-    save_file(src, str(tmp_path / "llama.safetensors"))
-    (tmp_path / "fused.py").write_text(LLAMA_TARGET)
-    out = tmp_path / "out.safetensors"
-    weightmap.port(tmp_path / "llama.safetensors", tmp_path / "fused.py", out,
-                   direct_io=direct_io)
-    got = load_file(str(out))
-    for i in range(L):
-        p, b = f"model.layers.{i}.", f"blocks.{i}."
-        want_qkv = torch.cat([src[p + f"self_attn.{n}_proj.weight"] for n in "qkv"])
-        want_gate_up = torch.cat([src[p + "mlp.gate_proj.weight"], src[p + "mlp.up_proj.weight"]])
-        assert torch.equal(got[b + "attn.qkv.weight"].view(torch.int16),
-                           want_qkv.view(torch.int16))
-        assert torch.equal(got[b + "ffn.gate_up.weight"].view(torch.int16),
-                           want_gate_up.view(torch.int16))
-        assert torch.equal(got[b + "attn.wo.weight"], src[p + "self_attn.o_proj.weight"])
+
+def _raw_arrays(path):
+    """{name: bytes as unsigned integers} (bf16 has no numpy dtype of its own)."""
+    from safetensors import safe_open
+    out = {}
+    with safe_open(str(path), "pt") as f:
+        for name in f.keys():
+            t = f.get_tensor(name)
+            out[name] = t.view(torch.int16).numpy().view(np.uint16) if t.dtype == torch.bfloat16 \
+                else t.numpy()
+    return out

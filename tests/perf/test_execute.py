@@ -153,7 +153,7 @@ def test_a_concatenation_along_the_first_axis_is_copied_part_by_part(tmp_path):
 
 @pytest.mark.parametrize("direct_io", [False, True])
 def test_concatenated_spans_write_the_bytes_the_concatenation_computes(tmp_path, direct_io,
-                                                                        monkeypatch):
+                                                                        monkeypatch, request):
     """The fused tensor copied part by part is the tensor ``np.concatenate`` computes, through
     the page cache and past it (windows small enough that the parts cross them)."""
     from safetensors.numpy import load_file
@@ -162,10 +162,7 @@ def test_concatenated_spans_write_the_bytes_the_concatenation_computes(tmp_path,
     from weightmap_safetensors.emit import specs_of
     from weightmap_safetensors.writer import write, write_jobs
     if direct_io:
-        fd = direct.open_direct(tmp_path / "probe")
-        if fd is None:
-            pytest.skip("this file system does not do O_DIRECT")
-        os.close(fd)
+        request.getfixturevalue("direct_io_or_skip")
         monkeypatch.setattr(direct, "WINDOW", direct.BLOCK)
     values = {n: np.random.default_rng(i).standard_normal((300 + i, 40)).astype(np.float32)
               for i, n in enumerate("qkvx")}

@@ -145,14 +145,11 @@ def test_header_offsets_follow_the_specs():
 # ---- past the page cache (weightmap.direct): the same file, read back as it lands -----------
 
 @pytest.fixture
-def small_windows(monkeypatch, tmp_path):
+def small_windows(monkeypatch, request):
     """Windows of two blocks, so that every tensor here crosses one; skips where the file
     system does not do direct I/O."""
     from weightmap import direct
-    fd = direct.open_direct(tmp_path / "probe")
-    if fd is None:
-        pytest.skip("this file system does not do O_DIRECT")
-    os.close(fd)
+    request.getfixturevalue("direct_io_or_skip")
     monkeypatch.setattr(direct, "WINDOW", 2 * direct.BLOCK)
 
 
