@@ -112,7 +112,8 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
     if before_publish is not None and not callable(before_publish):
         raise UsageError(f"before_publish= is a {type(before_publish).__name__}",
                          hint="give a function taking {final path: temporary path}")
-    check_mode = equivalence.port_mode(verify, dry_run)
+    check_mode = equivalence.port_mode(verify, dry_run, source_model=source_model,
+                                       verify_tol=verify_tol)
     src, tgt = _graphs(source, target, new_values)
     if plan is None:
         the_plan = _plan(src, tgt, rules=rules, options=opts)

@@ -235,6 +235,11 @@ def check_written(paths: Path | Sequence[Path], plan: Plan, *, where: str | None
     return {name: done[name] for name, _ in todo}
 
 
+def digest(p: Param) -> dict[str, Any]:
+    """One tensor's ``{"sha256"[, "nonfinite"]}``, as ``check_written`` records it."""
+    return _digest_param(p, _Buffers())
+
+
 class _Buffers(threading.local):
     def __init__(self) -> None:
         self.chunk = np.empty(CHUNK, dtype=np.uint8)

@@ -283,12 +283,13 @@ class KerasRunner:
         return op, attrs_from_config(cls, config, op)
 
     def _output_of(self, name: str) -> tuple[Any, str]:
-        if "/" in name:
-            return None, "a layer of a nested model: its output is not one of this model's"
         try:
             layer = self.model.get_layer(name)
         except (ValueError, KeyError):
-            return None, "no layer of this name in the model"
+            # a graph names a nested model's layer "<model>/<layer>"; tf_keras also allows
+            # "/" in a layer's own name (DenseNet's conv1/conv), found just above
+            return None, "a layer of a nested model: its output is not one of this model's" \
+                if "/" in name else "no layer of this name in the model"
         try:
             out = layer.output
         except (AttributeError, ValueError, RuntimeError) as exc:

@@ -145,3 +145,31 @@ def test_pytorch_model_bin_in_registration_order_is_exact_too(hf_llama, tmp_path
     assert run.rel(run.outputs(MODELS, target, out, ids), expected) <= RTOL
     assert any("layers put in transformer execution order" in d and "stored order" in d
                for d in report.decisions)
+
+
+def test_verify_joins_split_projections_in_the_order_the_fused_layer_stacks_them(
+        hf_llama, tmp_path, proven):
+    """The safetensors shards list each block's projections by name (k, o, q, v), Meta's
+    Llama computes v first: verification joins the separate q, k, v outputs in the order the
+    fused ``qkv`` stacks them (the plan's source order, or its slices' offsets), never in the
+    file's or the run's order (before: exit 10, ``first divergence: layers.0.attn.qkv <-
+    ...v_proj (rel 1.6)`` on an exact port)."""
+    index = hf_llama[0]
+    fused = tmp_path / "fused.safetensors"
+    report = weightmap.port(index, f"{MODELS}:llama_fused", fused, verify=True,
+                            source_model=f"{MODELS}:hf_llama")
+    result = proven(report)
+    qkv = next(l for l in result.layers if l.target == "layers.0.attn.qkv")
+    assert qkv.note == ("the outputs of model.layers.0.self_attn.q_proj, "
+                        "model.layers.0.self_attn.k_proj, model.layers.0.self_attn.v_proj "
+                        "side by side")
+    meta = tmp_path / "meta.safetensors"
+    report = weightmap.port(fused, f"{MODELS}:llama_renamed", meta, verify=True,
+                            source_model=f"{MODELS}:llama_fused")
+    result = proven(report)
+    wq = next(l for l in result.layers if l.source == "layers.0.attn.qkv")
+    assert wq.note == "the outputs of blocks.0.attn.wq, blocks.0.attn.wk, blocks.0.attn.wv " \
+                      "side by side"
+    # standalone, paired by the manifest (the slices' offsets are its transforms)
+    proven(weightmap.verify(fused, f"{MODELS}:llama_renamed", meta,
+                            source_model=f"{MODELS}:llama_fused"))

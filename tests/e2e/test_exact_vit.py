@@ -89,3 +89,42 @@ def test_an_unknown_adaptation_is_a_usage_error(vit, tmp_path):
     path, _ = vit
     with pytest.raises(UsageError, match="unknown adaptation 'pos_emb'"):
         weightmap.plan(path, f"{MODELS}:vit_64", adapt="pos_emb")
+
+
+@pytest.mark.parametrize("target,channels", [("vit_gray", 1), ("vit_rgbn", 4)])
+def test_an_adapted_stem_verifies_through_its_input_map(vit, tmp_path, proven, target,
+                                                         channels):
+    """``--adapt in_chans`` is exact for one map of inputs: the source takes the target's probe
+    through the adapted kernel's own channel map (one gray channel repeated on R, G and B; four
+    channels folded onto three, scaled by 3/4), so the whole models are compared, outputs too
+    (before: the source ran on the target's one-channel probe and failed, exit 10, hint 'give
+    the model file an example_input')."""
+    path, _ = vit
+    report = weightmap.port(path, f"{MODELS}:{target}", tmp_path / "out.safetensors",
+                            adapt=["in_chans"], verify=True, source_model=f"{MODELS}:vit_32")
+    result = proven(report)
+    assert result.probe["shape"][1] == channels
+    assert f"the source takes it through --adapt in_chans (its 3 input channels made of the " \
+           f"target's {channels})" in result.probe["origin"]
+
+
+def test_resampled_position_embeddings_cannot_be_verified_and_say_so(vit, tmp_path):
+    """``--adapt pos_embed`` makes the target compute another function, on inputs of another
+    size: nothing can be compared exactly. Verification says so plainly and never passes
+    (before: the source ran on the target's probe, 'size of tensor a (257) must match ...
+    (65)', hint 'give the model file an example_input')."""
+    from weightmap.errors import VerifyError
+    path, _ = vit
+    out = tmp_path / "vit64.safetensors"
+    options = dict(adapt=["pos_embed"], source_model=f"{MODELS}:vit_32")
+    with pytest.raises(VerifyError) as caught:
+        weightmap.port(path, f"{MODELS}:vit_64", out, verify=True, **options)
+    text = str(caught.value)
+    assert text.startswith("verify INCOMPLETE: nothing can be compared: --adapt pos_embed "
+                           "resampled pos_embed's 8x8 grid to 16x16, so the target "
+                           "computes another function, on inputs of another size, by design")
+    assert "example_input" not in text and not out.exists()
+    result = weightmap.port(path, f"{MODELS}:vit_64", out, verify="warn", **options).verify
+    assert not result.passed and result.verdict() == "INCOMPLETE"
+    assert not result.layers and not result.outputs and result.first_divergence is None
+    assert result.to_dict()["unverifiable"].startswith("--adapt pos_embed resampled")

@@ -124,7 +124,7 @@ def test_filters_and_search_hide_what_they_should(browser, ported, tmp_path):
     assert page.locator("#tgtrows .row").all_text_contents() == ["features.7conv2d"]
     page.fill("#search", "")
     assert page.locator("path.pair").count() == 5
-    shot = Path(os.environ.get("WEIGHTMAP_SCREENSHOT_DIR", tmp_path)) / "report.png"
+    shot = Path(os.environ.get("WEIGHTMAP_SCREENSHOT_DIR", tmp_path)) / "report-filters.png"
     page.locator("path.pair").last.click(force=True)
     page.screenshot(path=str(shot), full_page=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -204,4 +204,82 @@ def test_a_failed_verification_highlights_its_first_divergence(browser, tmp_path
     shot = Path(os.environ.get("WEIGHTMAP_SCREENSHOT_DIR", tmp_path)) / "report-verify.png"
     page.screenshot(path=str(shot), full_page=True)
     assert not problems
+    page.close()
+
+
+def test_the_verification_card_of_a_port_whose_outputs_were_not_compared(browser, tmp_path):
+    """Every BatchNorm of the target is new: the outputs are not compared and 4 of the 5
+    paired layers lie past the stop. The card says how much was compared, and no figure is a
+    raw ``null`` or ``undefined`` anywhere (before: ``outputs: output rel null``)."""
+    pytest.importorskip("tf_keras")
+    out, path = tmp_path / "bn.safetensors", tmp_path / "bn.html"
+    assert main(["port", str(SOURCE), "--to", str(TARGET), "--out", str(out), "--report",
+                 str(path), "--verify=warn", "--freeze", "transferred", "-q"]) == 0
+    page, problems, _ = _open(browser, path)
+    card = page.locator("#vtext").inner_text()
+    assert card.startswith("incomplete (tolerance 1.00e-4); outputs: output not compared; "
+                           "compared on 1 of 5 paired layers, up to features.0 \u2190 "
+                           "block1_conv1 (the target's features.1 is new"), card
+    assert "4 paired layers past it are not checked" in card
+    assert "verification incomplete: 1 of 5 paired layers compared" in \
+        page.locator("#look").inner_text()
+    page.locator("path.pair", has=page.locator("title", has_text="features.3")).click(force=True)
+    assert "skipped; not compared: the models compute different things from here on" in \
+        page.locator("#detail").inner_text()
+    page.locator("path.pair").last.click(force=True)           # docs/report.png
+    body = page.locator("body").inner_text()
+    assert "null" not in body and "undefined" not in body and "NaN" not in body
+    shot = Path(os.environ.get("WEIGHTMAP_SCREENSHOT_DIR", tmp_path)) / "report.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert not problems
+    page.close()
+
+
+def test_a_pair_of_infinite_error_is_drawn_and_named(browser, tmp_path, ported):
+    """A NaN or Inf activation gives rel = inf, null in JSON: the pair is drawn at the top of
+    the plot and its figure reads 'not finite'. A verification without a probe (a side that
+    could not run) shows none (before: a raw 'null')."""
+    from weightmap import report_html
+    _, manifest = ported
+    layers = [{"source": "block1_conv1", "target": "features.0", "depth": 0, "max_abs": 0.0,
+               "rel": 0.0, "status": "ok", "note": ""},
+              {"source": "fc1", "target": "classifier.1", "depth": 1, "max_abs": None,
+               "rel": None, "status": "diverged", "note": ""}]
+    verify = {"passed": False, "tol": 1e-4, "probe": None, "ran": {}, "layers": layers,
+              "outputs": [{"name": "output", "shape": [2, 10], "max_abs": None, "rel": None,
+                           "status": "diverged", "note": ""}],
+              "first_divergence": {"source": "fc1", "target": "classifier.1", "rel": None,
+                                   "inputs_rel": 0.0},
+              "compared_up_to": None, "synthetic": [], "notes": []}
+    path = tmp_path / "inf.html"
+    report_html.write(dict(manifest, verify=verify), path)
+    page, problems, _ = _open(browser, path)
+    points = page.locator("#vsvg circle.vpoint")
+    assert points.count() == 2 and page.locator("#vsvg circle.first").count() == 1
+    assert float(points.nth(1).get_attribute("cy")) < float(points.nth(0).get_attribute("cy"))
+    assert "classifier.1 \u2190 fc1: rel not finite" in points.nth(1).locator("title") \
+        .text_content()
+    assert "outputs: output rel not finite" in page.locator("#vtext").inner_text()
+    assert "null" not in page.locator("body").inner_text() and not problems
+    page.close()
+
+
+def test_a_verification_that_cannot_compare_anything_says_why(browser, tmp_path, ported):
+    """An adapted port whose target computes another function (``--adapt pos_embed``): the
+    page says verification is incomplete and why, with no figure."""
+    from weightmap import report_html
+    _, manifest = ported
+    why = ("--adapt pos_embed resampled pos_embed's 8x8 grid to 16x16, so the target computes "
+           "another function, on inputs of another size, by design")
+    verify = {"passed": False, "verdict": "INCOMPLETE", "tol": 1e-4, "probe": None, "ran": {},
+              "outputs": [], "layers": [], "first_divergence": None, "compared_up_to": None,
+              "synthetic": [], "notes": [], "unverifiable": why}
+    path = tmp_path / "adapted.html"
+    report_html.write(dict(manifest, verify=verify), path)
+    page, problems, _ = _open(browser, path)
+    assert page.locator("#vtext").inner_text() == \
+        f"incomplete (tolerance 1.00e-4); nothing can be compared: {why}"
+    assert f"verification incomplete: nothing can be compared: {why}" in \
+        page.locator("#look").inner_text()
+    assert page.locator("#vsvg circle").count() == 0 and not problems
     page.close()

@@ -85,6 +85,17 @@ def test_a_softmax_classifier_into_a_model_returning_logits(tmp_path, randomised
     with pytest.raises(VerifyError, match="first divergence: fc <- fc"):
         weightmap.port(path, TORCH, tmp_path / "broken.safetensors", plan=broken, verify=True)
     assert not (tmp_path / "broken.safetensors").exists()
+    # failing, the output figure is the one past the softmax too (the target returns fc's
+    # values): the last pair's own figure, not probabilities against logits (before: rel 1.8
+    # on a VGG16 whose last pair differed by 3.5e-3)
+    result = weightmap.port(path, TORCH, tmp_path / "broken.safetensors", plan=broken,
+                            verify="warn").verify
+    (output,), fc = result.outputs, result.layers[-1]
+    assert output.status == "diverged" and fc.target == "fc" and output.rel == fc.rel
+    assert output.note == ("compared once softmax is applied to the target's output: the "
+                           "source's last layer fc applies softmax inside it, the target model "
+                           "returns the values before it")
+    assert "outputs differ to rel" in result.summary() and output.note in result.summary()
 
 
 def _edited(source, edit):
@@ -141,7 +152,8 @@ def test_feature_extraction_verifies_the_trunk_and_says_so(source, tmp_path):
     assert [o.status for o in result.outputs] == ["skipped"]
     assert [l.status for l in result.layers] == ["ok"] * 4      # fc is new: no pair
     text = result.summary()
-    assert "compared up to bn <- bn (outputs not compared: the target's fc is new" in text
+    assert text.startswith("verify passed on 4 of 4 paired layers (up to bn <- bn; the "
+                           "target's fc is new")
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +222,169 @@ def test_cli_port_verify_and_verify(source, tmp_path, capsys):
     assert '"verify":{"passed":true' in html and '"first_divergence":null' in html
     assert "verify" not in json.loads((tmp_path / "good.manifest.json").read_text())
     assert main(["port", str(source), "--to", str(TORCH), "--verify=maybe"]) == 2
+
+
+def test_verification_options_without_verification_are_refused(source, tmp_path, capsys):
+    """``--tol`` and ``--source-model`` (``verify_tol=``, ``source_model=``) without
+    ``--verify`` would be ignored: a usage error naming ``--verify``, nothing written (before:
+    exit 0, no word)."""
+    from weightmap.cli import main
+    from weightmap.errors import UsageError
+    out = tmp_path / "net.safetensors"
+    for flag, value in (("--tol", "1e-3"), ("--source-model", str(TORCH))):
+        assert main(["port", str(source), "--to", str(TORCH), "--out", str(out), flag,
+                     value]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"weightmap: error: {flag} (Python: ") and \
+            "serves verification, and this port does not verify" in err and \
+            "add --verify" in err, err
+    for keyword, value in (("verify_tol", 1e-3), ("source_model", TORCH)):
+        with pytest.raises(UsageError, match=f"Python: {keyword}=.*serves verification"):
+            weightmap.port(source, TORCH, out, **{keyword: value})
+    with pytest.raises(UsageError, match="tolerance must be a positive number"):
+        weightmap.port(source, TORCH, out, verify=True, verify_tol=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_verify_finds_a_sharded_output_by_the_name_given_to_out(source, tmp_path, capsys):
+    """``port --out X.safetensors --shard-size ...`` writes shards and the index
+    ``X.safetensors.index.json``; ``verify --weights X.safetensors`` verifies through that index
+    and says so (before: exit 2, ``no such weights file``)."""
+    from weightmap.cli import main
+    out = tmp_path / "net.safetensors"
+    report = weightmap.port(source, TORCH, out, shard_size=2000)
+    assert report.output == str(tmp_path / "net.safetensors.index.json") and not out.exists()
+    assert len(list(tmp_path.glob("net-*-of-*.safetensors"))) > 1
+    result = weightmap.verify(source, TORCH, out)
+    assert result.passed and len(result.layers) == 5
+    assert "net.safetensors is sharded: its index net.safetensors.index.json was verified" \
+        in result.notes
+    assert main(["verify", str(source), "--to", str(TORCH), "--weights", str(out)]) == 0
+    assert "its index net.safetensors.index.json was verified" in capsys.readouterr().out
+
+
+def test_a_manifest_that_does_not_describe_the_weights_is_not_trusted(source, tmp_path):
+    """``weightmap verify`` pairs the layers with the manifest beside the weights only when it
+    describes them: its tensors' names and shapes are the weights' and the target's, and the
+    digests of the smallest tensors agree. Another port's manifest (a feature-extraction
+    port's, beside the full port's weights; the full port's, beside weights written by an
+    edited plan) is set aside and the plan made again, with a note (before: used silently,
+    4 pairs compared, outputs skipped, passed)."""
+    full, head = tmp_path / "full.safetensors", tmp_path / "head.safetensors"
+    weightmap.port(source, TORCH, full)
+    weightmap.port(source, f"{TORCH}:new_head", head)
+    (tmp_path / "full.manifest.json").write_bytes((tmp_path / "head.manifest.json").read_bytes())
+    result = weightmap.verify(source, TORCH, full)
+    assert result.passed and len(result.layers) == 5 and result.compared_up_to is None
+    assert [o.status for o in result.outputs] == ["ok"]
+    (note,) = [n for n in result.notes if "full.manifest.json" in n]
+    assert note.startswith("the manifest beside full.safetensors (full.manifest.json) does not "
+                           "describe these weights (")
+    assert note.endswith("): the plan was made again to pair the layers")
+    # the same names and shapes, other values: the swapped port's weights, the exact manifest
+    swapped = tmp_path / "swapped.safetensors"
+    weightmap.port(source, TORCH, swapped, plan=_edited(source, "swap"))
+    (tmp_path / "swapped.manifest.json").write_bytes(
+        (tmp_path / "full.manifest.json").read_bytes())
+    weightmap.port(source, TORCH, full, force=True)        # its own manifest again
+    (tmp_path / "swapped.manifest.json").write_bytes(
+        (tmp_path / "full.manifest.json").read_bytes())
+    result = weightmap.verify(source, TORCH, swapped)
+    assert any("SHA-256" in n and "swapped.manifest.json" in n for n in result.notes), \
+        result.notes
+    assert not weightmap.verify(source, TORCH, full).notes      # its own: trusted, no note
+    # a plan given by hand that does not describe the target is an error, not a guess
+    plan = tmp_path / "head.plan.json"
+    plan.write_text(weightmap.plan(source, f"{TORCH}:new_head").to_json())
+    with pytest.raises(weightmap.WeightmapError, match="does not describe"):
+        weightmap.verify(source, TORCH, full, plan=plan)
+
+
+def test_a_source_that_runs_by_itself_ignores_source_model_and_says_so(source, state_dict,
+                                                                       tmp_path, proven):
+    """``--source-model`` builds a source that is weights only. A migration shares it across
+    jobs of mixed sources; a Keras file that carries its architecture runs by itself, and the
+    note says the model file was not used (before: its tensors were loaded into the torch
+    model file by name, exit 10 ``do not fit the model``)."""
+    report = weightmap.port(source, TORCH, tmp_path / "k.safetensors", verify=True,
+                            source_model=TORCH)
+    result = proven(report)
+    assert "rebuilt from the config of proof.keras" in result.ran["source"]
+    assert f"--source-model {TORCH.name} not used: the source proof.keras runs by itself" \
+        in result.summary()
+    # a state dict still needs it, and takes it
+    report = weightmap.port(state_dict, TORCH, tmp_path / "sd.safetensors", verify=True,
+                            source_model=TORCH)
+    assert proven(report).ran["source"].startswith("torch Net with the tensors of")
+    assert not any("not used" in n for n in report.verify.notes)
+
+
+VGG_H5 = ROOT / "fixtures" / "examples" / "small_vgg_keras.h5"
+VGG_BN = MODELS / "small_vgg_bn_torch.py"
+
+
+def test_a_comparison_that_stops_early_says_how_much_it_compared(tmp_path, capsys):
+    """Every BatchNorm of the target is new: past the first conv the models compute another
+    function by design, and 4 of the 5 ported layers cannot be checked. The first words say
+    so, and the verdict is not a pass: ``--verify`` keeps nothing, ``--verify=warn`` keeps the
+    port (before: ``verify passed`` on 1 of 5 pairs)."""
+    pytest.importorskip("tf_keras")
+    from weightmap.cli import main
+    out = tmp_path / "bn.safetensors"
+    with pytest.raises(VerifyError) as caught:
+        weightmap.port(VGG_H5, VGG_BN, out, verify=True)
+    assert str(caught.value).startswith(
+        "verify INCOMPLETE on 1 of 5 paired layers (up to features.0 <- block1_conv1; the "
+        "target's features.1 is new (features.1.weight keeps its own value), so the rest "
+        "compute another function by design); 4 paired layers past it are not checked "
+        "(features.3 <- block1_conv2, features.7 <- block2_conv1, features.10 <- block2_conv2 "
+        "...)")
+    assert not out.exists()
+    result = weightmap.port(VGG_H5, VGG_BN, out, verify="warn").verify
+    assert not result.passed and result.first_divergence is None
+    assert result.compared_up_to == {
+        "source": "block1_conv1", "target": "features.0", "compared": 1, "paired": 5,
+        "unchecked": 4, "reason": "the target's features.1 is new (features.1.weight keeps its "
+                                  "own value)"}
+    assert main(["verify", str(VGG_H5), "--to", str(VGG_BN), "--weights", str(out)]) == 10
+    assert capsys.readouterr().out.startswith("verify INCOMPLETE on 1 of 5 paired layers")
+
+
+def test_feature_extraction_passes_on_every_paired_layer(source, tmp_path):
+    """A new head after the last pair leaves nothing ported unchecked: a pass, which says on
+    how many paired layers."""
+    result = weightmap.port(source, f"{TORCH}:new_head", tmp_path / "h.safetensors",
+                            verify=True).verify
+    assert result.passed and result.compared_up_to["unchecked"] == 0
+    assert result.summary().startswith(
+        "verify passed on 4 of 4 paired layers (up to bn <- bn; the target's fc is new "
+        "(fc.weight keeps its own value), so the outputs differ by design)")
+
+
+def test_a_divergence_where_the_plan_assumed_a_value_says_so(source, tmp_path):
+    """A torch state dict does not store its BatchNorm epsilon: the plan assumes torch's 1e-5
+    and compensates it into Keras' 1e-3, but the model was built with 1e-3. Verification
+    diverges at that BatchNorm and says the plan assumed the value there, and what to give
+    instead (before: only 'first divergence: bn <- bn (rel ...)')."""
+    model = weightmap.read(f"{TORCH}:keras_eps").live
+    torch.manual_seed(7)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+        model.bn.running_var.uniform_(0.5, 1.5)[::3] = 1e-6
+    from safetensors.torch import save_file
+    state = tmp_path / "eps.safetensors"
+    save_file(model.state_dict(), state)
+    rename = {"rename": [{"pattern": r"^conv(\d)$", "replace": r"c\1"}]}   # a name-sorted
+    result = weightmap.port(state, source, tmp_path / "k.weights.h5", verify="warn",  # dict
+                            source_model=f"{TORCH}:keras_eps", rules=rename).verify
+    first = result.first_divergence
+    assert (first["target"], first["source"]) == ("bn", "bn")
+    assert first["decided"] == ["bn: epsilon compensated from source 1e-05 (torch default, "
+                                "not stored) to target 0.001; check the assumed value"]
+    text = result.summary()
+    assert "first divergence: bn <- bn (rel " in text
+    assert "; the plan decided there: bn: epsilon compensated from source 1e-05 (torch " \
+           "default, not stored)" in text
+    assert "the source checkpoint does not store that value" in text and \
+        "weightmap.port(model, ...)" in text

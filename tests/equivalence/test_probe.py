@@ -101,3 +101,36 @@ def test_a_model_saying_nothing_whose_first_layer_says_nothing_is_refused():
         Param("x.w", "other", (3,), "float32", None),)),))
     with pytest.raises(VerifyError, match="give the model file an example_input"):
         make(opaque, opaque, [], [])
+
+
+def test_a_channel_map_makes_the_sources_input_from_the_targets():
+    """An adapted stem (``--adapt in_chans``): the target's one gray channel, repeated on the
+    source's three, across layouts; the source's own channel count does not have to agree."""
+    keras_spec = [InputSpec("img", (None, 8, 8, 3), "float32", "Keras input")]
+    gray = _graph("torch", "conv2d", (8, 1, 3, 3))
+    torch_spec = [InputSpec("input", (1, 1, 8, 8), "float32", "example_input", fixed=False)]
+    probe = make(KERAS_CONV, gray, keras_spec, torch_spec, channel_map=np.ones((3, 1)),
+                 mapped="repeated")
+    (src,), (tgt,) = probe.feeds["source"], probe.feeds["target"]
+    assert tgt.shape == (2, 1, 8, 8) and src.shape == (2, 8, 8, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(src[..., c], tgt[:, 0])
+    assert probe.info["origin"] == "the target file's example_input; repeated"
+    with pytest.raises(VerifyError, match="the adapted stem takes 2 input channels"):
+        make(KERAS_CONV, gray, keras_spec, torch_spec, channel_map=np.ones((3, 2)))
+
+
+def test_a_name_sorted_state_dict_finds_its_stem_for_the_layout():
+    """A state dict sorted by name lists ``bn`` before ``conv1``: the example_input's layout
+    comes from the first convolution whose input channels fit it, not from the BatchNorm
+    (before: positional labels, and a torch source was fed the Keras target's NHWC probe)."""
+    bn = Layer("bn", "batchnorm", (Param("bn.weight", "gamma", (8,), "float32", ("c",)),))
+    sorted_dict = _graph("torch", "conv2d", (8, 3, 3, 3), order="stored", extra=())
+    sorted_dict = ParamGraph("arrays", "torch", "sd", (bn,) + sorted_dict.layers,
+                             order="stored")
+    torch_spec = [InputSpec("input", (1, 3, 8, 8), "float32", "example_input", fixed=False)]
+    keras_spec = [InputSpec("img", (None, 8, 8, 3), "float32", "Keras input")]
+    probe = make(sorted_dict, KERAS_CONV, torch_spec, keras_spec)
+    (src,), (tgt,) = probe.feeds["source"], probe.feeds["target"]
+    assert src.shape == (2, 3, 8, 8) and tgt.shape == (2, 8, 8, 3)
+    np.testing.assert_array_equal(src.transpose(0, 2, 3, 1), tgt)

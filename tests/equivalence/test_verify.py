@@ -71,12 +71,30 @@ def test_a_new_layer_verifies_what_comes_before_and_says_so():
     result = _judged(_entries(new_z=True), acts, {"x": acts["a"], "y": acts["b"]},
                      np.ones((2, 3)), np.zeros((2, 5)))
     assert result.passed
-    assert result.compared_up_to == {"source": "b", "target": "y",
+    assert result.compared_up_to == {"source": "b", "target": "y", "compared": 2, "paired": 2,
+                                     "unchecked": 0,
                                      "reason": "the target's z is new (z.kernel keeps its own "
                                                "value)"}
     assert [o.status for o in result.outputs] == ["skipped"]
-    assert "compared up to y <- b (outputs not compared: the target's z is new" in \
-        result.summary()
+    assert result.summary().startswith(
+        "verify passed on 2 of 2 paired layers (up to y <- b; the target's z is new (z.kernel "
+        "keeps its own value), so the outputs differ by design)")
+
+
+def test_ported_layers_past_a_new_one_leave_the_verification_incomplete():
+    acts = {n: RNG.standard_normal((2, 4)) for n in "abc"}
+    entries = [Entry("x.kernel", "x", "transformed", ("a.kernel",)),
+               Entry("y.kernel", "y", "new"),
+               Entry("z.kernel", "z", "transformed", ("c.kernel",))]
+    result = _judged(entries, acts, {"x": acts["a"], "z": acts["c"]}, np.ones((2, 3)),
+                     np.ones((2, 3)))
+    assert not result.passed and result.first_divergence is None
+    assert [l.status for l in result.layers] == ["ok", "skipped"]
+    assert result.compared_up_to["unchecked"] == 1 and result.verdict() == "INCOMPLETE"
+    assert result.summary().startswith(
+        "verify INCOMPLETE on 1 of 2 paired layers (up to x <- a; the target's y is new "
+        "(y.kernel keeps its own value), so the rest compute another function by design); "
+        "1 paired layer past it is not checked (z <- c)")
 
 
 def test_nothing_compared_is_no_pass():

@@ -96,5 +96,8 @@ def test_the_verify_figure_of_a_manifest():
         {"name": "logits", "max_abs": 1e-6, "rel": 2e-7, "status": "ok"},
         {"name": "aux", "max_abs": 3e-6, "rel": 5e-7, "status": "ok"},
         {"name": "x", "rel": None}], "first_divergence": None}}
-    assert verify_figure(manifest) == {"passed": True, "rel": 5e-7}
+    assert verify_figure(manifest) == {"passed": True, "verdict": "passed", "rel": 5e-7}
     assert verify_figure({"summary": {}}) is None
+    incomplete = {"verify": {"passed": False, "verdict": "INCOMPLETE", "outputs": [
+        {"name": "output", "rel": None, "status": "skipped"}]}}
+    assert verify_figure(incomplete) == {"passed": False, "verdict": "INCOMPLETE", "rel": None}

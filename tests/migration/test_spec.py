@@ -131,3 +131,25 @@ def test_a_source_model_is_a_file_whose_digest_joins_the_options(collection):
     job = _load({**data, "verify": True, "source_model": "net.py:model"}, root).jobs[0]
     assert job.options["source_model"] == f"{root / 'net.py'}:model"
     assert len(job.options["source_model_sha256"]) == 64 and job.options["verify"] is True
+
+
+def test_verification_options_go_to_the_jobs_that_verify(collection):
+    """``source_model`` and ``verify_tol`` serve verification only: shared, they go to the
+    jobs that verify; a job (or a whole spec) that gives them and verifies nothing is refused
+    before any job runs (before: accepted and ignored)."""
+    root, data = collection
+    (root / "net.py").write_text("model = None\n")
+    spec = _load({**data, "verify": True, "source_model": "net.py", "verify_tol": 1e-3,
+                  "jobs": [{"source": "runs/run1.safetensors"},
+                           {"source": "runs/run2.safetensors", "verify": False}]}, root)
+    verified, plain = spec.jobs
+    assert verified.options["source_model"].endswith("net.py") and \
+        verified.options["verify_tol"] == 1e-3
+    assert not {"source_model", "source_model_sha256", "verify_tol"} & set(plain.options)
+    for key, value in (("source_model", "net.py"), ("verify_tol", 1e-3)):
+        with pytest.raises(UsageError, match=rf"key jobs\[0\].{key}: it serves verification, "
+                                             r"and this job does not verify"):
+            _load({**data, "jobs": [{"source": "runs/run1.safetensors", key: value}]}, root)
+        with pytest.raises(UsageError, match=rf"key {key!r}: no job of this spec takes it "
+                                             r".*jobs that verify"):
+            _load({**data, key: value, "verify": False}, root)

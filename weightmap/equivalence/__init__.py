@@ -23,6 +23,8 @@ from ..graph import ParamGraph
 from ..layouts import activation_axes, feature_map_axes
 from . import probe as probe_mod
 from .compare import Incomparable, activation_of, figures, reconcile, side_by_side
+from .adapted import adaptation
+from .provenance import mismatch
 from .pairs import (Entry, Pairing, Sequenced, entries_from_manifest, entries_from_plan,
                     pair_layers, sequence)
 from .result import LayerFigure, OutputFigure, VerifyResult
@@ -43,15 +45,25 @@ def verify(source: Any, target: Any, weights: str | os.PathLike, *, source_model
     (a state dict, safetensors). Never raises for a model that cannot be run: the result says
     why it did not pass."""
     from ..sources import read
-    weights = Path(weights)
-    if not weights.exists():
-        raise UsageError("no such weights file", path=weights,
-                         hint="--weights names the output of a port")
+    weights, found = _weights_file(Path(weights))
     src, tgt = read(source), _read_target(target)
     entries, note = _entries(plan, weights, src, tgt)
     result = check(source, target, weights, src, tgt, entries, source_model=source_model,
                    tol=tol, seed=seed)
-    return replace(result, notes=result.notes + (note,)) if note else result
+    notes = tuple(n for n in (found, note) if n)
+    return replace(result, notes=result.notes + notes) if notes else result
+
+
+def _weights_file(weights: Path) -> tuple[Path, str | None]:
+    """The port's output by the name given to its ``--out``: a sharded output is known by its
+    index (``X.safetensors`` written as shards and ``X.safetensors.index.json``)."""
+    if weights.exists():
+        return weights, None
+    index = weights.with_name(weights.name + ".index.json")
+    if index.is_file():
+        return index, f"{weights.name} is sharded: its index {index.name} was verified"
+    raise UsageError("no such weights file", path=weights,
+                     hint="--weights names the output of a port")
 
 
 def _read_target(target: Any) -> ParamGraph:
@@ -67,46 +79,88 @@ def _entries(plan: Any, weights: Path, src: ParamGraph, tgt: ParamGraph
     if isinstance(plan, Plan):
         return entries_from_plan(plan), None
     path = Path(plan) if plan is not None else manifest_path_for(weights)
+    again = f"no manifest beside {weights.name}"
     if path.is_file():
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise UsageError(f"cannot read it as JSON: {exc}", path=path) from None
-        if isinstance(data, dict) and "weightmap_plan" in data:
-            return entries_from_plan(Plan.from_dict(data)), None
-        if isinstance(data, dict) and "params" in data:
-            return entries_from_manifest(data), None
-        raise UsageError("neither a weightmap plan nor a manifest", path=path)
-    if plan is not None:
+        is_plan = isinstance(data, dict) and "weightmap_plan" in data
+        if not (is_plan or isinstance(data, dict) and "params" in data):
+            raise UsageError("neither a weightmap plan nor a manifest", path=path)
+        why = mismatch(data, tgt, weights)
+        if why is None:
+            return (entries_from_plan(Plan.from_dict(data)) if is_plan
+                    else entries_from_manifest(data)), None
+        if plan is not None:           # the caller's own choice: not replaced by a guess
+            raise UsageError(f"it does not describe the target and these weights ({why})",
+                             path=path, hint="give the plan or manifest of the port that "
+                                             "wrote them, or none")
+        again = f"the manifest beside {weights.name} ({path.name}) does not describe these " \
+                f"weights ({why})"
+    elif plan is not None:
         raise UsageError("no such plan or manifest file", path=path)
     from ..api import plan as make_plan
     return entries_from_plan(make_plan(src, tgt)), \
-        f"no manifest beside {weights.name}: the plan was made again to pair the layers"
+        f"{again}: the plan was made again to pair the layers"
 
 
 def check(source: Any, target: Any, weights: Path, src: ParamGraph, tgt: ParamGraph,
           entries: Sequence[Entry], *, source_model: Any = None, tol: float = DEFAULT_TOL,
           seed: int = 0) -> VerifyResult:
     """``verify`` on graphs already read and the plan's entries."""
-    if not (tol > 0):
-        raise UsageError(f"the tolerance must be a positive number, found {tol!r}")
+    check_tol(tol)
     pairing = pair_layers(entries, src, tgt)
     base = {"tol": float(tol), "synthetic": tuple(pairing.synthetic)}
+    adapted = adaptation(entries, src)
+    if adapted.another:
+        return VerifyResult(passed=False, unverifiable=adapted.another, **base)
     runners: list[Runner] = []
+    opened: list[str] = []                  # notes of opening the sides
     try:
-        runners.append(open_source(source, src, source_model))
+        runners.append(open_source(source, src, source_model, opened))
         runners.append(open_target(target, tgt, weights))
         sr, tr = runners
-        probe = probe_mod.make(src, tgt, sr.inputs(), tr.inputs(), seed)
+        probe = probe_mod.make(src, tgt, sr.inputs(), tr.inputs(), seed,
+                               channel_map=adapted.channel_map, mapped=adapted.mapped)
         run_s = _run(sr, "source", probe.feeds["source"], _capture(pairing, "source"))
         run_t = _run(tr, "target", probe.feeds["target"], _capture(pairing, "target"))
     except VerifyError as exc:
-        return VerifyResult(passed=False, notes=(str(exc),), **base)
+        return VerifyResult(passed=False, notes=(str(exc), *opened), **base)
     finally:
         for runner in reversed(runners):
             runner.close()
     ran = {"source": sr.description, "target": tr.description}
-    return _judge(pairing, src, tgt, run_s, run_t, probe.info, base, ran)
+    result = _decided_at_divergence(_judge(pairing, src, tgt, run_s, run_t, probe.info, base,
+                                           ran), pairing, entries)
+    return replace(result, notes=result.notes + tuple(opened)) if opened else result
+
+
+DECISION = "decision: "
+ASSUMED = "not stored"          # how the plan words a value it assumed (norm.epsilon_of)
+
+
+def _decided_at_divergence(result: VerifyResult, pairing: Pairing, entries: Sequence[Entry]
+                           ) -> VerifyResult:
+    """The first divergence with the plan's decisions at its target layers (``decided``): an
+    epsilon assumed because the checkpoint does not store it is the likely cause there, and a
+    note says what gives the real value."""
+    first = result.first_divergence
+    if not first:
+        return result
+    pair = next((p for p in pairing.pairs if (p.target, p.source) ==
+                 (first["target"], first["source"])), None)
+    layers = set(pair.target_layers) if pair else {first["target"]}
+    decided = list(dict.fromkeys(n[len(DECISION):] for e in entries if e.layer in layers
+                                 for n in e.notes if n.startswith(DECISION)))
+    if not decided:
+        return result
+    notes = result.notes
+    if any(ASSUMED in d for d in decided):
+        notes += ("the source checkpoint does not store that value and the plan assumed it: if "
+                  "the source model uses another, port the model itself, built and loaded "
+                  "(Python: weightmap.port(model, ...)), whose layers state it",)
+    return replace(result, first_divergence=dict(first, decided=decided), notes=notes)
 
 
 def _capture(pairing: Pairing, side: str) -> list[str]:
@@ -146,12 +200,16 @@ def _judge(pairing: Pairing, src: ParamGraph, tgt: ParamGraph, run_s: Run, run_t
         why = seq.stop_reason or (outputs[0].note if outputs else "the models give none")
         last_ok = agreeing[-1] if agreeing else None
         if last_ok is not None:
-            up_to = {"source": last_ok.source, "target": last_ok.target, "reason": why}
+            # how much was compared, and how many ported pairs lie past the stop, unchecked
+            up_to = {"source": last_ok.source, "target": last_ok.target, "reason": why,
+                     "compared": len(agreeing) + len(diverged), "paired": len(layers),
+                     "unchecked": len(seq.pairs) - seq.comparable}
         else:
             notes.append(f"nothing was compared: outputs not compared ({why}) and no pair of "
                          "layers agrees")
+    # a pass checks everything ported: whole outputs, or every pair when they differ by design
     passed = not diverged and (all(o.status == "ok" for o in compared) if compared
-                               else up_to is not None)
+                               else up_to is not None and not up_to["unchecked"])
     first = None
     if diverged:
         d = diverged[0]
@@ -256,7 +314,7 @@ def _compare_outputs(seq: Sequenced, run_s: Run, run_t: Run, probe_info, tol: fl
             continue
         fig = figures(a2, b2)
         if not fig.within(tol) and last is not None and last[1] != last[2]:
-            found = _agrees_past_activation(a2, b2, last, tol)
+            found = _past_activation(a2, b2, last, tol, run_s, run_t)
             if found is not None:
                 out.append(OutputFigure(name, tuple(b.shape), *found))
                 continue
@@ -269,24 +327,34 @@ def _compare_outputs(seq: Sequenced, run_s: Run, run_t: Run, probe_info, tol: fl
     return out
 
 
-def _agrees_past_activation(a, b, last, tol: float):
-    """(max_abs, rel, "ok", note) when outputs that differ agree once the activation the last
-    pair fuses on one side only is applied to the other side's output — the weights are
-    ported exactly and the models differ by that activation, which the note says; else None."""
+def _past_activation(a, b, last, tol: float, run_s: Run, run_t: Run):
+    """(max_abs, rel, status, note) of outputs compared once the activation the last pair
+    fuses on one side only is applied to the other side's output: when they then agree (the
+    models differ by that activation alone), or when the other side's output is its last
+    paired layer's own output (it returns the values before the activation, so the outputs
+    compare only past it, agreeing or not); else None (the raw figure stands)."""
     pair, source_act, target_act = last
     try:
         a2, b2, _ = reconcile(source_act, target_act, a, b)
     except Incomparable:
         return None
     fig = figures(a2, b2)
-    if not fig.within(tol):
-        return None
     side, other, act = ("source", "target", source_act) if source_act else \
         ("target", "source", target_act)
     layer = pair.source if source_act else pair.target
-    return (fig.max_abs, fig.rel, "ok",
-            f"agrees once {act} is applied to the {other}'s output: the {side}'s last layer "
-            f"{layer} applies {act} inside it, the {other} model returns the values before it")
+    why = f"the {side}'s last layer {layer} applies {act} inside it, the {other} model " \
+          f"returns the values before it"
+    if fig.within(tol):
+        return fig.max_abs, fig.rel, "ok", f"agrees once {act} is applied to the {other}'s " \
+                                           f"output: {why}"
+    plain_run, plain_layer, plain_out = (run_t, pair.target, b) if source_act else \
+        (run_s, pair.source, a)
+    before = plain_run.layers.get(plain_layer)
+    if before is None or before.shape != plain_out.shape or \
+            not np.array_equal(before, plain_out):
+        return None
+    return fig.max_abs, fig.rel, "diverged", f"compared once {act} is applied to the " \
+                                             f"{other}'s output: {why}"
 
 
 def _outputs_side_by_side(a, b, probe_info):
@@ -306,18 +374,36 @@ def _outputs_side_by_side(a, b, probe_info):
 # ---- port(verify=...) ---------------------------------------------------------------------------
 
 _PORT_MODES = {False: None, True: "fail", "warn": "warn"}
+# port's options that serve verification only: (Python keyword, command-line flag)
+VERIFY_OPTIONS = (("source_model", "--source-model"), ("verify_tol", "--tol"))
 
 
-def port_mode(verify: Any, dry_run: bool = False) -> str | None:
-    """``port(verify=...)`` as None (no verification), "fail" or "warn"."""
+def check_tol(tol: Any) -> None:
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (tol > 0):
+        raise UsageError(f"the tolerance must be a positive number, found {tol!r}")
+
+
+def port_mode(verify: Any, dry_run: bool = False, **options: Any) -> str | None:
+    """``port(verify=...)`` as None (no verification), "fail" or "warn". ``options``: the
+    port's ``source_model`` and ``verify_tol``; given without verification they would be
+    ignored, so they are a UsageError."""
     if verify is None:
-        return None
+        verify = False
     if not isinstance(verify, (bool, str)) or verify not in _PORT_MODES:
         raise UsageError(f"verify={verify!r}; one of False, True, 'warn'")
     mode = _PORT_MODES[verify]
     if mode and dry_run:
         raise UsageError("verification runs the written model; a dry run writes none",
                          hint="drop --dry-run, or --verify")
+    for keyword, flag in VERIFY_OPTIONS:
+        if options.get(keyword) is None:
+            continue
+        if not mode:
+            raise UsageError(f"{flag} (Python: {keyword}=) serves verification, and this "
+                             "port does not verify: it would be ignored",
+                             hint=f"add --verify (Python: verify=True), or drop {flag}")
+        if keyword == "verify_tol":
+            check_tol(options[keyword])
     return mode
 
 
@@ -343,8 +429,9 @@ class PortCheck:
                             self.entries, source_model=self.source_model, tol=self.tol)
         self.manifest["verify"] = self.result.to_dict()
         if not self.result.passed and self.mode == "fail":
-            raise VerifyError(self.result.summary(), hint="nothing was written; rerun with "
-                              "--verify=warn (Python: verify='warn') to keep the output and "
-                              "see every layer")
+            raise VerifyError(self.result.summary(), hint="nothing was written; " + (
+                "port without --verify to keep it" if self.result.unverifiable else
+                "rerun with --verify=warn (Python: verify='warn') to keep the output and "
+                "see every layer"))
         if self.then is not None:
             self.then(files)

@@ -35,20 +35,29 @@ class Entry:
     target: str
     layer: str
     status: str
-    sources: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()       # in the order the tensor stacks them (a merged qkv)
+    steps: tuple[Mapping[str, Any], ...] = ()    # its transforms ({"op": ..., args})
+    notes: tuple[str, ...] = ()         # the plan's notes ("decision: ..." among them)
+
+    @property
+    def start(self) -> int | None:
+        """Where the tensor's part of its one source begins, when its first step slices it
+        (a q taken from a fused qkv)."""
+        first = self.steps[0] if self.steps else {}
+        return first.get("start") if first.get("op") == "slice" else None
 
 
 @dataclass(frozen=True)
 class Pair:
     source: str                        # the component's last source layer
     target: str                        # the component's last target layer
-    source_layers: tuple[str, ...]
-    target_layers: tuple[str, ...]
+    source_layers: tuple[str, ...]     # in graph order, or in the order the one layer on
+    target_layers: tuple[str, ...]     # the other side stacks them (see ``parts``)
 
     def parts(self, side: str) -> tuple[str, ...]:
         """One layer split into parallel parts on the other side (a fused qkv against q, k,
-        v): the parts, in order, when ``side`` holds several layers of one kind and the other
-        side one; else ()."""
+        v): the parts, in the order the fused layer stacks them, when ``side`` holds several
+        layers and the other side one; else ()."""
         mine, theirs = (self.source_layers, self.target_layers) if side == "source" else \
             (self.target_layers, self.source_layers)
         return mine if len(mine) > 1 and len(theirs) == 1 else ()
@@ -63,11 +72,13 @@ class Pairing:
 
 
 def entries_from_plan(plan: Any) -> list[Entry]:
-    return [Entry(t.target, t.layer, t.status, tuple(t.sources)) for t in plan.tensors]
+    return [Entry(t.target, t.layer, t.status, tuple(t.sources),
+                  tuple(s.to_dict() for s in t.steps), tuple(t.notes)) for t in plan.tensors]
 
 
 def entries_from_manifest(manifest: Mapping[str, Any]) -> list[Entry]:
-    return [Entry(name, e.get("layer", ""), e.get("status", "new"), tuple(e.get("source", ())))
+    return [Entry(name, e.get("layer", ""), e.get("status", "new"), tuple(e.get("source", ())),
+                  tuple(e.get("transforms", ())), tuple(e.get("notes", ())))
             for name, e in manifest.get("params", {}).items()]
 
 
@@ -87,6 +98,8 @@ def pair_layers(entries: Sequence[Entry], source: ParamGraph, target: ParamGraph
 
     used_sources: set[str] = set()
     new_targets: dict[str, str] = {}
+    stacked: dict[str, dict[str, int]] = {}       # target layer -> source layer -> position
+    starts: dict[str, int] = {}                    # target layer -> where its slice begins
     for e in entries:
         param = tgt_param.get(e.target)
         if param is None or param.role in BOOKKEEPING_ROLES:
@@ -95,9 +108,13 @@ def pair_layers(entries: Sequence[Entry], source: ParamGraph, target: ParamGraph
             new_targets.setdefault(e.layer, e.target)
         if param.tied_to:
             continue
+        if e.start is not None:
+            starts.setdefault(e.layer, e.start)
         for s in e.sources:
             if s in src_layer:
                 used_sources.add(src_layer[s])
+                positions = stacked.setdefault(e.layer, {})
+                positions.setdefault(src_layer[s], len(positions))
                 parent[find(("t", e.layer))] = find(("s", src_layer[s]))
     groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for node in list(parent):
@@ -108,8 +125,17 @@ def pair_layers(entries: Sequence[Entry], source: ParamGraph, target: ParamGraph
     for members in groups.values():
         s_layers = sorted((n for side, n in members if side == "s"), key=s_rank.get)
         t_layers = sorted((n for side, n in members if side == "t"), key=t_rank.get)
-        if s_layers and t_layers:
-            pairs.append(Pair(s_layers[-1], t_layers[-1], tuple(s_layers), tuple(t_layers)))
+        if not (s_layers and t_layers):
+            continue
+        last_s, last_t = s_layers[-1], t_layers[-1]
+        # parts in the order the one layer on the other side stacks them (a name-sorted
+        # file lists k_proj before q_proj; a model may compute v first)
+        if len(t_layers) == 1:
+            order = stacked.get(last_t, {})
+            s_layers.sort(key=lambda n: order.get(n, len(order)))
+        elif len(s_layers) == 1 and all(l in starts for l in t_layers):
+            t_layers.sort(key=starts.get)
+        pairs.append(Pair(last_s, last_t, tuple(s_layers), tuple(t_layers)))
     pairs.sort(key=lambda p: t_rank[p.target])
     unused = [l.name for l in source.layers if l.name not in used_sources
               and _computes(l)]

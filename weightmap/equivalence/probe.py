@@ -54,7 +54,10 @@ class Probe:
 
 
 def make(source: ParamGraph, target: ParamGraph, source_specs: Sequence[InputSpec],
-         target_specs: Sequence[InputSpec], seed: int = 0) -> Probe:
+         target_specs: Sequence[InputSpec], seed: int = 0, *,
+         channel_map: np.ndarray | None = None, mapped: str = "") -> Probe:
+    """``channel_map`` (source channels, target channels): the source takes the target's
+    input through it (an adapted stem, ``adapted.py``); ``mapped`` says so in the origin."""
     sides = _side_inputs({"source": source, "target": target},
                          {"source": source_specs, "target": target_specs})
     n_src, n_tgt = len(sides["source"]), len(sides["target"])
@@ -66,13 +69,18 @@ def make(source: ParamGraph, target: ParamGraph, source_specs: Sequence[InputSpe
     feeds: dict[str, list[np.ndarray]] = {"source": [], "target": []}
     described = []
     for pair in zip(sides["source"], sides["target"]):
-        reference = min(pair, key=lambda s: (_RANK.get(s.origin, 9), s.side != "target"))
+        reference = pair[1] if channel_map is not None else \
+            min(pair, key=lambda s: (_RANK.get(s.origin, 9), s.side != "target"))
         pair = tuple(_same_axes(side, reference) for side in pair)
+        if channel_map is not None:
+            pair = (_channels_free(pair[0]), pair[1])
         shape, filled = _merge(reference, pair)
         values = rng.integers(0, vocab, size=shape) if _is_int(reference.dtype) else \
             rng.standard_normal(shape)
         for side in pair:
-            arr = _permute(values, reference.labels, side.labels)
+            mine = _through(channel_map, values, reference.labels) \
+                if side.side == "source" and channel_map is not None else values
+            arr = _permute(mine, reference.labels, side.labels)
             feeds[side.side].append(arr.astype(dtypes.to_numpy(side.dtype)))
         described.append({"shape": list(shape), "dtype": reference.dtype,
                           "labels": list(reference.labels), "origin": reference.describe,
@@ -80,12 +88,31 @@ def make(source: ParamGraph, target: ParamGraph, source_specs: Sequence[InputSpe
                           "layout": {s.side: _layout_name(s.labels) for s in pair}})
     first = described[0]
     origin = first["origin"] + (f"; defaults for {', '.join(first['defaults'])}"
-                                if first["defaults"] else "")
+                                if first["defaults"] else "") + (f"; {mapped}" if mapped else "")
     if _is_int(first["dtype"]):
         origin += f"; token ids below {vocab}"
     info = {"shape": first["shape"], "dtype": first["dtype"], "origin": origin, "seed": seed,
             "layout": first["layout"], "inputs": described}
     return Probe(feeds, info)
+
+
+def _channels_free(side: SideInput) -> SideInput:
+    """``side`` with no say on its channel count (it takes another count, mapped)."""
+    if "c" not in side.labels:
+        raise VerifyError(f"the {side.side}'s input has no channel axis to map the adapted "
+                          f"stem's channels onto: {_show(side)}")
+    shape = tuple(None if l == "c" else d for l, d in zip(side.labels, side.shape))
+    return SideInput(side.side, side.labels, shape, side.dtype, side.origin, side.fixed,
+                     side.describe)
+
+
+def _through(channel_map: np.ndarray, values: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    """``values`` (labelled ``labels``) with their channel axis mapped: ``M @ x`` per sample."""
+    axis = list(labels).index("c")
+    if values.shape[axis] != channel_map.shape[1]:
+        raise VerifyError(f"the adapted stem takes {channel_map.shape[1]} input channels, the "
+                          f"target's input has {values.shape[axis]}")
+    return np.moveaxis(np.tensordot(channel_map, values, axes=([1], [axis])), 0, axis)
 
 
 # ---- each side's inputs ------------------------------------------------------------------------
@@ -143,6 +170,8 @@ def _labels_for(graph: ParamGraph, shape: tuple, dtype: str,
     first if its axis 1 holds the stem's channel count, last if its last axis does (a model
     may take NHWC images into an NCHW graph: an ONNX export of a Keras model)."""
     rank = len(shape)
+    if (inferred is None or len(inferred.labels) != rank) and graph.order not in _TRUSTED:
+        inferred = _stem_fitting(graph, shape) or inferred
     if inferred is None or len(inferred.labels) != rank:
         return ("n",) + tuple(f"a{i}" for i in range(rank - 1))
     if "c" in inferred.labels and rank >= 3 and not _is_int(dtype):
@@ -151,6 +180,20 @@ def _labels_for(graph: ParamGraph, shape: tuple, dtype: str,
         if first != last:
             return feature_map_axes("channels_first" if first else "channels_last", rank)
     return inferred.labels
+
+
+def _stem_fitting(graph: ParamGraph, shape: tuple) -> SideInput | None:
+    """In a graph whose layer order says nothing of execution (a state dict sorted by name:
+    its first layer may be a BatchNorm), the first convolution of the input's rank whose input
+    channels sit on the input's axis 1 or last: its labels say the input's layout."""
+    for layer in graph.layers:
+        if spatial_rank(layer.op) != len(shape) - 2 or layer.op.startswith("conv_transpose"):
+            continue
+        found = _layer_input(graph, layer)
+        if found is not None and found[1][found[0].index("c")] in (shape[1], shape[-1]):
+            labels, dims, dtype, why = found
+            return SideInput("", labels, dims, dtype, "first layer", False, why)
+    return None
 
 
 def _is_int(dtype: str) -> bool:

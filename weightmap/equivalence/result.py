@@ -71,9 +71,11 @@ class VerifyResult:
     synthetic: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     ran: Mapping[str, str] = field(default_factory=dict)    # side -> what ran
+    # why nothing can be compared by design (an adaptation that changes the function)
+    unverifiable: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "tol": self.tol,
+        return {"passed": self.passed, "verdict": self.verdict(), "tol": self.tol,
                 "probe": dict(self.probe) if self.probe is not None else None,
                 "ran": dict(self.ran),
                 "outputs": [o.to_dict() for o in self.outputs],
@@ -81,7 +83,36 @@ class VerifyResult:
                 "first_divergence": dict(self.first_divergence)
                 if self.first_divergence else None,
                 "compared_up_to": dict(self.compared_up_to) if self.compared_up_to else None,
-                "synthetic": list(self.synthetic), "notes": list(self.notes)}
+                "synthetic": list(self.synthetic), "notes": list(self.notes),
+                "unverifiable": self.unverifiable}
+
+    def verdict(self) -> str:
+        """passed | FAILED | INCOMPLETE (no pair diverged, but ported pairs lie past where
+        the models compute the same thing, unchecked; or nothing can be compared by design)."""
+        if self.passed:
+            return "passed"
+        if self.unverifiable:
+            return "INCOMPLETE"
+        up = self.compared_up_to or {}
+        return "INCOMPLETE" if up.get("unchecked") and not self.first_divergence else "FAILED"
+
+    def extent(self) -> str:
+        """How much a comparison that stopped early compared, and why it stopped:
+        ``on 1 of 5 paired layers (up to features.0 <- block1_conv1; ...)``."""
+        up = self.compared_up_to or {}
+        if not up:
+            return ""
+        reason = up.get("reason", "see the layers")
+        what = "the rest compute another function by design" if up.get("unchecked") else \
+            "the outputs differ by design"
+        counted = f"on {up['compared']} of {up['paired']} paired layers " \
+            if "paired" in up else ""          # a manifest written before these counts
+        return f"{counted}(up to {up['target']} <- {up['source']}; {reason}, so {what})"
+
+    def _stop(self) -> int:
+        """The depth from which pairs were not compared (the layers' count when none)."""
+        up = self.compared_up_to or {}
+        return len(self.layers) - int(up.get("unchecked") or 0)
 
     def counts(self) -> dict[str, int]:
         out = {s: 0 for s in STATUSES}
@@ -91,7 +122,9 @@ class VerifyResult:
 
     def summary(self) -> str:
         """One paragraph: the verdict, what was compared, where it diverged, what was not."""
-        parts = [f"verify {'passed' if self.passed else 'FAILED'}"]
+        parts = [f"verify {self.verdict()}"]
+        if self.unverifiable:
+            parts[0] += f": nothing can be compared: {self.unverifiable}"
         compared = [o for o in self.outputs if o.status != "skipped"]
         if compared:
             worst = max(compared, key=lambda o: (o.rel is None, o.rel or 0.0))
@@ -100,15 +133,22 @@ class VerifyResult:
                          f"(max abs {_fmt(worst.max_abs)}, tol {_fmt(self.tol)})")
             parts += [o.note for o in compared if o.note]
         elif self.compared_up_to:
-            up = self.compared_up_to
-            parts.append(f"compared up to {up['target']} <- {up['source']} (outputs not "
-                         f"compared: {up.get('reason', 'see the layers')})")
+            parts[0] += " " + self.extent()
+            unchecked = [l for l in self.layers if l.depth >= self._stop()]
+            if unchecked:
+                shown = ", ".join(l.label() for l in unchecked[:3])
+                many = len(unchecked) > 1
+                parts.append(f"{len(unchecked)} paired layer{'s' if many else ''} past it "
+                             f"{'are' if many else 'is'} not checked "
+                             f"({shown}{' ...' if len(unchecked) > 3 else ''})")
         if self.first_divergence:
             d = self.first_divergence
             inputs = f"; inputs agree to {_fmt(d['inputs_rel'])}" \
                 if d.get("inputs_rel") is not None else ""
             parts.append(f"first divergence: {d['target']} <- {d['source']} "
                          f"(rel {_fmt(d['rel'])}{inputs})")
+            if d.get("decided"):
+                parts.append(f"the plan decided there: {'; '.join(d['decided'])}")
         c = self.counts()
         if self.layers:
             parts.append(f"paired layers: {c['ok']} agree, {c['diverged']} diverge, "

@@ -23,19 +23,36 @@ SOURCE_HINT = ("pass --source-model FILE.py[:NAME] (Python: source_model=), the 
 TARGET_HINT = "give the target as the model file that builds it (model.py[:NAME]) or an .onnx"
 
 
-def open_source(source: Any, graph: ParamGraph, source_model: Any = None) -> Runner:
-    """The source model with its own weights: a model file or live model as it is; with
-    ``source_model``, that model (file or object) with the source checkpoint's tensors loaded
-    by name; else the checkpoint itself, where its format holds a runnable architecture."""
+def open_source(source: Any, graph: ParamGraph, source_model: Any = None,
+                notes: list[str] | None = None) -> Runner:
+    """The source model with its own weights: a model file, a live model, or a checkpoint
+    whose format holds a runnable architecture, as it is; else ``source_model`` (file or
+    object) with the source checkpoint's tensors loaded by name. A source that runs by itself
+    does not use ``source_model`` (a migration shares one across sources of every kind): a
+    note appended to ``notes`` says so."""
     try:
-        if source_model is not None:
+        try:
+            if graph.live is not None and not isinstance(graph.live, dict):
+                own = _live(graph.live, graph, weights=None, example=None, owned=False)
+            else:
+                own = _open(source, graph, weights=None, owned=False)
+        except VerifyError:
+            if source_model is None:
+                raise
             return _open(source_model, graph, weights=graph, owned=False)
-        if graph.live is not None and not isinstance(graph.live, dict):
-            return _live(graph.live, graph, weights=None, example=None, owned=False)
-        return _open(source, graph, weights=None, owned=False)
+        if source_model is not None and notes is not None:
+            notes.append(f"--source-model {_shown(source_model)} not used: the source "
+                         f"{_shown(graph.source)} runs by itself ({own.description})")
+        return own
     except VerifyError as exc:
         raise VerifyError(f"cannot run the source: {exc.message}", path=exc.path,
                           tensor=exc.tensor, hint=exc.hint or SOURCE_HINT) from exc
+
+
+def _shown(model: Any) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        return Path(os.fspath(model)).name
+    return f"a live {type(model).__name__}"
 
 
 def open_target(target: Any, graph: ParamGraph, weights: Path) -> Runner:

@@ -65,14 +65,17 @@ def resume_state(job: Job) -> Resume:
 
 
 def verify_figure(manifest: Any) -> dict[str, Any] | None:
-    """``{"passed", "rel"}`` of a verified port (the manifest's ``verify``: the largest
-    relative difference over the model's outputs), or None when it was not verified."""
+    """``{"passed", "verdict", "rel"}`` of a verified port (the manifest's ``verify``: its
+    verdict, the largest relative difference over the model's outputs), or None when it was
+    not verified."""
     found = manifest.get("verify") if isinstance(manifest, dict) else None
     if not isinstance(found, dict):
         return None
     rels = [o.get("rel") for o in found.get("outputs") or () if isinstance(o, dict)]
     rels = [r for r in rels if isinstance(r, (int, float))]
-    return {"passed": found.get("passed"), "rel": max(rels) if rels else None}
+    verdict = found.get("verdict") or ("passed" if found.get("passed") else "FAILED")
+    return {"passed": found.get("passed"), "verdict": verdict,
+            "rel": max(rels) if rels else None}
 
 
 # ---- in the worker ---------------------------------------------------------------------------

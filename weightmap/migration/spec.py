@@ -53,6 +53,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
 }
 PORT_OPTIONS = ("rules", "freeze", "lr_scale", "verify", "source_model", "verify_tol",
                 "min_coverage", "strict", "new_values", "shard_size", "fail_on_nonfinite")
+VERIFY_OPTIONS = ("source_model", "verify_tol")      # options of verification alone
 CONVERT_OPTIONS = ("rules", "cast", "strip_prefix", "keep", "drop", "container", "shard_size",
                    "fail_on_nonfinite")
 # options of ``weightmap.port`` that not every weightmap has: refused where port lacks them
@@ -176,6 +177,7 @@ def _expand(data: Mapping[str, Any], base: Path, spec_path: str | None) -> Spec:
                              hint=f"a {kind} job takes {', '.join(takes)}" +
                                   (" (a job without a target is a convert job)"
                                    if kind == "port" else " (give it a target to port)"))
+        takes = _verifying(takes, job, shared, key, where)
         taken.update(k for k in shared if k in takes)
         options = {**{k: v for k, v in shared.items() if k in takes},
                    **{k: job[k] for k in takes if k in job}}
@@ -186,11 +188,27 @@ def _expand(data: Mapping[str, Any], base: Path, spec_path: str | None) -> Spec:
     unused = [k for k in shared if k not in taken]
     if unused:
         which = "convert jobs (jobs without a target)" if unused[0] in CONVERT_OPTIONS \
-            else "port jobs (jobs with a target)"
+            else "port jobs that verify (verify: true or warn)" \
+            if unused[0] in VERIFY_OPTIONS else "port jobs (jobs with a target)"
         raise UsageError(f"migration spec key {unused[0]!r}: no job of this spec takes it",
                          path=where, hint=f"{unused[0]} is for {which}")
     _refuse_shared_outputs(jobs, where)
     return Spec(path=spec_path, out_dir=str(out_dir), jobs=tuple(jobs))
+
+
+def _verifying(takes: tuple[str, ...], job: Mapping[str, Any], shared: Mapping[str, Any],
+               key: str, where: str) -> tuple[str, ...]:
+    """The options a port job takes once its ``verify`` is known: the verification options
+    only when it verifies (a shared ``source_model`` serves the jobs that do); given on a job
+    that does not, they would be ignored, so they are refused."""
+    if "verify" not in takes or job.get("verify", shared.get("verify")):
+        return takes
+    given = [k for k in VERIFY_OPTIONS if k in job]
+    if given:
+        raise UsageError(f"migration spec key {key}.{given[0]}: it serves verification, and "
+                         "this job does not verify", path=where,
+                         hint=f"add verify: true (or warn) to the job, or remove {given[0]}")
+    return tuple(k for k in takes if k not in VERIFY_OPTIONS)
 
 
 def _refuse_missing_capabilities(entry: Mapping[str, Any], key: str, where: str) -> None:

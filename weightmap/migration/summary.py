@@ -20,7 +20,7 @@ class Summary:
     """``jobs``: one dict per job, in spec order: ``source``, ``kind``, ``target``, ``output``,
     ``manifest``, ``status`` (ok | failed | skipped), ``error`` (one line, or None),
     ``reason`` (why a job was skipped or replaced), ``coverage``, ``verify`` (a verified
-    port's ``{"passed", "rel"}``, else None), ``tensors``, ``bytes``,
+    port's ``{"passed", "verdict", "rel"}``, else None), ``tensors``, ``bytes``,
     ``seconds``, ``worker`` (its process id) and ``built_target`` (it built its target: the
     first job of its worker to need it)."""
 
@@ -84,7 +84,7 @@ def _verify(figure: Mapping[str, Any] | None) -> str:
     if not figure:
         return "-"
     rel = figure.get("rel")
-    return ("passed" if figure.get("passed") else "FAILED") + \
+    return (figure.get("verdict") or ("passed" if figure.get("passed") else "FAILED")) + \
         (f" {rel:.1e}" if isinstance(rel, (int, float)) else "")
 
 

@@ -113,3 +113,29 @@ def test_a_subclassed_model_compares_its_outputs_only():
     run = runner.run([np.ones((2, 3), np.float32)], ["d"])
     assert run.outputs[0][1].shape == (2, 2)
     assert "subclassed" in run.skipped["d"]
+
+
+def test_tf_keras_layer_names_with_a_slash_are_ordinary_layers(kx, tf_keras, tmp_path):
+    """tf_keras allows ``/`` in a layer name (DenseNet121's ``conv1/conv``, ``conv1/bn``):
+    such a layer is one of the model's own and its output is taken; a layer of a nested model
+    (graph name ``inner/dense``) is not (before: both skipped as nested)."""
+    tf_keras.utils.set_random_seed(0)
+    inner = tf_keras.Sequential([tf_keras.layers.Dense(4, name="dense")], name="inner")
+    x = tf_keras.Input((6, 6, 3))
+    y = tf_keras.layers.Conv2D(4, 3, padding="same", name="conv1/conv")(x)
+    y = tf_keras.layers.BatchNormalization(name="conv1/bn")(y)
+    y = tf_keras.layers.GlobalAveragePooling2D(name="pool")(y)
+    model = tf_keras.Model(x, inner(y))
+    path = tmp_path / "slash.h5"
+    model.save(path)
+    graph = kx.read(path)
+    assert {"conv1/conv", "conv1/bn", "inner/dense"} <= {l.name for l in graph.layers}
+    runner = _open(kx, path)
+    feed = np.random.default_rng(0).standard_normal((2, 6, 6, 3)).astype(np.float32)
+    run = runner.run([feed], ["conv1/conv", "conv1/bn", "inner/dense"])
+    want = tf_keras.Model(x, model.get_layer("conv1/bn").output)(feed, training=False)
+    np.testing.assert_allclose(run.layers["conv1/bn"], want, rtol=1e-6)
+    assert set(run.layers) == {"conv1/conv", "conv1/bn"}
+    assert run.skipped == {"inner/dense": "a layer of a nested model: its output is not one "
+                                          "of this model's"}
+    assert run.described["conv1/bn"][0] == "batchnorm"

@@ -29,3 +29,6 @@ new_head = Net(classes=10).eval()
 
 def example_input():
     return torch.zeros(1, 3, 8, 8)
+# the same network built with Keras' BatchNorm epsilon: its state dict does not say so
+keras_eps = Net().eval()
+keras_eps.bn.eps = 1e-3

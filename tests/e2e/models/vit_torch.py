@@ -85,3 +85,8 @@ def vit_64():
 
 def vit_gray():
     return VisionTransformer(32, in_chans=1)
+
+
+def vit_rgbn():
+    """Four input channels (RGB and near infrared): the RGB stem repeated and scaled by 3/4."""
+    return VisionTransformer(32, in_chans=4)
