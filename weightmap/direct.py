@@ -16,9 +16,10 @@ a transposed array ...), written with one ``pwrite``, then read back from the de
 second buffer (``device=True``), or not (``device=False``: the consumer gets the very buffer
 the device was given by the ``pwrite`` that succeeded). The calling thread hands the windows to
 ``reread(offset, bytes)`` strictly in file order, so a digest can run over the file as one
-stream while the threads fill, write (and read) the next windows. At most ``depth`` windows are
-in flight: memory is ``depth x WINDOW`` (twice that when reading back from the device) whatever
-the file size. The last window is padded to a whole block and the file cut back to its size at
+stream while the threads fill, write (and read) the next windows; a consumer that digests on
+other threads keeps a window's buffer until it is done. At most ``depth`` windows are being
+written and as many wait for their consumer: memory is at most ``2 x depth x WINDOW`` (twice
+that when reading back from the device) whatever the file size. The last window is padded to a whole block and the file cut back to its size at
 the end.
 
 Where the file system refuses direct I/O (tmpfs, some network and FUSE file systems) or the
