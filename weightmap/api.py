@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Mapping
 from . import (atomic, coverage, emit, equivalence, manifest as manifest_mod, readback,
                report as report_mod)
 from .conversions import prepare_graphs
+from .described import described, weights_only
 from .errors import CoverageError, UsageError
 from .execute import TensorStream, produce, tensor_nbytes
 from .fingerprint import fingerprint
@@ -26,21 +27,24 @@ from .options import PlanOptions, check_flags
 from .plans import Plan
 from .planner import build_plan, refresh
 from .sources import read, split_pyref
+from .spelling import option
 
 PathLike = str | os.PathLike
 
 
 def plan(source: Any, target: Any, *, rules: PathLike | Rules | Mapping | None = None,
-         **options: Any) -> Plan:
+         source_model: Any = None, **options: Any) -> Plan:
     """Match ``source`` to ``target`` and return the checked plan; nothing is written.
 
     ``source``: a checkpoint path, ``model.py[:NAME]`` or a live model; ``target``: the same,
     or an ``.onnx`` file. ``rules``: a rules file (YAML/TOML), a ``Rules`` or a dict of the
-    same keys (docs/rules.md). ``**options``: plan options (``options.PlanOptions``, e.g.
+    same keys (docs/rules.md). ``source_model``: the ``model.py[:NAME]`` (or live model) that
+    builds a source given as weights only; its layers' facts and order describe the source
+    (``source_graph``). ``**options``: plan options (``options.PlanOptions``, e.g.
     ``conv1d_layout="in,out"``); any other keyword is a UsageError.
     """
     opts = PlanOptions.of_call(plan, options)
-    src, tgt = _graphs(source, target)
+    src, tgt = _graphs(source, target, source_model=source_model)
     return _plan(src, tgt, rules=rules, options=opts)
 
 
@@ -93,12 +97,15 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
     time are always recorded); ``job``: JSON data recorded as the manifest's ``job`` entry (a
     migration records each job's options there, docs/migrate.md).
 
-    ``verify``: run the source and the written target on one probe and compare their outputs
-    and paired layers before the output is published (docs/verify.md): True refuses a port
-    that does not pass (VerifyError, nothing kept), ``"warn"`` keeps it; the result is
-    ``report.verify`` and the manifest's ``verify``. ``source_model``: the ``model.py[:NAME]``
-    (or live model) that builds a source given as weights only; ``verify_tol``: the relative
-    tolerance (default 1e-4). Verification runs before ``before_publish``.
+    ``source_model``: the ``model.py[:NAME]`` (or live model) that builds a source given as
+    weights only (a state dict, safetensors): the plan uses its layers' facts (epsilons,
+    norm kinds, activations) and execution order (``source_graph``), and verification runs it
+    with the source's tensors. ``verify``: run the source and the written target on one probe
+    and compare their outputs and paired layers before the output is published
+    (docs/verify.md): True refuses a port that does not pass (VerifyError, nothing kept),
+    ``"warn"`` keeps it; the result is ``report.verify`` and the manifest's ``verify``.
+    ``verify_tol``: the relative tolerance (default 1e-4). Verification runs before
+    ``before_publish``.
 
     The written file is read back and checked against the plan before success is reported;
     each tensor's SHA-256 and non-finite count go into the manifest. Every written path is
@@ -112,17 +119,17 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
     if before_publish is not None and not callable(before_publish):
         raise UsageError(f"before_publish= is a {type(before_publish).__name__}",
                          hint="give a function taking {final path: temporary path}")
-    check_mode = equivalence.port_mode(verify, dry_run, source_model=source_model,
-                                       verify_tol=verify_tol)
-    src, tgt = _graphs(source, target, new_values)
+    check_mode = equivalence.port_mode(verify, dry_run, verify_tol=verify_tol)
+    src, tgt = _graphs(source, target, new_values, source_model)
     if plan is None:
         the_plan = _plan(src, tgt, rules=rules, options=opts)
     else:
         dropped = ["rules"] * (rules is not None) + list(opts.as_dict())
         if dropped:
-            raise UsageError(f"a saved plan is applied as it is: {', '.join(dropped)} would not "
-                             "apply", hint="drop them, or plan again with them (--dry-run "
-                                           "--save-plan) and edit that plan")
+            raise UsageError(f"a saved plan is applied as it is: "
+                             f"{', '.join(option(d) for d in dropped)} would not apply",
+                             hint=f"drop them, or plan again with them ({option('dry_run', True)}"
+                                  f" {option('save_plan', 'F')}) and edit that plan")
         the_plan = plan if isinstance(plan, Plan) else Plan.load(Path(plan))
         the_plan.check(src, tgt)
         the_plan = refresh(the_plan, src, tgt)      # unused sources of the plan as edited
@@ -210,10 +217,13 @@ def load_partial(model: Any, checkpoint: Any, *,
     opts = PlanOptions.of_call(load_partial, options)
     check_flags(load_partial, strict=strict)
     min_coverage = coverage.check_min_coverage(min_coverage)
+    if isinstance(model, (str, os.PathLike, ParamGraph, Mapping)):
+        raise _not_a_model(model)
     src = read(checkpoint)
     tgt = read(model, input_hint=input_hint(src))
     if tgt.live is None:
-        raise UsageError("load_partial needs a live torch or Keras model as its first argument")
+        raise _not_a_model(model)
+    holding_tensors(tgt)
     the_plan = _plan(src, tgt, rules=rules, options=opts)
     man = manifest_mod.build(the_plan, freeze=freeze, lr_scale=lr_scale, target=tgt,
                              layers=manifest_mod.layer_listing(src, tgt))
@@ -222,6 +232,15 @@ def load_partial(model: Any, checkpoint: Any, *,
     carried = ((t.target, arr) for t, arr in produce(the_plan, src, tgt, skip_new=True))
     _loader(tgt)(tgt, carried)
     return report
+
+
+def _not_a_model(model: Any) -> UsageError:
+    found = f"{type(model).__name__} {os.fspath(model)!r}" if isinstance(
+        model, (str, os.PathLike)) else f"a {type(model).__name__}"
+    return UsageError(f"load_partial loads into a live model: its first argument must be a "
+                      f"torch nn.Module or a Keras model, found {found}",
+                      hint="build the model first, then load_partial(model, checkpoint); to "
+                           "write a file instead, use port(checkpoint, target, out)")
 
 
 def _rules(rules: Any) -> Rules | None:
@@ -236,11 +255,25 @@ def _rules(rules: Any) -> Rules | None:
                           "rename / ignore / pair / expect (docs/rules.md)")
 
 
-def _graphs(source: Any, target: Any, new_values: str = "construct"
+def _graphs(source: Any, target: Any, new_values: str = "construct", source_model: Any = None
             ) -> tuple[ParamGraph, ParamGraph]:
     _check_new_values(new_values)
-    src = read(source)
+    src = source_graph(source, source_model)
     return src, target_graph(target, new_values, input_hint(src))
+
+
+def source_graph(source: Any, source_model: Any = None) -> ParamGraph:
+    """The source's graph; a source given as weights only (a state dict, safetensors) with
+    ``source_model`` (``model.py[:NAME]`` or a live model) takes that model's layers, facts
+    and order, read as a target file is (torch: on the meta device), keeping its own names
+    and bytes (``described.py``). A source that describes itself is read as it is."""
+    src = read(source)
+    if source_model is None or not weights_only(src):
+        return src
+    model = target_graph(source_model, hint=input_hint(src))
+    origin = os.fspath(source_model) if isinstance(source_model, (str, os.PathLike)) \
+        else model.source
+    return described(src, model, origin)
 
 
 def _check_new_values(new_values: str) -> None:
@@ -255,8 +288,21 @@ def target_graph(target: Any, new_values: str = "construct", hint: Any = None) -
     target once per hint)."""
     _check_new_values(new_values)
     is_file = isinstance(target, (str, os.PathLike)) and split_pyref(os.fspath(target))[0]
-    return read(target, lazy=True, **({"new_values": new_values, "input_hint": hint}
-                                      if is_file else {}))
+    return holding_tensors(read(target, lazy=True, **({"new_values": new_values,
+                                                       "input_hint": hint} if is_file else {})))
+
+
+def holding_tensors(target: ParamGraph) -> ParamGraph:
+    """``target``, refused (UsageError) when it holds no tensor at all: an output with nothing
+    in it is never a port (a Keras subclassed model not built yet, an empty module)."""
+    if any(True for _ in target.params()):
+        return target
+    raise UsageError("the target holds no tensors: there is nothing to port into",
+                     path=target.source,
+                     hint="a Keras model has weights once it is built: call it on an input or "
+                          "model.build(input_shape) in its file, or define example_input in the "
+                          "file (weightmap builds the model on it); a module without parameters "
+                          "or buffers is not a target")
 
 
 def input_hint(source: ParamGraph) -> Any:
@@ -308,6 +354,8 @@ def input_files(*graphs: ParamGraph) -> list[Path]:
         source = Path(graph.source.split(":")[0] if split_pyref(graph.source)[0] is not None
                       else graph.source)
         named = [source]
+        if graph.meta.get("described_by"):          # the --source-model file
+            named.append(Path(split_pyref(str(graph.meta["described_by"]))[0] or ""))
         if source.is_dir() and graph.meta.get("index"):
             named.append(source / str(graph.meta["index"]))
         for p in graph.params():

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from .errors import OutputError, UsageError
+from .spelling import option
 
 try:
     import fcntl
@@ -67,10 +68,12 @@ def identity(path: os.PathLike | str) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
-def check_output(out: Path, *, force: bool = False, inputs: Iterable[Path] = ()) -> None:
+def check_output(out: Path, *, force: bool = False, inputs: Iterable[Path] = (),
+                 named_by: str = "out") -> None:
     """Refuse writing ``out`` (a ``UsageError``, before anything is written) when it is a
     symlink, a folder, a device, FIFO or socket, one of ``inputs`` (by file identity), an
-    existing file without ``force``, or in a folder that does not exist."""
+    existing file without ``force``, or in a folder that does not exist. ``named_by``: the
+    option that names ``out`` (``out``, ``html``, ``report``), which the messages name."""
     out = Path(out)
     try:
         info = os.lstat(out)
@@ -80,7 +83,7 @@ def check_output(out: Path, *, force: bool = False, inputs: Iterable[Path] = ())
         raise output_error(out, exc) from exc
     if info is not None and stat.S_ISLNK(info.st_mode):
         raise UsageError("the output path is a symbolic link; weightmap never writes through "
-                         "one", path=out, hint="choose another --out")
+                         "one", path=out, hint=f"choose another {option(named_by)}")
     if info is None:
         if not out.parent.is_dir():
             raise UsageError("the output folder does not exist", path=out.parent)
@@ -89,7 +92,8 @@ def check_output(out: Path, *, force: bool = False, inputs: Iterable[Path] = ())
         raise UsageError("the output path is a folder", path=out, hint="name a file")
     if not stat.S_ISREG(info.st_mode):
         raise UsageError("the output path is a device, FIFO or socket, not a regular file; "
-                         "weightmap never writes to one, even with --force", path=out,
+                         f"weightmap never writes to one, even with {option('force', True)}",
+                         path=out,
                          hint="choose another path")
     mine = (info.st_dev, info.st_ino)
     if any(identity(src) == mine for src in inputs):
@@ -98,7 +102,8 @@ def check_output(out: Path, *, force: bool = False, inputs: Iterable[Path] = ())
                          hint="choose a path that is none of the files the port reads")
     if not force:
         raise UsageError("the output file exists", path=out,
-                         hint="pass --force (force=True) to replace it, or choose another --out")
+                         hint=f"pass {option('force', True)} to replace it, or choose another "
+                              f"{option(named_by)}")
 
 
 def _spelled(path: Path) -> str:
@@ -116,7 +121,8 @@ def check_distinct(paths: Sequence[Path]) -> None:
             if key == other_key or (ident is not None and identity(other) == ident):
                 raise UsageError(f"two files this port writes are the same file: {other} and "
                                  f"{path}", path=path,
-                                 hint="give --out, --manifest and --save-plan different paths")
+                                 hint=f"give {option('out')}, {option('manifest')} and "
+                                      f"{option('save_plan')} different paths")
         seen[key] = Path(path)
 
 
@@ -307,8 +313,9 @@ _NO_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.E
 
 def _appeared(final: Path) -> UsageError:
     return UsageError("the output file appeared while the port ran (another port to the same "
-                      "file?)", path=final, hint="nothing of this port was kept; pass --force "
-                      "to replace it, or choose another --out")
+                      "file?)", path=final, hint=f"nothing of this port was kept; pass "
+                      f"{option('force', True)} to replace it, or choose another "
+                      f"{option('out')}")
 
 
 @contextlib.contextmanager
@@ -325,13 +332,13 @@ def staged(out: Path) -> Iterator[Stage]:
 
 
 def write_texts(texts: dict[Path, str], *, force: bool = False,
-                inputs: Iterable[Path] = ()) -> None:
+                inputs: Iterable[Path] = (), named_by: str = "out") -> None:
     """Small text files (a plan, a manifest) through the same check, stage and publish."""
     paths = list(texts)
     check_distinct(paths)
     inputs = list(inputs)
     for path in paths:
-        check_output(path, force=force, inputs=inputs)
+        check_output(path, force=force, inputs=inputs, named_by=named_by)
     with staged(paths[0]) as stage:
         for path, text in texts.items():
             stage.path(path).write_text(text, encoding="utf-8")
@@ -396,7 +403,7 @@ def output_error(out: Path, exc: OSError) -> OutputError:
     where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(out) else ""
     return OutputError(f"writing the output failed: {reason}{where}", path=out,
                        hint="nothing was kept; check the free space and permissions of the "
-                            "output folder, or choose another --out")
+                            f"output folder, or choose another {option('out')}")
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import CoverageError, WeightmapError, printable
+from .spelling import CLI, spelled
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -153,7 +154,9 @@ def _migrate_parser(sub) -> None:
 def _verify_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source-model", metavar="FILE.py[:NAME]",
                         help="the file that builds the source model, when the source is "
-                             "weights only (a state dict, safetensors)")
+                             "weights only (a state dict, safetensors): the plan uses its "
+                             "layers' facts (epsilons, norm kinds) and execution order, and "
+                             "verification runs it")
     parser.add_argument("--tol", type=float, default=None, metavar="T",
                         help="relative tolerance of the comparison (default 1e-4)")
 
@@ -170,19 +173,33 @@ def _plan_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _limit_option(parser: argparse.ArgumentParser) -> None:
+    """The read options of a checkpoint given on the command line (``_read_options``)."""
     parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
                         help="change a reader's cap for a trusted file (repeatable), e.g. "
                              "max_header_bytes=67108864; an unknown NAME lists the valid ones")
+    parser.add_argument("--opaque-globals", action="store_true",
+                        help="read the tensors of a torch checkpoint that also pickles other "
+                             "objects (a Lightning checkpoint's numpy scalars, an argparse "
+                             "Namespace), which become inert placeholders; nothing is imported "
+                             "or run")
+
+
+def _read_options(args: argparse.Namespace) -> dict:
+    """``--limit`` and ``--opaque-globals`` as read options for a checkpoint."""
+    from .sources import parse_limits
+    return {**parse_limits(args.limit), **({"opaque_globals": True} if args.opaque_globals
+                                           else {})}
 
 
 def _port(args: argparse.Namespace) -> int:
     from .api import port
     from .atomic import check_output
-    from .sources import parse_limits, read_checkpoint
-    limits = parse_limits(args.limit)
+    from .sources import read_checkpoint
+    read_options = _read_options(args)
     if args.report:      # refused before anything is written, like the output itself
-        check_output(Path(args.report), force=args.force)
-    source, target = (read_checkpoint(text, limits) for text in (args.source, args.target))
+        check_output(Path(args.report), force=args.force, named_by="report")
+    source, target = (read_checkpoint(text, read_options)
+                      for text in (args.source, args.target))
     options = {k[len("option_"):]: v for k, v in vars(args).items()
                if k.startswith("option_") and v is not None}
     try:
@@ -207,7 +224,7 @@ def _show(args: argparse.Namespace, rep) -> None:
     from .report import render
     if args.report:
         from . import report_html
-        report_html.write(rep.manifest, args.report, force=args.force)
+        report_html.write(rep.manifest, args.report, force=args.force, named_by="report")
     if args.json:
         print(json.dumps(rep.to_dict(), indent=1))
     elif not args.quiet:
@@ -234,14 +251,16 @@ def _verify(args: argparse.Namespace) -> int:
         if not manifest.is_file():
             raise UsageError(f"--report draws the port's manifest, and there is none beside "
                              f"{Path(args.weights).name} ({manifest.name})")
-        check_output(Path(args.report), force=args.force, inputs=(manifest,))
+        check_output(Path(args.report), force=args.force, inputs=(manifest,),
+                     named_by="report")
     result = verify(args.source, args.target, args.weights, source_model=args.source_model,
                     tol=DEFAULT_TOL if args.tol is None else args.tol)
     print(json.dumps(result.to_dict(), indent=1) if args.json else render(result))
     if args.report:
         from . import report_html
         drawn = dict(report_html.load_manifest(manifest), verify=result.to_dict())
-        report_html.write(drawn, args.report, force=args.force, inputs=(manifest,))
+        report_html.write(drawn, args.report, force=args.force, inputs=(manifest,),
+                          named_by="report")
         if not args.json:
             print(f"wrote {args.report}")
     return 0 if result.passed else VerifyError.exit_code
@@ -260,8 +279,8 @@ def _render_plan(plan) -> str:
 
 def _inspect(args: argparse.Namespace) -> int:
     from .report_inspect import render
-    from .sources import parse_limits, read
-    desc = read(args.source, **parse_limits(args.limit)).describe()
+    from .sources import read
+    desc = read(args.source, **_read_options(args)).describe()
     if args.json:
         print(json.dumps(desc, indent=2))
     else:
@@ -271,7 +290,6 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     from .report import render_convert
-    from .sources import parse_limits
     from .surgery import convert
     rep = convert(args.source, args.out, manifest=args.manifest, rules=args.rules,
                   strip_prefix=args.strip_prefix, keep=args.keep, drop=args.drop,
@@ -279,7 +297,7 @@ def _convert(args: argparse.Namespace) -> int:
                   force=args.force, dry_run=args.dry_run,
                   fail_on_nonfinite=args.fail_on_nonfinite,
                   progress=False if args.quiet else None,
-                  read_options=parse_limits(args.limit))
+                  read_options=_read_options(args))
     if args.json:
         print(json.dumps(rep.to_dict(), indent=1))
     elif not args.quiet:
@@ -305,7 +323,8 @@ def _migrate(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from . import report_html
     manifest = report_html.load_manifest(args.manifest)
-    out = report_html.write(manifest, args.html, force=args.force, inputs=(Path(args.manifest),))
+    out = report_html.write(manifest, args.html, force=args.force, inputs=(Path(args.manifest),),
+                            named_by="html")
     print(f"wrote {out}")
     return 0
 
@@ -343,7 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = {signo: signal.signal(signo, _interrupt) for signo in _TERMINATING}
     try:
-        return COMMANDS[args.command](args)
+        with spelled(CLI):       # messages name options as this command line writes them
+            return COMMANDS[args.command](args)
     except WeightmapError as exc:
         print(f"weightmap: error: {exc}", file=sys.stderr)
         return exc.exit_code

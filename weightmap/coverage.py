@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 from .errors import CoverageError, UsageError
 from .plans import FROM_SOURCE, Plan
+from .spelling import option
 
 SHOWN = 5
 
@@ -30,8 +31,9 @@ def check_min_coverage(value: Any) -> float | None:
     except (TypeError, ValueError):
         share = math.nan
     if not 0.0 <= share <= 1.0:
-        raise UsageError(f"min_coverage is {value!r}; it is a share of the target's elements "
-                         "between 0 and 1", hint="e.g. --min-coverage 0.95")
+        raise UsageError(f"{option('min_coverage')} is {value!r}; it is a share of the "
+                         "target's elements between 0 and 1",
+                         hint=f"e.g. {option('min_coverage', 0.95)}")
     return share
 
 
@@ -43,8 +45,8 @@ def check(plan: Plan, *, min_coverage: float | None = None, strict: bool = False
         raise CoverageError(
             f"nothing carried over: none of the target's {len(plan.tensors)} tensors takes a "
             f"value from the source ({len(plan.unused)} source tensors unused); left new: "
-            f"{_listed(new)}", hint="is it the right target? --dry-run shows why each stays "
-                                    "new; pair layers with --rules")
+            f"{_listed(new)}", hint=f"is it the right target? {option('dry_run', True)} shows "
+                                    f"why each stays new; pair layers with {option('rules')}")
     if min_coverage is not None:
         elements = sum(math.prod(t.shape) for t in plan.tensors)
         carried = sum(math.prod(t.shape) for t in plan.tensors if t.status != "new")
@@ -53,18 +55,19 @@ def check(plan: Plan, *, min_coverage: float | None = None, strict: bool = False
             biggest = sorted(new, key=lambda t: -math.prod(t.shape))
             raise CoverageError(
                 f"{100 * share:.2f}% of the target's elements carried over, below "
-                f"--min-coverage {min_coverage:g}; left new (largest first): {_listed(biggest)}",
-                hint="pair the missing layers with --rules, or lower --min-coverage")
+                f"{option('min_coverage', format(min_coverage, 'g'))}; left new (largest "
+                f"first): {_listed(biggest)}", hint=f"pair the missing layers with "
+                f"{option('rules')}, or lower {option('min_coverage')}")
     if strict:
-        left = [t for t in new if not t.ignored]
+        left = [t for t in new if not t.ignored and not t.not_weight]
         unused = [u for u in plan.unused if u.get("kind") != "ignored"]
         if left or unused:
             parts = ([f"{len(left)} target tensor(s) neither carried over nor ignored by a "
                       f"rule: {_listed(left)}"] if left else []) + \
                 ([f"{len(unused)} source tensor(s) neither used nor ignored by a rule: "
                   f"{_listed_unused(unused)}"] if unused else [])
-            raise CoverageError("--strict: " + "; ".join(parts),
-                                hint="pair them, or ignore them, with --rules")
+            raise CoverageError(f"{option('strict')}: " + "; ".join(parts),
+                                hint=f"pair them, or ignore them, with {option('rules')}")
 
 
 def _listed(tensors: list[Any]) -> str:

@@ -55,6 +55,21 @@ def fed_by(inputs: Mapping[str, Sequence[str]], weighted: Iterable[str]
     return out
 
 
+def feeds(layers: Sequence[Layer], first: str, second: str) -> bool:
+    """Whether ``first``'s output reaches ``second`` (through any layers), by ``fed_by``;
+    False where ``fed_by`` is not known."""
+    fed = {l.name: l.attrs.get(FED_BY, ()) for l in layers}
+    todo, seen = [second], {second}
+    while todo:
+        for src in fed.get(todo.pop(), ()):
+            if src == first:
+                return True
+            if src not in seen:
+                seen.add(src)
+                todo.append(src)
+    return False
+
+
 def consumers(layers: Sequence[Layer]) -> dict[str, list[str]]:
     """Layer name -> the layers its output feeds (from ``fed_by``; empty without it)."""
     out: dict[str, list[str]] = {l.name: [] for l in layers}

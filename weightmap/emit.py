@@ -14,6 +14,7 @@ from .readback import ReadBack, check_written
 from .errors import PlanError, UsageError
 from .graph import ParamGraph
 from .plans import Plan, TensorPlan
+from .spelling import option
 
 # output kind -> (file suffix, writer "module:function")
 KINDS: dict[str, tuple[str, str]] = {
@@ -43,7 +44,7 @@ def output_kind(target: ParamGraph, out: Path | None) -> str:
         return _FORMAT_KIND[target.format]
     except KeyError:
         raise UsageError(f"no default output format for a {target.format} target",
-                         hint="name the output with --out") from None
+                         hint=f"name the output with {option('out')}") from None
 
 
 def kind_of_name(out: Path) -> str:
@@ -102,8 +103,8 @@ def writer_options(kind: str, options: Mapping[str, Any] | None) -> dict[str, An
     writer = _writer(kind)
     for key in given:
         if not _takes(writer, key):
-            raise UsageError(f"the {kind} output takes no option {key!r}",
-                             hint=f"{key} is for safetensors output")
+            raise UsageError(f"the {kind} output takes no option {option(key)}",
+                             hint=f"{option(key)} is for safetensors output")
     return given
 
 
@@ -201,7 +202,8 @@ def _record_check(manifest: dict[str, Any], checked: dict[str, dict[str, Any]],
         name, count = next(iter(bad.items()))
         raise PlanError(f"{count} non-finite value(s) (NaN/Inf) in the output, and "
                         f"{len(bad)} tensor(s) in all", tensor=name,
-                        hint="the source holds them; drop --fail-on-nonfinite to keep them")
+                        hint=f"the source holds them; drop {option('fail_on_nonfinite')} to "
+                             "keep them")
     params = manifest.get("params", {})
     for name, entry in checked.items():
         params.setdefault(name, {}).update(entry)

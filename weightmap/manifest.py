@@ -62,6 +62,8 @@ def parse_freeze(text: str | FreezePolicy | None) -> FreezePolicy:
 def parse_lr_scales(items: Iterable[str] | Mapping[str, float] | None) -> dict[str, float]:
     if not items:
         return {}
+    if isinstance(items, str):          # one "GROUP=F", as the command line writes it
+        items = [items]
     pairs = items.items() if isinstance(items, Mapping) else (
         (i.partition("=")[0], i.partition("=")[2]) for i in items)
     out: dict[str, float] = {}

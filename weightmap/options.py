@@ -96,11 +96,22 @@ def check_keywords(call: Callable[..., Any], given: Iterable[str],
         return
     valid = keywords(call, sorted(allowed))
     name = unknown[0]
-    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6) or _abbreviated(name, valid)
     more = f" (and {len(unknown) - 1} more unknown)" if len(unknown) > 1 else ""
     raise UsageError(f"{call.__name__}() got an unknown keyword {name!r}{more}",
                      hint=(f"did you mean {close[0]!r}? " if close else "")
                      + f"valid keywords: {', '.join(valid)}")
+
+
+def _abbreviated(name: str, valid: Iterable[str]) -> list[str]:
+    """The valid keyword one of whose words abbreviates ``name`` (``tol`` for ``tolerance``,
+    ``verify_tol`` for ``verify_tolerance``), which string similarity misses."""
+    *head, last = name.split("_")
+    for candidate in valid:
+        *lead, tail = candidate.split("_")
+        if len(tail) >= 3 and last.startswith(tail) and lead[len(lead) - len(head):] == head:
+            return [candidate]
+    return []
 
 
 def check_flags(call: Callable[..., Any], **flags: Any) -> None:

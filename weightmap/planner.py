@@ -9,11 +9,14 @@ from .conversions import PASSES, LayerPair, PlanContext, convert
 from .errors import ConversionError, UndecidableError
 from .graph import ParamGraph
 from .match.signature import canonical_shape
-from .plans import SHAPE_MISMATCH, Plan, TensorPlan
+from .plans import NOT_WEIGHT, SHAPE_MISMATCH, Plan, TensorPlan
 
 
 def describe_graph(graph: ParamGraph) -> dict[str, Any]:
-    return {"path": graph.source, "format": graph.format, "framework": graph.framework}
+    out = {"path": graph.source, "format": graph.format, "framework": graph.framework}
+    if graph.meta.get("described_by"):     # a weights-only source described by its model file
+        out["model"] = str(graph.meta["described_by"])
+    return out
 
 
 def build_plan(source: ParamGraph, target: ParamGraph, matching: Any,
@@ -27,7 +30,8 @@ def build_plan(source: ParamGraph, target: ParamGraph, matching: Any,
     for layer in target.layers:
         m = by_target.get(layer.name)
         if m is None:
-            tensors += [_new(layer.name, p, _target_reason(reasons, layer.name, p.name))
+            tensors += [_new(layer.name, p, NOT_WEIGHT if layer.attrs.get("not_weights")
+                             else _target_reason(reasons, layer.name, p.name))
                         for p in layer.params]
             continue
         pair = LayerPair(source=src_layers[m.source], target=layer, source_graph=source,
@@ -55,6 +59,7 @@ def build_plan(source: ParamGraph, target: ParamGraph, matching: Any,
     decisions += [f"{u.layer}: ambiguous between {', '.join(u.candidates)}"
                   for u in matching.unmatched if u.kind == "ambiguous"]
     decisions += _role_decision(matching)
+    decisions += list(matching.checks)
     the_plan = Plan(source=describe_graph(source), target=describe_graph(target),
                     tensors=tuple(tensors), decisions=tuple(dict.fromkeys(decisions)),
                     options=options)

@@ -29,6 +29,11 @@ FROM_SOURCE = ("transferred", "transformed", "partial", "adapted")
 # other shapes (the report and the coverage checks read them).
 IGNORED = "ignored by rule"
 SHAPE_MISMATCH = "shape mismatch with"
+# The note of a target tensor that is no weight: a layer a reader marks ``attrs["not_weights"]``
+# (an ONNX graph's initializers read only as shapes or indices, or never): kept as it is, not a
+# layer left new.
+NOT_WEIGHT = "not a weight (the graph reads it as a shape or index operand, or not at all): " \
+    "kept as it is"
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,11 @@ class TensorPlan:
     def ignored(self) -> bool:
         """Left new because a rule ignores it."""
         return self.status == "new" and any(n.startswith(IGNORED) for n in self.notes)
+
+    @property
+    def not_weight(self) -> bool:
+        """A target tensor that is no weight, kept as it is (``NOT_WEIGHT``)."""
+        return self.status == "new" and NOT_WEIGHT in self.notes
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"target": self.target, "layer": self.layer,

@@ -170,8 +170,10 @@ def _decisions(report: PortReport, verbose: bool) -> list[str]:
 
 def _left_new(report: PortReport, verbose: bool) -> list[str]:
     """Tensors left new, grouped by why: a rule, another shape, no counterpart ..."""
-    groups = _grouped(report, (t for t in report.plan.tensors if t.status == "new"), new=True)
-    return [f"new: {g}" for g in _capped(groups, verbose)]
+    new = [t for t in report.plan.tensors if t.status == "new"]
+    groups = _grouped(report, (t for t in new if not t.not_weight), new=True)
+    kept = _grouped(report, (t for t in new if t.not_weight), new=True)
+    return [f"new: {g}" for g in _capped(groups, verbose)] + [f"kept: {g}" for g in kept]
 
 
 def _grouped(report: PortReport, tensors: Iterable[Any], new: bool = False) -> list[str]:

@@ -50,11 +50,11 @@ def _finite(value: Any) -> Any:
 
 
 def write(manifest: Mapping[str, Any], path: str | Path, *, force: bool = False,
-          inputs: tuple[Path, ...] = ()) -> Path:
+          inputs: tuple[Path, ...] = (), named_by: str = "out") -> Path:
     """Write the page atomically (no file unless it is whole; an existing one only with
-    ``force``)."""
+    ``force``). ``named_by``: the option that names ``path``, for the messages."""
     path = Path(path)
-    write_texts({path: render(manifest)}, force=force, inputs=inputs)
+    write_texts({path: render(manifest)}, force=force, inputs=inputs, named_by=named_by)
     return path
 
 

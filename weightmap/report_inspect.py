@@ -15,6 +15,20 @@ def human_bytes(n: int) -> str:
     return f"{n} B"
 
 
+META_WIDTH = 100     # characters of a meta value shown before it is cut (--json shows all)
+
+
+def _meta_value(value: Any) -> str:
+    """A meta value on one readable line: a long one (a reader's per-layer dict, a list of
+    hundreds of names) is cut, with how much there is and where to see it whole."""
+    text = str(value)
+    if len(text) <= META_WIDTH:
+        return text
+    size = f"{len(value)} items" if isinstance(value, (dict, list, tuple)) \
+        else f"{len(text):,} characters"
+    return f"{text[:META_WIDTH - 4]} ... ({size}; --json shows all)"
+
+
 def render(desc: dict[str, Any]) -> str:
     t = desc["totals"]
     dtypes = ", ".join(f"{k} {v:,}" for k, v in t["dtypes"].items()) or "-"
@@ -24,8 +38,7 @@ def render(desc: dict[str, Any]) -> str:
         f"  {t['layers']} layers, {t['params']} parameters ({t['tensors']} tensors), "
         f"{t['elements']:,} elements, {human_bytes(t['bytes'])}; dtypes: {dtypes}",
     ]
-    for key, value in desc["meta"].items():
-        lines.append(f"  {key}: {value}")
+    lines += [f"  {key}: {_meta_value(value)}" for key, value in desc["meta"].items()]
     rows = [("layer", "op", "parameter", "shape", "dtype", "layout")]
     for layer in desc["layers"]:
         first = True

@@ -235,32 +235,37 @@ def _run_model_file(path: Path, name: str) -> tuple[Any, Any]:
         raise UsageError("cannot import this file as Python", path=path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module
-    try:
+    with _user_code(path, "running the model file"):
         spec.loader.exec_module(module)
-    except WeightmapError:
-        raise
-    except Exception as exc:  # the user's code failed: say where, not a traceback
-        raise UsageError(f"running the model file failed: {type(exc).__name__}: {exc}",
-                         path=path) from exc
     if not hasattr(module, name):
         public = sorted(n for n in vars(module) if not n.startswith("_"))
         raise UsageError(f"the file defines no {name!r}", path=path,
                          hint=f"name the object as FILE.py:NAME; it defines {', '.join(public[:12])}")
     obj = getattr(module, name)
     if _is_factory(obj):
-        try:
+        with _user_code(path, f"calling {name}()"):
             obj = obj()
-        except Exception as exc:
-            raise UsageError(f"calling {name}() failed: {type(exc).__name__}: {exc}",
-                             path=path) from exc
     example = getattr(module, "example_input", None)
     if callable(example):
-        try:
+        with _user_code(path, "example_input()"):
             example = example()
-        except Exception as exc:
-            raise UsageError(f"example_input() failed: {type(exc).__name__}: {exc}",
-                             path=path) from exc
     return obj, example
+
+
+@contextlib.contextmanager
+def _user_code(path: Path, what: str) -> Iterator[None]:
+    """The user's code failed: say where, not a traceback. ``sys.exit(N)`` in it (a script's
+    own argument parsing, say) is a failure too, not weightmap's exit N with nothing said."""
+    try:
+        yield
+    except WeightmapError:
+        raise
+    except SystemExit as exc:
+        raise UsageError(f"{what} ended in sys.exit({exc.code!r}): a model file must define the "
+                         f"model, not run a program", path=path,
+                         hint="put the script part under if __name__ == '__main__':") from None
+    except Exception as exc:
+        raise UsageError(f"{what} failed: {type(exc).__name__}: {exc}", path=path) from exc
 
 
 def load_python_lazily(path: Path, name: str = "model") -> tuple[Any, Any, dict[str, Any]]:

@@ -29,6 +29,7 @@ from .planner import describe_graph
 from .plans import Plan, TensorPlan
 from .report import PortReport
 from .sources import read
+from .spelling import option
 from .statedict import Entry, group
 from .transforms import Step
 
@@ -101,7 +102,8 @@ def plan_convert(src: ParamGraph, out: Path, kind: str, *, rules: Rules | None =
             kept.append(p)
     if not kept:
         raise UsageError("no tensor is left to write", path=src.source,
-                         hint="check the --keep/--drop patterns against `weightmap inspect`")
+                         hint=f"check the {option('keep')}/{option('drop')} patterns against "
+                              "the names weightmap inspect lists")
     _refuse_collisions(kept, names, src.source)
     tgt = _identity_target(kept, names, dtype, src, kind)
     layer_of = {q.name: layer.name for layer in tgt.layers for q in layer.params}
@@ -238,7 +240,7 @@ def _left_out_by_reader(src: ParamGraph) -> list[str]:
     if others:
         out.append(f"left out the checkpoint's other containers: {', '.join(others)} (only "
                    f"{src.meta.get('container') or 'the root'!r} is weights; choose another "
-                   f"with container=)")
+                   f"with {option('container', 'KEY')})")
     skipped = list(src.meta.get("other_keys") or ()) + list(src.meta.get("skipped_non_tensors")
                                                            or ())
     if skipped:

@@ -61,7 +61,7 @@ def param_groups(model: Any, manifest, lr: float) -> list[dict[str, Any]]:
     if not groups:
         warnings.warn(f"every one of the model's {len(entries)} parameters is frozen by the "
                       "manifest: the optimizer has nothing to train (add a new head, or port "
-                      "with another --freeze policy)", FrozenModelWarning, stacklevel=2)
+                      "with another freeze policy)", FrozenModelWarning, stacklevel=2)
         return [{"params": [], "names": [], "lr": lr, "lr_scale": 1.0}]
     return [groups[s] for s in sorted(groups, reverse=True)]
 

@@ -100,8 +100,11 @@ def build_graph(groups: Sequence[tuple[str, list[Stored]]], model_cfg: Mapping |
             meta["input_shape"] = list(info.input_shape)
         if info.notes:
             meta["notes"] = info.notes
+    # layer_names lists model.layers, which for a model with a config is the config's order
+    # (a topological order of its data flow): as trusted as the .keras reader's
     return ParamGraph(format=fmt, framework="keras", source=source, layers=tuple(layers),
-                      order="registration", meta=meta, live=live)
+                      order="config" if info is not None else "registration", meta=meta,
+                      live=live)
 
 
 def _duplicates(groups: Sequence[tuple[str, list[Stored]]]) -> set[str]:

@@ -121,7 +121,8 @@ class _Builder:
         slots = [Slot(n, "other", None) for n in left]
         params = tuple(self._param(slot, UNCONSUMED, "opaque") for slot in slots)
         attrs = {"shape_operands": [n for n in left if n in used],
-                 "unused": [n for n in left if n not in used]}
+                 "unused": [n for n in left if n not in used],
+                 "not_weights": True}      # the plan keeps them as they are
         self.layers.append(Layer(name=UNCONSUMED, op="opaque", params=params, attrs=attrs))
 
     def _layer_name(self, index: int, node: Any) -> str:

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from weightmap import dtypes
 from weightmap.errors import FormatError
 from weightmap.graph import checked_nbytes
+from weightmap.spelling import limit
 
 # The reference implementation allows 100 MB, where an 80 MB header of a million entries costs
 # seconds and gigabytes to parse. 16 MiB holds about 130 000 entries (real files: a few hundred
@@ -95,9 +96,8 @@ def read_header(path: Path, *, max_header_bytes: int = MAX_HEADER_BYTES) -> Head
         (length,) = struct.unpack("<Q", prefix)
         if length > max_header_bytes:
             raise FormatError(f"header length {length} exceeds the cap of {max_header_bytes} bytes",
-                              path=path, hint="if the file is genuine, raise the cap: --limit "
-                                              "max_header_bytes=N, or the max_header_bytes "
-                                              "read option")
+                              path=path, hint="if the file is genuine, raise the cap: "
+                                              + limit("max_header_bytes"))
         if length > size - 8:
             raise FormatError(f"header length {length} reaches beyond the end of the file "
                               f"({size} bytes)", path=path, hint="the file is truncated or corrupt")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from weightmap.errors import FormatError, UsageError
+from weightmap.spelling import option
 
 from .pickle_reader import Opaque, TensorRef
 
@@ -190,7 +191,7 @@ def _choose(mapping: dict, holding: list[str], container: str | None) -> str | N
         raise FormatError("the checkpoint holds no tensors",
                           hint=f"top-level keys: {', '.join(map(str, mapping)) or 'none'}")
     raise UsageError(f"the checkpoint holds several sets of weights: {', '.join(holding)}",
-                     hint="name one with the container= option")
+                     hint=f"name one with {option('container', 'KEY')}")
 
 
 def _lookup(mapping: dict, key: str) -> Any:

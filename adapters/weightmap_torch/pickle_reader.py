@@ -25,6 +25,7 @@ from typing import Any, Callable
 from weightmap import dtypes
 from weightmap.errors import FormatError, UnsafeInputError, WeightmapError
 from weightmap.graph import checked_nbytes
+from weightmap.spelling import limit, option
 
 from .torch_names import STORAGE_DTYPES, TORCH_DTYPES, UNSUPPORTED_GLOBALS
 
@@ -40,8 +41,9 @@ class Limits:
     max_depth: int = 200              # object nesting (hashing a deeper tuple crashes CPython)
 
 
-# The hint of an error from a cap: how a user who trusts the file raises it.
-RAISE_HINT = "if the file is trusted, raise the cap: --limit {0}=N, or the {0} read option"
+def raise_hint(cap: str) -> str:
+    """The hint of an error from a cap: how a user who trusts the file raises it."""
+    return f"if the file is trusted, raise the cap: {limit(cap)}"
 
 
 class _Inert:
@@ -354,8 +356,8 @@ def resolve_global(module: str, name: str) -> Any:
         f"the pickle asks for the global {full}, which is not a tensor or plain container; "
         "weightmap never imports or calls what a checkpoint names",
         hint="if this file is a whole pickled model (torch.save(model)), re-save "
-             "model.state_dict(), or pass opaque_globals=True to read only its tensors, with "
-             "other objects replaced by inert placeholders")
+             f"model.state_dict(), or pass {option('opaque_globals', True)} to read only its "
+             "tensors, with other objects replaced by inert placeholders")
 
 
 # ---------------------------------------------------------------- opaque placeholders (opt-in)
@@ -416,7 +418,7 @@ class _CappedReader:
         self.used += len(data)
         if self.used > self.limit:
             raise FormatError(f"a pickle stream is larger than the {self.limit}-byte cap",
-                              hint=RAISE_HINT.format("max_pickle_bytes"))
+                              hint=raise_hint("max_pickle_bytes"))
         return data
 
     def read(self, n: int = -1) -> bytes:
@@ -593,10 +595,10 @@ def scan(fh: Any, limits: Limits) -> bytes:
             ops += 1
             if pos is not None and pos > last:
                 raise FormatError(f"a pickle stream is larger than the {limits.max_bytes}-byte "
-                                  "cap", hint=RAISE_HINT.format("max_pickle_bytes"))
+                                  "cap", hint=raise_hint("max_pickle_bytes"))
             if ops > limits.max_opcodes:
                 raise FormatError(f"the pickle has more than {limits.max_opcodes} opcodes",
-                                  hint=RAISE_HINT.format("max_pickle_opcodes"))
+                                  hint=raise_hint("max_pickle_opcodes"))
             kind, n = _EFFECTS[opcode]
             if kind == _PUSH:                      # the commonest opcodes, inline for speed
                 shadow.stack.append([n] if n else _LEAF)

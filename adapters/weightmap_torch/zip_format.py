@@ -18,7 +18,7 @@ from weightmap import dtypes
 from weightmap.errors import FormatError
 from weightmap.zipcheck import check_archive
 
-from .pickle_reader import RAISE_HINT, Limits, StorageRef, StorageType, load, short
+from .pickle_reader import Limits, StorageRef, StorageType, load, raise_hint, short
 from .storage import ZIP_ERRORS, CrcCheck, Record
 
 FORMAT = "torch-zip"
@@ -114,7 +114,7 @@ def read_pickle(archive: TorchZip, limits: Limits, opaque_globals: bool) -> Any:
     if archive.pickle_size > limits.max_bytes:
         raise FormatError(f"data.pkl is {archive.pickle_size} bytes, above the "
                           f"{limits.max_bytes}-byte cap", path=archive.path,
-                          hint=RAISE_HINT.format("max_pickle_bytes"))
+                          hint=raise_hint("max_pickle_bytes"))
 
     def persistent(pid: Any) -> StorageRef:
         return storage_ref(pid, archive.records, archive.path)

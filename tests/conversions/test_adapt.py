@@ -42,7 +42,7 @@ def test_pos_embed_is_adapted_on_request_and_named_otherwise():
     plan = weightmap.plan(src, tgt)
     by = {t.target: t for t in plan.tensors}
     assert by["pos_embed"].status == "new" and by["cls_token"].status == "transferred"
-    assert any("--adapt pos_embed would adapt it" in d for d in plan.decisions)
+    assert any("adapt='pos_embed' would adapt it" in d for d in plan.decisions)
     plan = weightmap.plan(src, tgt, adapt="pos_embed")
     pos = {t.target: t for t in plan.tensors}["pos_embed"]
     assert pos.status == "adapted" and [s.to_dict() for s in pos.steps] == [
@@ -64,5 +64,5 @@ def test_a_grid_that_is_not_square_is_refused_with_a_reason():
     tgt["pos_embed"] = np.zeros((1, 1 + 12, 4), np.float32)            # a 3 x 4 grid
     plan = weightmap.plan(src, tgt, adapt="pos_embed")
     assert {t.target: t for t in plan.tensors}["pos_embed"].status == "new"
-    assert any(d.startswith("pos_embed: --adapt pos_embed cannot: position embeddings") and
+    assert any(d.startswith("pos_embed: adapt='pos_embed' cannot: position embeddings") and
                "no square grid" in d for d in plan.decisions)

@@ -173,7 +173,7 @@ def test_fused_conv_unfuses_into_conv_and_synthetic_batchnorm():
     assert t["bn1.running_var"].value == pytest.approx(1 - 1e-3)
     assert all(n.startswith("unfused BN (synthetic stats) from fused conv /conv1/Conv")
                for n in t["bn1.weight"].notes)
-    assert any(d.startswith("bn1: unfused from /conv1/Conv") and "re-estimate" in d
+    assert any(d.startswith("bn1: unfused from the conv before it") and "re-estimate" in d
                for d in plan.decisions)
     assert t["conv1.weight"].status == "transferred" and not plan.unused
     assert_same(src, tgt, values)
@@ -188,6 +188,22 @@ def test_fused_mark_without_bias_and_target_conv_with_bias():
     t = by_target(plan)
     assert t["conv1.bias"].status == "synthetic" and t["bn1.bias"].value == 0.0
     assert_same(src, tgt, values)
+
+
+def test_torchscript_names_without_a_mark_and_target_conv_with_bias():
+    """The TorchScript exporter marks nothing: its own onnx::Conv_N kernel name says it folded."""
+    src = fused_onnx(onnx_conv("conv1", 4, 3), onnx_conv("conv2", 5, 4))
+    tgt = graph("torch", conv("torch", "conv1", 4, 3, bias=True), bn("torch", "bn1", 4, 1e-5),
+                conv("torch", "conv2", 5, 4, bias=True), bn("torch", "bn2", 5, 1e-3))
+    assert looks_fused(src.layers[0])
+    plan, values = port(src, tgt)
+    t = by_target(plan)
+    assert t["conv1.bias"].sources == ("onnx::Conv_1_conv1",) and t["bn2.bias"].value == 0.0
+    assert {t[f"bn{i}.{n}"].status for i in (1, 2)
+            for n in ("weight", "bias", "running_mean", "running_var")} == {"synthetic"}
+    assert_same(src, tgt, values)
+    # a parameter's own name (a plain export, nothing folded) is not a mark
+    assert not looks_fused(conv("torch", "conv1", 4, 3, bias=True))
 
 
 def test_unfuse_into_batchnorm_without_beta_moves_the_bias_into_the_mean():
@@ -240,10 +256,14 @@ def test_depthwise_keras_conv_and_batchnorm_fuse_over_c_and_m():
 
 
 def test_fusion_into_a_conv_without_bias_is_a_decision():
-    src = graph("torch", conv("torch", "conv1", 4, 3, bias=False), bn("torch", "bn1", 4, 1e-5))
-    tgt = graph("onnx", onnx_conv("conv1", 4, 3, bias=False))
+    src = graph("torch", conv("torch", "conv1", 4, 3, bias=False), bn("torch", "bn1", 4, 1e-5),
+                conv("torch", "conv2", 5, 4, bias=False), bn("torch", "bn2", 5, 1e-5))
+    tgt = graph("onnx", onnx_conv("conv1", 4, 3, bias=False), onnx_conv("conv2", 5, 4, bias=False))
     plan, values = port(src, tgt)
-    assert any("the target conv has no bias" in d for d in plan.decisions)
+    said = [d.partition(": ") for d in plan.decisions if "the target conv has no bias" in d]
+    # the same words for each conv: the report says it once for both
+    assert [layer for layer, _, _ in said] == ["/conv1/Conv", "/conv2/Conv"]
+    assert len({text for _, _, text in said}) == 1
     w = next(t for t in plan.tensors if t.layer == "/conv1/Conv")
     assert w.steps[0].op == "bn_fold_kernel"
 

@@ -111,3 +111,65 @@ def test_a_target_graph_serves_several_ports(pair, tmp_path):
     assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
     with pytest.raises(UsageError, match="new_values='later'"):
         target_graph(tgt, "later")
+
+
+SUBCLASSED = '''
+import numpy as np
+import tf_keras as keras
+
+class Sub(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.c = keras.layers.Conv2D(8, 3, padding="same")
+        self.d = keras.layers.Dense(5)
+
+    def call(self, x):
+        return self.d(keras.layers.GlobalAveragePooling2D()(self.c(x)))
+
+model = Sub()
+'''
+
+
+def test_a_target_without_tensors_is_refused_and_nothing_is_written(tmp_path):
+    """An unbuilt Keras subclassed model (no weights yet) and an empty torch module: refused
+    with what to do, no output; the same Keras file with example_input is built and ported."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("tf_keras")
+    src = Path(__file__).resolve().parents[2] / "fixtures" / "examples" / "small_vgg_keras.h5"
+    (tmp_path / "sub.py").write_text(SUBCLASSED)
+    (tmp_path / "empty.py").write_text("from torch import nn\nmodel = nn.Identity()\n")
+    for target in ("sub.py", "empty.py"):
+        out = tmp_path / f"{target}.safetensors"
+        with pytest.raises(UsageError, match="the target holds no tensors.*call it on an input "
+                                             "or model.build.*or define example_input"):
+            weightmap.port(src, tmp_path / target, out)
+        assert not out.exists() and not (tmp_path / f"{target}.manifest.json").exists()
+    with pytest.raises(UsageError, match="the target holds no tensors"):
+        weightmap.load_partial(torch.nn.Identity(), src)
+    (tmp_path / "sub.py").write_text(SUBCLASSED + "\ndef example_input():\n"
+                                                   "    return np.zeros((1, 16, 16, 3), 'float32')\n")
+    out = tmp_path / "sub.h5"
+    report = weightmap.port(src, tmp_path / "sub.py", out, progress=False)
+    assert len(report.transferred) == 2             # the conv; the head has another shape
+    kernel = next(p for p in weightmap.read(out).params() if p.shape == (3, 3, 3, 8))
+    np.testing.assert_array_equal(kernel.read(),
+                                  weightmap.read(src).param("block1_conv1/kernel:0").read())
+
+
+def test_lr_scale_as_one_text_and_load_partial_into_what_is_not_a_model(tmp_path):
+    """``lr_scale="transferred=0.5"`` (the command line's spelling, one text) is one group,
+    not read letter by letter; load_partial's first argument is the live model, and a path
+    there says so rather than 'no such file'."""
+    torch = pytest.importorskip("torch")
+    root = Path(__file__).resolve().parents[2] / "fixtures" / "examples"
+    src, tgt = root / "small_vgg_keras.h5", root / "small_vgg_torch.py"
+    report = weightmap.port(src, tgt, tmp_path / "o.safetensors", lr_scale="transferred=0.5",
+                            progress=False)
+    assert {e["lr_scale"] for e in report.manifest["params"].values()} == {0.5}
+    for not_a_model in ("notamodel", tgt, {"fc.weight": np.ones((2, 2), np.float32)}):
+        with pytest.raises(UsageError, match="load_partial loads into a live model: its first "
+                                             "argument must be a torch nn.Module or a Keras "
+                                             "model, found"):
+            weightmap.load_partial(not_a_model, src)
+    model = torch.nn.Linear(2, 3)
+    assert weightmap.load_partial(model, {"weight": np.ones((3, 2), np.float32)}).transferred

@@ -7,6 +7,7 @@ import pytest
 from weightmap.atomic import (STAGE_PREFIX, abandoned, background_fsync, check_distinct,
                               check_output, clear_abandoned, staged, write_texts)
 from weightmap.errors import OutputError, UsageError
+from weightmap.spelling import CLI, spelled
 
 
 def test_a_failed_write_leaves_nothing(tmp_path):
@@ -76,8 +77,12 @@ def test_obsolete_parts_go_once_the_new_output_is_published(tmp_path):
 def test_outputs_refused_before_anything_is_written(tmp_path):
     out = tmp_path / "o.bin"
     out.write_bytes(b"x")
-    with pytest.raises(UsageError, match="exists.*--force"):
+    with pytest.raises(UsageError, match=r"exists \(pass force=True to replace it, or "
+                                         r"choose another out\)"):
         check_output(out)
+    with spelled(CLI), pytest.raises(UsageError, match=r"exists \(pass --force to replace "
+                                                       r"it, or choose another --html\)"):
+        check_output(out, named_by="html")
     check_output(out, force=True)
     with pytest.raises(UsageError, match="overwrite an input"):
         check_output(out, force=True, inputs=[out])

@@ -54,6 +54,26 @@ def test_inspect_table_lists_every_param(tmp_path, capsys):
     assert "conv2d" in out
 
 
+def test_inspect_cuts_a_long_meta_value_and_json_keeps_it_whole(tmp_path, capsys):
+    """A tf_keras model with many layers without weights: the reader's per-layer meta is one
+    readable line, whole in --json."""
+    tf_keras = pytest.importorskip("tf_keras")
+    L = tf_keras.layers
+    x = i = tf_keras.Input((4,))
+    for k in range(40):
+        x = L.Activation("relu", name=f"activation_number_{k}")(L.Dense(4, name=f"d{k}")(x))
+    path = tmp_path / "many.h5"
+    tf_keras.Model(i, x).save(path)
+    assert main(["inspect", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    meta = next(l for l in lines if l.startswith("  weightless_layers: "))
+    assert len(meta) <= 160 and meta.endswith(" ... (41 items; --json shows all)"), meta
+    assert max(len(l) for l in lines) <= 160
+    assert main(["inspect", str(path), "--json"]) == 0
+    whole = json.loads(capsys.readouterr().out)["meta"]["weightless_layers"]
+    assert len(whole) == 41 and "activation_number_39" in whole
+
+
 def test_a_full_disk_is_one_line_exit_9_and_no_output(tmp_path, monkeypatch, capsys):
     import errno
 
@@ -226,3 +246,40 @@ def test_the_conv1d_layout_decision_names_an_option_that_settles_it(tmp_path, ca
     assert main(args + ["--out", str(out), "--conv1d-layout", "in,out"]) == 0
     np.testing.assert_array_equal(load_file(str(out))["blocks.0.proj.weight"], kernel.T)
     assert "layout from option conv1d_layout" in capsys.readouterr().out
+
+
+def _lightning_checkpoint(path):
+    """A Lightning-style .ckpt whose callbacks hold a numpy scalar and whose hyper-parameters
+    hold an argparse.Namespace: objects weightmap's reader refuses unless told otherwise."""
+    import argparse
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8))
+    state = {"model." + k: v for k, v in net.state_dict().items()}
+    torch.save({"epoch": 1, "state_dict": state,
+                "callbacks": {"ModelCheckpoint": {"kth_value": np.float64(0.5)}},
+                "hyper_parameters": {"args": argparse.Namespace(lr=1e-3)}}, path)
+    return {k: v.numpy() for k, v in state.items()}
+
+
+def test_opaque_globals_on_the_command_line_reads_a_lightning_checkpoint(tmp_path, capsys):
+    from safetensors.numpy import load_file
+    ckpt, out = tmp_path / "last.ckpt", tmp_path / "w.safetensors"
+    state = _lightning_checkpoint(ckpt)
+    for command in (["inspect", str(ckpt)], ["convert", str(ckpt), "--out", str(out)],
+                    ["port", str(ckpt), "--to", str(ckpt), "--out", str(out)]):
+        assert main(command) == 4
+        err = capsys.readouterr().err
+        assert "pass --opaque-globals to read only its tensors" in err, err
+        assert "opaque_globals=" not in err and not out.exists()
+    assert main(["inspect", str(ckpt), "--opaque-globals"]) == 0
+    assert "7 parameters" in capsys.readouterr().out
+    assert main(["convert", str(ckpt), "--out", str(out), "--opaque-globals",
+                 "--strip-prefix"]) == 0
+    assert {k: v.tolist() for k, v in load_file(str(out)).items()} == \
+        {k.removeprefix("model."): v.tolist() for k, v in state.items()}
+    ported = tmp_path / "p.safetensors"
+    assert main(["port", str(ckpt), "--opaque-globals", "--to", str(out), "--out",
+                 str(ported)]) == 0
+    assert {k: v.tolist() for k, v in load_file(str(ported)).items()} == \
+        {k.removeprefix("model."): v.tolist() for k, v in state.items()}

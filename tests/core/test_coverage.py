@@ -78,7 +78,7 @@ def test_min_coverage_lists_what_stays_new_largest_first(tmp_path, capsys):
              "0.9")
     assert ok.returncode == 0 and out.exists(), ok.stderr
     bad = run(capsys, "port", SRC, "--to", tmp_path / "m.py", "--min-coverage", "95%", "--dry-run")
-    assert "min_coverage is '95%'" in one_line(bad, 2)
+    assert "--min-coverage is '95%'" in one_line(bad, 2)
 
 
 def test_strict_lists_both_sides_and_rules_that_ignore_them_satisfy_it(tmp_path, capsys):

@@ -43,6 +43,20 @@ def test_plan_and_load_partial_refuse_unknown_keywords_too():
     assert torch.equal(model.weight.detach(), before)
 
 
+def test_verify_refuses_an_unknown_keyword_and_an_abbreviation_is_suggested(tmp_path):
+    """``tolerance=`` is no keyword of verify nor port: the UsageError names ``tol`` and
+    ``verify_tol``, which string similarity alone would not."""
+    pytest.importorskip("torch")
+    out = tmp_path / "o.safetensors"
+    with pytest.raises(UsageError, match=r"verify\(\) got an unknown keyword 'tolerance' "
+                                         r"\(did you mean 'tol'\? valid keywords: source, "
+                                         r"target, weights, source_model, tol, plan, seed\)"):
+        weightmap.verify(SRC, TGT, SRC, tolerance=1e-3)
+    with pytest.raises(UsageError, match=r"'tolerance' \(did you mean 'verify_tol'\?"):
+        weightmap.port(SRC, TGT, out, tolerance=1e-3)
+    assert os.listdir(tmp_path) == []
+
+
 def test_read_and_inspect_take_reader_limits_by_name():
     with pytest.raises(UsageError, match=r"read\(\) got an unknown keyword 'max_header_byte'.*"
                                          r"did you mean 'max_header_bytes'"):

@@ -72,7 +72,8 @@ def test_report_command_writes_once_and_refuses_to_clobber(tmp_path, capsys):
     assert out.read_text(encoding="utf-8").startswith("<!doctype html>")
     assert main(["report", str(man), "--html", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--force" in err[0]
+    assert len(err) == 1 and err[0].endswith("the output file exists (pass --force to replace "
+                                             "it, or choose another --html)")
     assert main(["report", str(man), "--html", str(man)]) == 2        # never over its input
     assert json.loads(man.read_text())["weightmap_manifest"] == 1
     assert main(["report", str(man), "--html", str(out), "--force"]) == 0

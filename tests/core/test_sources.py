@@ -73,6 +73,31 @@ def test_python_file_errors_are_one_line_usage_errors(tmp_path):
         load_python_object(f)
 
 
+@pytest.mark.parametrize("code, where", [
+    ("import sys\nsys.exit(3)\n", "running the model file ended in sys.exit(3)"),
+    ("import argparse\nargparse.ArgumentParser().parse_args(['--nope'])\n",
+     "running the model file ended in sys.exit(2)"),
+    ("import sys\ndef model():\n    sys.exit(0)\n", "calling model() ended in sys.exit(0)"),
+    ("import sys\nmodel = {}\ndef example_input():\n    sys.exit('usage: x')\n",
+     "example_input() ended in sys.exit('usage: x')")])
+def test_a_model_file_calling_sys_exit_is_a_usage_error(tmp_path, code, where):
+    f = _write(tmp_path, code)
+    with pytest.raises(UsageError) as err:
+        load_python_object(f)
+    assert err.value.message.startswith(where) and err.value.path == str(f)
+    assert "if __name__ == '__main__':" in err.value.hint
+
+
+def test_a_model_file_calling_sys_exit_through_the_command_line(tmp_path):
+    """One line naming the file and exit 2 (it was a silent exit 3)."""
+    f = _write(tmp_path, "import sys\nimport numpy as np\n"
+                         "model = {'fc.weight': np.ones((3, 2), np.float32)}\nsys.exit(3)\n")
+    r = subprocess.run([sys.executable, "-m", "weightmap", "inspect", str(f)],
+                       capture_output=True, text=True)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr.count("\n") == 1 and str(f) in r.stderr and "sys.exit(3)" in r.stderr
+
+
 def test_graph_from_arrays_keeps_order_and_dtypes():
     import ml_dtypes
     g = graph_from_arrays({"b.weight": np.zeros((2, 2), ml_dtypes.bfloat16),

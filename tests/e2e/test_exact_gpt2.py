@@ -63,6 +63,22 @@ def _rel(got, want):
 
 def test_hf_safetensors_into_fused_linear_gpt(hf_checkpoint, tmp_path, proven):
     path, ids, expected = hf_checkpoint
+    # the state dict alone: its Conv1D layout and its order are inferred from names and shapes
+    alone = weightmap.plan(path, f"{MODELS}:gpt_fused")
+    planned = {t.target: t for t in alone.tensors}
+    for i in range(2):
+        # square (E, E) attn.c_proj: decided by its family, transposed like the others
+        proj = planned[f"blocks.{i}.attn.proj.weight"]
+        assert proj.sources == (f"transformer.h.{i}.attn.c_proj.weight",)
+        assert [s.op for s in proj.steps] == ["transpose"]
+        assert "source layout (in,out) inferred from 6 non-square tensors of the same family" \
+            in proj.notes
+        assert any(n.startswith("source kernel stored (in,out): the only layout that fits")
+                   for n in planned[f"blocks.{i}.attn.qkv.weight"].notes)
+    assert any("layout (in,out) inferred from 6 non-square tensors of the same family" in d
+               for d in alone.decisions)
+    assert any("layers put in transformer execution order" in d for d in alone.decisions)
+    # with the model that made it: its Conv1D modules and execution order say so
     out = tmp_path / "gpt.safetensors"
     report = weightmap.port(path, f"{MODELS}:gpt_fused", out, verify=True,
                             source_model=f"{MODELS}:hf_gpt2")
@@ -71,20 +87,13 @@ def test_hf_safetensors_into_fused_linear_gpt(hf_checkpoint, tmp_path, proven):
     assert _rel(_ported_logits("gpt_fused", out, ids), expected) <= RTOL
     man = report.manifest["params"]
     for i in range(2):
-        # square (E, E) attn.c_proj: decided by its family, transposed like the others
         proj = man[f"blocks.{i}.attn.proj.weight"]
         assert proj["source"] == [f"transformer.h.{i}.attn.c_proj.weight"]
         assert [t["op"] for t in proj["transforms"]] == ["transpose"]
-        assert "source layout (in,out) inferred from 6 non-square tensors of the same family" \
-            in proj["notes"]
-        qkv = man[f"blocks.{i}.attn.qkv.weight"]
-        assert any(n.startswith("source kernel stored (in,out): the only layout that fits")
-                   for n in qkv["notes"])
+        assert "source layout (in,out) from module type Conv1D" in proj["notes"]
     assert man["head.weight"]["source"] == ["transformer.wte.weight"]
     assert any("tied" in n for n in man["head.weight"]["notes"])
-    assert any("layout (in,out) inferred from 6 non-square tensors of the same family" in d
-               for d in report.decisions)
-    assert any("layers put in transformer execution order" in d for d in report.decisions)
+    assert not any("inferred" in d or "execution order" in d for d in report.decisions)
 
 
 def test_hf_safetensors_into_split_qkv_gpt(hf_checkpoint, tmp_path, proven):
@@ -105,7 +114,8 @@ def test_hf_safetensors_into_split_qkv_gpt(hf_checkpoint, tmp_path, proven):
                                {"op": "transpose", "perm": [1, 0]}]
     assert man["blocks.1.attn.v.bias"]["transforms"] == [
         {"op": "slice", "axis": 0, "start": 64, "stop": 96}]
-    assert "source layout (in,out) inferred from 10 non-square tensors of the same family" in \
+    # the source model's Conv1D modules say how c_attn and c_proj store their kernels
+    assert "source layout (in,out) from module type Conv1D" in \
         man["blocks.0.attn.proj.weight"]["notes"]
 
 

@@ -176,5 +176,7 @@ def test_torch_state_dict_into_keras_gives_the_same_logits(torch_trained, tmp_pa
     assert mean2["source"] == ["bn2.running_mean", "conv2.bias"]
     bias1 = next(e for n, e in by_layer["c1"].items() if e["status"] == "synthetic")
     assert "0 keeps its output" in bias1["notes"][0]
-    # a bare state dict does not store epsilon: torch's default is assumed, and said so
-    assert any("torch default" in d for d in report.decisions)
+    # a bare state dict does not store epsilon: alone, torch's default is assumed and said
+    # so; the source model states it
+    assert not any("torch default" in d for d in report.decisions)
+    assert any("torch default" in d for d in weightmap.plan(path, KERAS).decisions)

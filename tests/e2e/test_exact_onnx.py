@@ -29,8 +29,8 @@ def rel_error(got, expected):
     return float(np.abs(got - expected).max() / np.abs(expected).max())
 
 
-def fresh_model():
-    return load_python_object(MODEL, "model")[0].eval()
+def fresh_model(name="model"):
+    return load_python_object(MODEL, name)[0].eval()
 
 
 def export(model, path, x, dynamo=False):
@@ -48,10 +48,9 @@ def run_onnx(path, x):
     return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
 
 
-@pytest.fixture(scope="module")
-def trained():
+def randomised(name):
     """Random weights, non-trivial BN statistics, a tiny running variance in every third channel."""
-    model = fresh_model()
+    model = fresh_model(name)
     rng = np.random.default_rng(0)
     with torch.no_grad():
         for name, t in model.state_dict().items():
@@ -74,11 +73,16 @@ def trained():
     return model, x, expected
 
 
-def port_into_fresh_model(fused, x, tmp_path):
+@pytest.fixture(scope="module")
+def trained():
+    return randomised("model")
+
+
+def port_into_fresh_model(fused, x, tmp_path, name="model"):
     """Port ``fused`` into a freshly built target, load it strictly, run it on ``x``."""
     out = tmp_path / "unfused.safetensors"
-    report = weightmap.port(fused, f"{MODEL}:model", out, verify=True)
-    target = fresh_model()
+    report = weightmap.port(fused, f"{MODEL}:{name}", out, verify=True)
+    target = fresh_model(name)
     target.load_state_dict(load_file(out), strict=True)
     with torch.no_grad():
         return report, target(x).numpy()
@@ -110,6 +114,14 @@ def test_fused_onnx_export_unfuses_into_torch_conv_bn(trained, tmp_path, proven)
                    "before training in train mode" in d for d in report.decisions)
     assert man["layer2.0.downsample.0.weight"]["source"][0].startswith("onnx::Conv_")
     assert not report.unused and report.manifest["summary"]["synthetic"] == 30
+    # the report says it once for all BatchNorms, as it does of a Keras port's
+    lines = str(report).splitlines()
+    checks = [l for l in lines if l.startswith("check:")]
+    assert len(checks) == 1 and checks[0].startswith("check: 10 BatchNorm layers (bn1, ")
+    assert [l for l in lines if l.startswith("new:")] == [
+        "new: 10 tensors (bn1.num_batches_tracked, layer1.0.bn1.num_batches_tracked, "
+        "layer1.0.bn2.num_batches_tracked ... and 7 more): unfused BN (synthetic stats): keeps "
+        "the target's value"]
 
 
 def test_dynamo_export_keeps_names_and_unfuses_the_same(trained, tmp_path, proven):
@@ -122,6 +134,26 @@ def test_dynamo_export_keeps_names_and_unfuses_the_same(trained, tmp_path, prove
     assert rel_error(got, expected) <= 1e-5, rel_error(got, expected)
     assert report.manifest["params"]["bn1.running_var"]["status"] == "synthetic"
     proven(report)
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+def test_conv_biases_before_batchnorm_unfuse_from_either_exporter(dynamo, tmp_path, proven):
+    """Convs with biases before each BatchNorm (a Keras-style ResNet50): the TorchScript
+    exporter leaves no mark on the fused convs, only its own onnx::Conv_N names; it unfuses
+    like the dynamo export (all BatchNorms were left new)."""
+    model, x, expected = randomised("biased")
+    fused = export(model, tmp_path / "fused.onnx", x, dynamo=dynamo)
+    assert not [l for l in weightmap.read(fused).layers if l.op == "batchnorm"]
+    report, got = port_into_fresh_model(fused, x, tmp_path, "biased")
+    assert rel_error(got, expected) <= 1e-5, rel_error(got, expected)
+    man = report.manifest["params"]
+    for bn in BNS:
+        assert [man[f"{bn}.{n}"]["status"] for n in ("weight", "bias", "running_mean",
+                                                    "running_var")] == ["synthetic"] * 4, bn
+    assert man["conv1.bias"]["status"] == "transferred"
+    assert {t.rsplit(".", 1)[1] for t in report.new} == {"num_batches_tracked"}
+    result = proven(report)
+    assert len(result.layers) == 11
 
 
 def test_torch_state_dict_fuses_into_an_onnx_target(trained, tmp_path, proven):
@@ -148,8 +180,38 @@ def test_torch_state_dict_fuses_into_an_onnx_target(trained, tmp_path, proven):
                for e in biases + kernels)
     assert {u["name"].rsplit(".", 1)[1] for u in report.manifest["unused"]} == \
         {"num_batches_tracked"}
-    # a bare state dict does not store eps: the fusion says which it used
-    assert "torch default" in biases[0]["notes"][0]
+    # a bare state dict does not store eps: alone, the fusion says it assumed torch's default;
+    # the source model states it
+    assert biases[0]["notes"][0].endswith(", eps 1e-05)")
+    alone = {t.target: t for t in weightmap.plan(src, target).tensors}
+    assert any("torch default" in n for t in alone.values() for n in t.notes
+               if n.startswith("fused BN"))
+
+
+def test_shape_operands_of_a_dynamo_target_are_kept_not_new(trained, tmp_path, proven):
+    """The dynamo exporter's int64 shape operands (the <unconsumed> pseudo-layer) are no
+    weights: kept as they are, not reported as a layer left new."""
+    model, x, expected = trained
+    fresh = fresh_model()
+    with torch.no_grad():            # fused biases not all zero: the exporter keeps them
+        for m in fresh.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.bias.fill_(0.5)
+    target = export(fresh, tmp_path / "fresh_dynamo.onnx", x, dynamo=True)
+    kept = weightmap.read(target).layer("<unconsumed>")
+    assert kept.attrs["shape_operands"] and all(p.dtype == "int64" for p in kept.params)
+    src = tmp_path / "trained.pt"
+    torch.save(model.state_dict(), src)
+    out = tmp_path / "ported.onnx"
+    report = weightmap.port(src, target, out, source_model=f"{MODEL}:model")
+    lines = str(report).splitlines()
+    assert not [l for l in lines if l.startswith("new:")]
+    assert [l for l in lines if l.startswith("kept:")] == [
+        "kept: <unconsumed> (opaque): not a weight (the graph reads it as a shape or index "
+        "operand, or not at all): kept as it is"]
+    # kept as they are: the ported graph still runs, and computes the trained model
+    assert rel_error(run_onnx(out, x), expected) <= 1e-5
+    assert rel_error(run_onnx(target, x), expected) > 0.1
 
 
 RESNET = Path(__file__).parent / "models" / "resnet_torch.py"     # no example_input in it

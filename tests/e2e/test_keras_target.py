@@ -86,3 +86,57 @@ def test_keras_freeze_follows_the_manifest(tmp_path):
     assert result.frozen == convs and result.mixed == ()
     assert [l.trainable for l in kmodel.layers if l.weights] == [False, False, True, True]
     assert len(kmodel.trainable_weights) == 4
+
+
+TORCH_EPS = '''
+import torch
+from torch import nn
+
+model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False),
+                      nn.BatchNorm2d(8, eps=1e-3, momentum=0.01), nn.ReLU(),
+                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+
+def example_input():
+    return torch.zeros(1, 3, 6, 6)
+'''
+KERAS_EPS = '''
+import keras
+L = keras.layers
+inp = keras.Input((6, 6, 3))
+x = L.Conv2D(8, 3, padding="same", use_bias=False, name="conv")(inp)
+x = L.BatchNormalization(epsilon=1e-3, momentum=0.99, name="bn")(x)
+x = L.ReLU()(x)
+x = L.GlobalAveragePooling2D()(x)
+model = keras.Model(inp, L.Dense(4, name="fc")(x))
+'''
+
+
+def test_a_state_dict_with_its_source_model_ports_exactly_without_verify(tmp_path, capsys):
+    """A torch state dict of a model with BatchNorm eps 1e-3 (as torchvision's MobileNetV3):
+    alone, the epsilon is assumed to be torch's 1e-5 and 'compensated' into the gammas; with
+    --source-model the plan knows it is 1e-3, and the Keras model computes what torch does."""
+    from weightmap.cli import main
+    (tmp_path / "torch_net.py").write_text(TORCH_EPS)
+    (tmp_path / "keras_net.py").write_text(KERAS_EPS)
+    torch.manual_seed(0)
+    tmodel = load_python_object(tmp_path / "torch_net.py", "model")[0].eval()
+    with torch.no_grad():
+        tmodel[1].running_var.uniform_(0.5, 1.5)[::2] = 1e-6   # where the epsilon weighs
+        tmodel[1].running_mean.normal_()
+    torch.save(tmodel.state_dict(), tmp_path / "sd.pt")
+    x = np.random.default_rng(0).standard_normal((2, 6, 6, 3)).astype(np.float32)
+    with torch.no_grad():
+        want = tmodel(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+
+    def ported(*extra):
+        out = tmp_path / "k.weights.h5"
+        assert main(["port", str(tmp_path / "sd.pt"), "--to", str(tmp_path / "keras_net.py"),
+                     "--out", str(out), "--force", *extra]) == 0
+        kmodel = load_python_object(tmp_path / "keras_net.py", "model")[0]
+        kmodel.load_weights(out)
+        return np.abs(np.asarray(kmodel(x)) - want).max() / np.abs(want).max()
+
+    assert ported() > 1e-3
+    assert "epsilon compensated from source 1e-05 (torch default" in capsys.readouterr().out
+    assert ported("--source-model", str(tmp_path / "torch_net.py")) <= 1e-5
+    assert "check:" not in capsys.readouterr().out

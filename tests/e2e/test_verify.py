@@ -174,7 +174,8 @@ def test_a_bare_state_dict_cannot_be_run_without_its_model_file(state_dict, tmp_
     with pytest.raises(VerifyError) as caught:
         weightmap.port(state_dict, TORCH, out, verify=True)
     text = str(caught.value)
-    assert "cannot run the source" in text and "--source-model" in text
+    # the Python API names its keyword (the command line, --source-model)
+    assert "cannot run the source" in text and "source_model=FILE.py" in text
     assert not out.exists()
     report = weightmap.port(state_dict, TORCH, out, verify="warn")
     assert out.exists() and not report.verify.passed
@@ -225,22 +226,19 @@ def test_cli_port_verify_and_verify(source, tmp_path, capsys):
 
 
 def test_verification_options_without_verification_are_refused(source, tmp_path, capsys):
-    """``--tol`` and ``--source-model`` (``verify_tol=``, ``source_model=``) without
-    ``--verify`` would be ignored: a usage error naming ``--verify``, nothing written (before:
-    exit 0, no word)."""
+    """``--tol`` (``verify_tol=``) without ``--verify`` would be ignored: a usage error naming
+    ``--verify``, nothing written (before: exit 0, no word). ``--source-model`` describes a
+    weights-only source for the plan too: it is not refused."""
     from weightmap.cli import main
     from weightmap.errors import UsageError
     out = tmp_path / "net.safetensors"
-    for flag, value in (("--tol", "1e-3"), ("--source-model", str(TORCH))):
-        assert main(["port", str(source), "--to", str(TORCH), "--out", str(out), flag,
-                     value]) == 2
-        err = capsys.readouterr().err
-        assert err.startswith(f"weightmap: error: {flag} (Python: ") and \
-            "serves verification, and this port does not verify" in err and \
-            "add --verify" in err, err
-    for keyword, value in (("verify_tol", 1e-3), ("source_model", TORCH)):
-        with pytest.raises(UsageError, match=f"Python: {keyword}=.*serves verification"):
-            weightmap.port(source, TORCH, out, **{keyword: value})
+    assert main(["port", str(source), "--to", str(TORCH), "--out", str(out), "--tol",
+                 "1e-3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("weightmap: error: --tol serves verification, and this port does "
+                          "not verify") and "add --verify" in err and "Python" not in err, err
+    with pytest.raises(UsageError, match="verify_tol serves verification.*add verify=True"):
+        weightmap.port(source, TORCH, out, verify_tol=1e-3)
     with pytest.raises(UsageError, match="tolerance must be a positive number"):
         weightmap.port(source, TORCH, out, verify=True, verify_tol=0)
     assert list(tmp_path.iterdir()) == []
@@ -310,7 +308,7 @@ def test_a_source_that_runs_by_itself_ignores_source_model_and_says_so(source, s
                             source_model=TORCH)
     result = proven(report)
     assert "rebuilt from the config of proof.keras" in result.ran["source"]
-    assert f"--source-model {TORCH.name} not used: the source proof.keras runs by itself" \
+    assert f"source_model={TORCH.name!r} not used: the source proof.keras runs by itself" \
         in result.summary()
     # a state dict still needs it, and takes it
     report = weightmap.port(state_dict, TORCH, tmp_path / "sd.safetensors", verify=True,
@@ -362,10 +360,11 @@ def test_feature_extraction_passes_on_every_paired_layer(source, tmp_path):
 
 
 def test_a_divergence_where_the_plan_assumed_a_value_says_so(source, tmp_path):
-    """A torch state dict does not store its BatchNorm epsilon: the plan assumes torch's 1e-5
-    and compensates it into Keras' 1e-3, but the model was built with 1e-3. Verification
-    diverges at that BatchNorm and says the plan assumed the value there, and what to give
-    instead (before: only 'first divergence: bn <- bn (rel ...)')."""
+    """A torch state dict does not store its BatchNorm epsilon: ported alone, the plan assumes
+    torch's 1e-5 and compensates it into Keras' 1e-3, but the model was built with 1e-3.
+    Verification (with the model file) diverges at that BatchNorm and says the plan assumed
+    the value there, and what to give instead (before: only 'first divergence: bn <- bn (rel
+    ...)'). Ported with the model file, the plan takes its epsilon and the port is exact."""
     model = weightmap.read(f"{TORCH}:keras_eps").live
     torch.manual_seed(7)
     with torch.no_grad():
@@ -376,8 +375,9 @@ def test_a_divergence_where_the_plan_assumed_a_value_says_so(source, tmp_path):
     state = tmp_path / "eps.safetensors"
     save_file(model.state_dict(), state)
     rename = {"rename": [{"pattern": r"^conv(\d)$", "replace": r"c\1"}]}   # a name-sorted
-    result = weightmap.port(state, source, tmp_path / "k.weights.h5", verify="warn",  # dict
-                            source_model=f"{TORCH}:keras_eps", rules=rename).verify
+    out = tmp_path / "k.weights.h5"
+    weightmap.port(state, source, out, rules=rename)                       # a name-sorted dict
+    result = weightmap.verify(state, source, out, source_model=f"{TORCH}:keras_eps")
     first = result.first_divergence
     assert (first["target"], first["source"]) == ("bn", "bn")
     assert first["decided"] == ["bn: epsilon compensated from source 1e-05 (torch default, "
@@ -388,3 +388,6 @@ def test_a_divergence_where_the_plan_assumed_a_value_says_so(source, tmp_path):
            "default, not stored)" in text
     assert "the source checkpoint does not store that value" in text and \
         "weightmap.port(model, ...)" in text
+    exact = weightmap.port(state, source, tmp_path / "exact.weights.h5", verify=True,
+                           source_model=f"{TORCH}:keras_eps", rules=rename)
+    assert exact.verify.passed and not any("torch default" in d for d in exact.decisions)

@@ -119,7 +119,8 @@ def test_a_source_without_architecture_is_a_failed_result_not_an_exception(tmp_p
     save_file(state, out)
     result = weightmap.verify(src, src, out)
     assert not result.passed and not result.layers and not result.outputs
-    assert "cannot run the source" in result.notes[0] and "--source-model" in result.notes[0]
+    assert "cannot run the source" in result.notes[0]
+    assert "pass source_model=FILE.py[:NAME]" in result.notes[0]      # Python's spelling
     with pytest.raises(weightmap.WeightmapError, match="no such weights file"):
         weightmap.verify(src, src, tmp_path / "missing.safetensors")
 

@@ -101,3 +101,28 @@ def test_the_verify_figure_of_a_manifest():
     incomplete = {"verify": {"passed": False, "verdict": "INCOMPLETE", "outputs": [
         {"name": "output", "rel": None, "status": "skipped"}]}}
     assert verify_figure(incomplete) == {"passed": False, "verdict": "INCOMPLETE", "rel": None}
+
+
+def test_opaque_globals_is_a_spec_key_and_job_errors_name_spec_keys(collection):
+    """A Lightning checkpoint pickling a numpy scalar and an argparse.Namespace: refused, with
+    the spec key that reads it (not a Python keyword), then ported and converted with it."""
+    import argparse
+
+    import pytest
+    torch = pytest.importorskip("torch")
+    root, data = collection
+    state = {"fc.weight": torch.randn(3, 4), "fc.bias": torch.randn(3)}
+    torch.save({"state_dict": state, "callbacks": {"kth_value": np.float64(0.5)},
+                "hyper_parameters": {"args": argparse.Namespace(lr=1e-3)}},
+               root / "runs" / "last.ckpt")
+    jobs = [{"source": "runs/last.ckpt"}, {"source": "runs/last.ckpt", "target": None,
+                                            "out": "{stem}_c.safetensors"}]
+    refused = [run(job) for job in _jobs(root, {**data, "jobs": jobs})]
+    for result in refused:
+        assert result["status"] == "failed"
+        assert "pass opaque_globals: true to read only its tensors" in result["error"]
+    done = [run(job) for job in _jobs(root, {**data, "jobs": jobs, "opaque_globals": True})]
+    assert [r["status"] for r in done] == ["ok", "ok"]
+    for result in done:
+        assert {k: v.tolist() for k, v in load_file(result["output"]).items()} == \
+            {k: v.numpy().tolist() for k, v in state.items()}

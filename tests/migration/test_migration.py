@@ -116,10 +116,10 @@ def test_min_coverage_and_strict_go_to_each_port(collection):
                                 base_dir=root, jobs=1)
     assert summary.counts["failed"] == 3
     assert summary.jobs[0]["error"].startswith("71.43% of the target's elements carried over, "
-                                               "below --min-coverage 0.9; left new")
+                                               "below min_coverage: 0.9; left new")
     strict = weightmap.migrate({**data, "out_dir": "strict", "target": "bigger.safetensors",
                                 "strict": True}, base_dir=root, jobs=1)
-    assert strict.jobs[0]["error"].startswith("--strict: 1 target tensor(s) neither carried")
+    assert strict.jobs[0]["error"].startswith("strict: 1 target tensor(s) neither carried")
     assert not (root / "out" / "run1.safetensors").exists()
     with pytest.raises(UsageError, match=r"migrate\(\) got an unknown keyword 'job'"):
         weightmap.migrate(data, base_dir=root, job=2)

@@ -127,9 +127,10 @@ def test_a_failure_leaves_no_shard_behind(tmp_path, monkeypatch):
 
 def test_sharding_is_refused_for_other_formats(tmp_path):
     src, _ = checkpoint(tmp_path)
-    with pytest.raises(UsageError, match="takes no option 'shard_size'"):
+    # the Python API names its keyword (the command line, --shard-size)
+    with pytest.raises(UsageError, match=r"takes no option shard_size \(shard_size is for"):
         weightmap.port(src, src, tmp_path / "out.pt", shard_size="1GB")
-    with pytest.raises(UsageError, match="takes no option 'direct_io'"):
+    with pytest.raises(UsageError, match="takes no option direct_io"):
         weightmap.port(src, src, tmp_path / "out.pt", direct_io=False)
 
 

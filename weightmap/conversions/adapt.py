@@ -27,6 +27,7 @@ from ..errors import ConversionError, UsageError
 from ..graph import Layer, Param, ParamGraph
 from ..layouts import spatial_rank
 from ..plans import TensorPlan
+from ..spelling import option
 from ..transforms import Step
 from .base import PlanContext, register_pass
 from .generic import cast_steps, layout_steps
@@ -46,7 +47,7 @@ def requested(value: Any) -> tuple[str, ...]:
     for name in names:
         if name not in ADAPTATIONS:
             raise UsageError(f"unknown adaptation {name!r}",
-                             hint=f"--adapt takes {', '.join(ADAPTATIONS)}")
+                             hint=f"{option('adapt')} takes {', '.join(ADAPTATIONS)}")
     return tuple(dict.fromkeys(names))
 
 
@@ -157,14 +158,15 @@ def adapt(ctx: PlanContext) -> None:
                 found = finder(ctx, ctx.target_graph.param(t.target), used)
             except ConversionError as exc:
                 if name in wanted:
-                    ctx.decisions.append(f"{t.target}: --adapt {name} cannot: {exc.message}")
+                    ctx.decisions.append(f"{t.target}: {option('adapt', name)} cannot: "
+                                         f"{exc.message}")
                 continue
             if found is None:
                 continue
             plans, what = found
             if name not in wanted:
-                ctx.decisions.append(f"{t.layer}: left new: {what}; --adapt {name} would "
-                                     f"adapt it as timm does")
+                ctx.decisions.append(f"{t.layer}: left new: {what}; {option('adapt', name)} "
+                                     f"would adapt it as timm does")
                 continue
             for plan in plans:
                 if ctx.tensors[index[plan.target]].status == "new":

@@ -32,6 +32,7 @@ from .norm import epsilon_of
 FOLDABLE = frozenset({"conv1d", "conv2d", "conv3d", "depthwise_conv1d", "depthwise_conv2d",
                       "dense"})
 FUSED_MARK = "FuseBatchNormIntoConv"
+EXPORTER_CONSTANT = "onnx::"        # torch.onnx.export(dynamo=False)'s name for a folded constant
 
 
 def kernel_of(layer: Layer) -> Param | None:
@@ -94,7 +95,13 @@ def following_bn(graph: ParamGraph, layer: Layer,
 
 
 def looks_fused(layer: Layer) -> bool:
-    return FUSED_MARK in str(layer.attrs.get("rewrite_rule", ""))
+    """An exporter folded a BatchNorm into this layer: the dynamo exporter marks the node
+    (``FuseBatchNormIntoConv``); the TorchScript exporter leaves no mark, but a kernel it
+    computed by folding is a constant it names itself (``onnx::Conv_N``), where a plain
+    export keeps the parameter's name (``conv1.weight``)."""
+    kernel = kernel_of(layer)
+    return FUSED_MARK in str(layer.attrs.get("rewrite_rule", "")) or (
+        kernel is not None and kernel.name.startswith(EXPORTER_CONSTANT))
 
 
 class _Plans:
@@ -212,7 +219,9 @@ def unfuse(ctx: PlanContext, plans: _Plans, sconv: Layer, tconv: Layer, tbn: Lay
             plans.put(_synthetic(plan, 1.0 - eps, f"{origin}: var = 1 - eps ({1.0 - eps:g}, "
                                                   f"{eps_text}); exact in eval mode"))
         elif p.role == "num_batches_tracked":
-            plans.put(_with(plan, notes=(f"{origin}: keeps the target's value",)))
+            # one wording for every BatchNorm: the report groups them in one line
+            plans.put(_with(plan, notes=("unfused BN (synthetic stats): keeps the target's "
+                                         "value",)))
     if tbias is not None and sbias is None:
         plan = plans.get(tbias)
         if plan is not None and plan.status == "new":
@@ -221,10 +230,12 @@ def unfuse(ctx: PlanContext, plans: _Plans, sconv: Layer, tconv: Layer, tbn: Lay
     if kernel is not None:
         plans.put(_with(kernel, add_notes=[f"fused kernel (BatchNorm folded in by the "
                                            f"exporter); {tbn.name} unfused"]))
+    # the conv is named in the tensors' notes: this line reads the same for every BatchNorm,
+    # so the report says it once for all of them
     ctx.decisions.append(
-        f"{tbn.name}: unfused from {sconv.name}, whose BatchNorm was fused into the conv: gamma=1, "
-        f"beta=fused bias, mean=0, var=1-eps are synthetic (exact in eval mode); re-estimate the "
-        f"statistics before training in train mode")
+        f"{tbn.name}: unfused from the conv before it, whose BatchNorm the exporter fused into "
+        f"it: gamma=1, beta=fused bias, mean=0, var=1-eps are synthetic (exact in eval mode); "
+        f"re-estimate the statistics before training in train mode")
 
 
 def _synthetic(plan: TensorPlan, value: float, note: str) -> TensorPlan:
@@ -259,8 +270,9 @@ def fuse(ctx: PlanContext, plans: _Plans, sconv: Layer, sbn: Layer, tconv: Layer
                         f"{eps_text})"]))
     tbias = tconv.param("bias")
     if tbias is None:
-        ctx.decisions.append(f"{tconv.name}: the target conv has no bias, so the fused "
-                             f"BatchNorm shift (beta - mean·gamma/sqrt(var+eps)) of {sbn.name} "
+        # the BatchNorm is named in the kernel's note: one wording for every conv, one line
+        ctx.decisions.append(f"{tconv.name}: the target conv has no bias, so the shift of the "
+                             f"source BatchNorm fused into it (beta - mean·gamma/sqrt(var+eps)) "
                              f"has no place: outputs differ (export the target with its conv "
                              f"biases, e.g. torch.onnx.export(dynamo=False))")
         return

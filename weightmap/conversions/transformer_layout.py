@@ -26,6 +26,7 @@ from dataclasses import replace
 from typing import Any, Iterable, Mapping
 
 from ..errors import ConversionError, UsageError
+from ..spelling import choose, option
 from ..graph import Layer, Param, ParamGraph
 from ..plans import TensorPlan
 from ..transforms import Step
@@ -103,8 +104,8 @@ def check_option(value: Any) -> str | dict[str, str] | None:
     if isinstance(value, Mapping) and value and set(value) <= set(SIDES) \
             and all(v in LAYOUTS for v in value.values()):
         return dict(value)
-    raise UsageError(f"{OPTION} is {value!r}", hint='use "in,out" or "out,in", for one side '
-                     '{"source": "in,out"} (on the command line --conv1d-layout source=in,out)')
+    raise UsageError(f"{option(OPTION)} is {value!r}", hint="use in,out or out,in; for one "
+                     "side " + choose('{"source": "in,out"}', "source=in,out"))
 
 
 def _relabel(layer: Layer, axes: tuple[str, ...] | None, attrs: Mapping[str, Any]) -> Layer:
@@ -156,8 +157,11 @@ def orient(src: Param, tgt: Param, src_open: bool, tgt_open: bool
     if src_open and tgt_open:
         raise ConversionError("the Conv1D-family kernels of both sides come from state dicts "
                               "without a known layout", tensor=tgt.name,
-                              hint="say how the source stores them: --conv1d-layout source=in,out "
-                                   "(conv1d_layout={\"source\": \"in,out\"} in Python)")
+                              hint="say how the source stores them: " + choose(
+                                  'conv1d_layout={"source": "in,out"}',
+                                  "--conv1d-layout source=in,out",
+                                  "(no spec key: port it alone with --conv1d-layout "
+                                  "source=in,out)"))
     side, open_param = ("source", src) if src_open else ("target", tgt)
     fitting = []
     for layout in (IN_OUT, OUT_IN):
@@ -244,5 +248,5 @@ def resolve_square(ctx: PlanContext) -> None:
         ctx.decisions.append(
             f"{side} Conv1D-style kernels ({names}): {len(pending[side])} square kernel(s) left "
             f"new because {why}; a square matrix is never decided by shape alone: say how they are "
-            f"stored with --conv1d-layout in,out (Hugging Face Conv1D) or out,in (nn.Linear), "
-            f'{OPTION}="in,out" in Python')
+            f"stored with {option(OPTION, 'in,out')} (Hugging Face Conv1D) or "
+            f"{option(OPTION, 'out,in')} (nn.Linear)")

@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import UsageError, VerifyError, WeightmapError
 from ..graph import ParamGraph
 from ..layouts import activation_axes, feature_map_axes
+from ..spelling import option
 from . import probe as probe_mod
 from .compare import Incomparable, activation_of, figures, reconcile, side_by_side
 from .adapted import adaptation
@@ -37,16 +38,19 @@ __all__ = ["DEFAULT_TOL", "verify", "check", "entries_from_plan", "port_mode", "
 
 
 def verify(source: Any, target: Any, weights: str | os.PathLike, *, source_model: Any = None,
-           tol: float = DEFAULT_TOL, plan: Any = None, seed: int = 0) -> VerifyResult:
+           tol: float = DEFAULT_TOL, plan: Any = None, seed: int = 0,
+           **options: Any) -> VerifyResult:
     """Run ``source`` and ``target`` (with the ported ``weights`` loaded) on one probe and
     compare them. ``plan`` (a Plan, or a plan / manifest JSON path) says which layers feed
     which; by default the manifest beside ``weights``, else the plan is made again.
     ``source_model`` (``FILE.py[:NAME]`` or a live model) builds a source given as weights only
     (a state dict, safetensors). Never raises for a model that cannot be run: the result says
-    why it did not pass."""
-    from ..sources import read
+    why it did not pass. Any other keyword is a UsageError naming the closest valid one."""
+    from ..api import source_graph
+    from ..options import check_keywords
+    check_keywords(verify, options)
     weights, found = _weights_file(Path(weights))
-    src, tgt = read(source), _read_target(target)
+    src, tgt = source_graph(source, source_model), _read_target(target)
     entries, note = _entries(plan, weights, src, tgt)
     result = check(source, target, weights, src, tgt, entries, source_model=source_model,
                    tol=tol, seed=seed)
@@ -63,7 +67,7 @@ def _weights_file(weights: Path) -> tuple[Path, str | None]:
     if index.is_file():
         return index, f"{weights.name} is sharded: its index {index.name} was verified"
     raise UsageError("no such weights file", path=weights,
-                     hint="--weights names the output of a port")
+                     hint=f"{option('weights')} names the output of a port")
 
 
 def _read_target(target: Any) -> ParamGraph:
@@ -375,7 +379,8 @@ def _outputs_side_by_side(a, b, probe_info):
 
 _PORT_MODES = {False: None, True: "fail", "warn": "warn"}
 # port's options that serve verification only: (Python keyword, command-line flag)
-VERIFY_OPTIONS = (("source_model", "--source-model"), ("verify_tol", "--tol"))
+# options of verification alone (source_model describes the source for the plan too)
+VERIFY_OPTIONS = ("verify_tol",)
 
 
 def check_tol(tol: Any) -> None:
@@ -385,8 +390,8 @@ def check_tol(tol: Any) -> None:
 
 def port_mode(verify: Any, dry_run: bool = False, **options: Any) -> str | None:
     """``port(verify=...)`` as None (no verification), "fail" or "warn". ``options``: the
-    port's ``source_model`` and ``verify_tol``; given without verification they would be
-    ignored, so they are a UsageError."""
+    port's ``verify_tol``; given without verification it would be ignored, so it is a
+    UsageError."""
     if verify is None:
         verify = False
     if not isinstance(verify, (bool, str)) or verify not in _PORT_MODES:
@@ -394,14 +399,14 @@ def port_mode(verify: Any, dry_run: bool = False, **options: Any) -> str | None:
     mode = _PORT_MODES[verify]
     if mode and dry_run:
         raise UsageError("verification runs the written model; a dry run writes none",
-                         hint="drop --dry-run, or --verify")
-    for keyword, flag in VERIFY_OPTIONS:
+                         hint=f"drop {option('dry_run', True)}, or {option('verify', True)}")
+    for keyword in VERIFY_OPTIONS:
         if options.get(keyword) is None:
             continue
         if not mode:
-            raise UsageError(f"{flag} (Python: {keyword}=) serves verification, and this "
-                             "port does not verify: it would be ignored",
-                             hint=f"add --verify (Python: verify=True), or drop {flag}")
+            raise UsageError(f"{option(keyword)} serves verification, and this port does not "
+                             "verify: it would be ignored",
+                             hint=f"add {option('verify', True)}, or drop {option(keyword)}")
         if keyword == "verify_tol":
             check_tol(options[keyword])
     return mode
@@ -430,8 +435,9 @@ class PortCheck:
         self.manifest["verify"] = self.result.to_dict()
         if not self.result.passed and self.mode == "fail":
             raise VerifyError(self.result.summary(), hint="nothing was written; " + (
-                "port without --verify to keep it" if self.result.unverifiable else
-                "rerun with --verify=warn (Python: verify='warn') to keep the output and "
-                "see every layer"))
+                f"port without {option('verify', True)} to keep it"
+                if self.result.unverifiable else
+                f"rerun with {option('verify', 'warn')} to keep the output and see every "
+                "layer"))
         if self.then is not None:
             self.then(files)

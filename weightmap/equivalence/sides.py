@@ -16,10 +16,13 @@ from .. import registry
 from ..errors import MissingDependencyError, VerifyError, WeightmapError
 from ..graph import ParamGraph
 from ..sources import detect, load_python_lazily, split_pyref
+from ..spelling import option
 from .runner import Runner
 
-SOURCE_HINT = ("pass --source-model FILE.py[:NAME] (Python: source_model=), the file that "
-               "builds the source model; its weights are taken from the source checkpoint")
+def source_hint() -> str:
+    return (f"pass {option('source_model', 'FILE.py[:NAME]')}, the file that builds the source "
+            "model; its weights are taken from the source checkpoint")
+
 TARGET_HINT = "give the target as the model file that builds it (model.py[:NAME]) or an .onnx"
 
 
@@ -41,12 +44,12 @@ def open_source(source: Any, graph: ParamGraph, source_model: Any = None,
                 raise
             return _open(source_model, graph, weights=graph, owned=False)
         if source_model is not None and notes is not None:
-            notes.append(f"--source-model {_shown(source_model)} not used: the source "
+            notes.append(f"{option('source_model', _shown(source_model))} not used: the source "
                          f"{_shown(graph.source)} runs by itself ({own.description})")
         return own
     except VerifyError as exc:
         raise VerifyError(f"cannot run the source: {exc.message}", path=exc.path,
-                          tensor=exc.tensor, hint=exc.hint or SOURCE_HINT) from exc
+                          tensor=exc.tensor, hint=exc.hint or source_hint()) from exc
 
 
 def _shown(model: Any) -> str:

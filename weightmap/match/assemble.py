@@ -56,7 +56,8 @@ class _Builder:
                      and (u.kind == "ignored" or u.params[0] not in used_params)]
         # dict.fromkeys: a source layer feeding two targets (parameter rules) reports once
         return Matching(layers=tuple(self.layers), unmatched=tuple(dict.fromkeys(left)),
-                        notes=tuple(dict.fromkeys(self.d.notes)))
+                        notes=tuple(dict.fromkeys(self.d.notes)),
+                        checks=tuple(dict.fromkeys(self.d.checks)))
 
     # -- target side ------------------------------------------------------------------------
     def _target(self, t: int) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from ..graph import ParamGraph
 from .anchors import TRUSTED_ORDERS, chain, crossing
 from .assemble import assemble, check_expect
+from .flow import flow_reversed, order_wins
 from .forced import Forced, resolve_pairs
 from .naming import NameResult, match_names
 from .prepare import Side, Signatures, prepare
@@ -30,6 +31,7 @@ class Decisions:
     evidence: dict[tuple[int, int], list[str]] = field(default_factory=dict)
     ambiguous: dict[tuple[str, int], Ambiguity] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)          # the report's check: lines
 
     def add_ambiguity(self, amb: Ambiguity) -> None:
         self.ambiguous.setdefault((amb.side, amb.index), amb)
@@ -82,25 +84,35 @@ def _anchors(src: Side, tgt: Side, d: Decisions, trusted: bool) -> list[tuple[in
 
     on_chain = set(anchors)
     for p, q in crossing(name_pairs, anchors, trusted, interchangeable):
+        on_chain.discard(q)
+        if flow_reversed(src, tgt, p, q):           # the data flow decides: order wins
+            d.names.pairs.pop(p[1], None)
+            d.names.pairs.pop(q[1], None)
+            d.checks.append(order_wins(src, tgt, p, q))
+            continue
         for (s, t), (s2, t2) in ((p, q), (q, p)):
             d.names.pairs.pop(t, None)
             d.add_ambiguity(Ambiguity("target", t, (s, s2), f"ambiguous between "
                                       f"{src.label(s)} (name) and {src.label(s2)} (position)"))
             d.add_ambiguity(Ambiguity("source", s, (t, t2), f"ambiguous between "
                                       f"{tgt.label(t)} (name) and {tgt.label(t2)} (position)"))
-        on_chain.discard(q)
     for s, t in name_pairs:
         if t in d.names.pairs and (s, t) not in on_chain:
+            how = f"{src.graph.order}/{tgt.graph.order}"
             d.evidence.setdefault((s, t), []).append(
-                "order differs from the other name pairs; names win (graph order "
-                f"{src.graph.order}/{tgt.graph.order} is not both execution/config)")
+                f"order differs from the other name pairs; names win (graph order {how}"
+                + (")" if trusted else " is not both execution/config)"))
+            if trusted:
+                d.checks.append(f"{tgt.label(t)} <- {src.label(s)}: paired by name against the "
+                                f"order both models run their layers in ({how}; no other "
+                                f"layer of these shapes could take its place); check it")
     return [a for a in anchors if a in on_chain]
 
 
 def _structure(src: Side, tgt: Side, sigs: Signatures, d: Decisions,
                anchors: list[tuple[int, int]], src_left: list[int], tgt_left: list[int]) -> None:
     """Align the layers left between consecutive anchors."""
-    ctx = Context(src, tgt, sigs, d.names.ambiguous_t, d.names.ambiguous_s, d.notes)
+    ctx = Context(src, tgt, sigs, d.names.ambiguous_t, d.names.ambiguous_s, d.notes, d.checks)
     bounds = [(-1, -1)] + anchors + [(len(src), len(tgt))]
     for (s0, t0), (s1, t1) in zip(bounds, bounds[1:]):
         seg_s = src_left[bisect_right(src_left, s0):bisect_left(src_left, s1)]

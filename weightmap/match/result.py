@@ -56,6 +56,9 @@ class Matching:
     layers: tuple[LayerMatch, ...]
     unmatched: tuple[Unmatched, ...]
     notes: tuple[str, ...] = ()           # graph-wide facts: prefixes stripped, DP fallbacks ...
+    # what a user should check (the report's check: lines): names the data flow overrode,
+    # names that won against the order both graphs know
+    checks: tuple[str, ...] = ()
 
     def by_target(self) -> dict[str, LayerMatch]:
         return {m.target: m for m in self.layers}
@@ -74,7 +77,8 @@ class Matching:
     def to_dict(self) -> dict[str, Any]:
         return {"layers": [_plain(m) for m in self.layers],
                 "unmatched": [_plain(u) for u in self.unmatched],
-                "notes": list(self.notes), "summary": self.summary()}
+                "notes": list(self.notes), "checks": list(self.checks),
+                "summary": self.summary()}
 
 
 def _plain(obj: Any) -> Any:

@@ -29,6 +29,7 @@ import numpy as np
 from .. import arch
 from . import align as dp
 from .anchors import chain
+from .flow import flow_reversed, order_wins
 from .names import similarity
 from .prepare import Side, Signatures
 from .signature import CROSS_FAMILY
@@ -51,6 +52,7 @@ class Context:
     ambiguous_t: Mapping[int, tuple[int, ...]]   # target -> candidate sources (suffix names)
     ambiguous_s: Mapping[int, tuple[int, ...]]
     notes: list[str] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)     # the report's check: lines
 
 
 @dataclass(frozen=True)
@@ -332,6 +334,9 @@ def _contradicted(group: list[tuple[int, int]], ctx: Context, out: Aligned) -> s
     for s in srcs:
         t2 = name_t.get(s)
         if t2 is not None and t2 != by_s[s] and name_s.get(t2) == s:
+            if flow_reversed(ctx.src, ctx.tgt, (s, t2), (by_t[t2], by_s[s])):
+                ctx.checks.append(order_wins(ctx.src, ctx.tgt, (s, t2), (by_t[t2], by_s[s])))
+                continue                     # the data flow confirms the positions
             dropped |= {(s, by_s[s]), (by_t[t2], t2)}
     for s, t in sorted(dropped):
         src_c = tuple(dict.fromkeys([s] + ([name_s[t]] if t in name_s else [])))

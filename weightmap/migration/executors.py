@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import MissingDependencyError, UsageError
+from ..spelling import option
 from .jobs import run
 from .spec import Job
 
@@ -211,8 +212,8 @@ def run_ray(todo: Todo, address: str | None, done: Done, workers: int | None = N
                      logging_level="ERROR")
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise UsageError(f"cannot connect to the Ray cluster: {exc}",
-                             hint="check --ray-address (or RAY_ADDRESS), or leave it out to "
-                                  "start a local one") from exc
+                             hint=f"check {option('ray_address')} (or RAY_ADDRESS), or leave "
+                                  "it out to start a local one") from exc
     try:
         # no retry: a task whose worker died fails (a Ray worker runs one task at a time, so
         # no other job goes with it); the next run of the migration resumes

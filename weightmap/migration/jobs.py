@@ -17,10 +17,11 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from ..errors import UsageError, WeightmapError
 from ..fingerprint import fingerprint, sha256
+from ..spelling import SPEC, spelled
 from .spec import Job
 
 
@@ -121,7 +122,8 @@ def run(job: Job, replace: bool = False, again: bool = False) -> dict[str, Any]:
                               "worker": os.getpid()}
     try:
         make_folder(Path(job.stem).parent)        # an out: template may name sub-folders
-        report = _port(job, replace) if job.kind == "port" else _convert(job, replace)
+        with spelled(SPEC):                       # messages name the spec's keys
+            report = _port(job, replace) if job.kind == "port" else _convert(job, replace)
         summary = report.manifest["summary"]
         result.update(status="ok", output=report.output, coverage=summary["coverage"],
                       tensors=summary["params"], verify=verify_figure(report.manifest),
@@ -168,7 +170,7 @@ def _port(job: Job, replace: bool) -> Any:
     from ..api import input_hint, port
     from ..sources import read
     o = job.options
-    source = read(job.source)
+    source = read(job.source, **_read_options(o))
     target = target_of(job, input_hint(source))
     extra = {k: o[k] for k in ("freeze", "lr_scale", "new_values", "verify", "source_model",
                                "verify_tol", "min_coverage", "strict") if k in o}
@@ -179,4 +181,10 @@ def _convert(job: Job, replace: bool) -> Any:
     from ..surgery import convert
     o = job.options
     extra = {k: o[k] for k in ("cast", "strip_prefix", "keep", "drop", "container") if k in o}
-    return convert(job.source, _output(job), **_shared(job, replace), **extra)
+    return convert(job.source, _output(job), **_shared(job, replace), **extra,
+                   read_options=_read_options(o))
+
+
+def _read_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The job's options that are the source reader's (``opaque_globals``)."""
+    return {"opaque_globals": True} if options.get("opaque_globals") else {}

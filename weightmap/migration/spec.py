@@ -47,15 +47,18 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "keep": _STRINGS,
     "drop": _STRINGS,
     "container": {"type": "string", "minLength": 1},
+    "opaque_globals": {"type": "boolean"},
     "shard_size": {"anyOf": [{"type": "integer", "minimum": 1},
                              {"type": "string", "minLength": 1}]},
     "fail_on_nonfinite": {"type": "boolean"},
 }
 PORT_OPTIONS = ("rules", "freeze", "lr_scale", "verify", "source_model", "verify_tol",
-                "min_coverage", "strict", "new_values", "shard_size", "fail_on_nonfinite")
-VERIFY_OPTIONS = ("source_model", "verify_tol")      # options of verification alone
+                "min_coverage", "strict", "new_values", "shard_size", "fail_on_nonfinite",
+                "opaque_globals")
+# options of verification alone (source_model describes the source for the plan too)
+VERIFY_OPTIONS = ("verify_tol",)
 CONVERT_OPTIONS = ("rules", "cast", "strip_prefix", "keep", "drop", "container", "shard_size",
-                   "fail_on_nonfinite")
+                   "fail_on_nonfinite", "opaque_globals")
 # options of ``weightmap.port`` that not every weightmap has: refused where port lacks them
 PORT_CAPABILITIES = {"verify": "verification of the ported model (weightmap.port(verify=...))",
                      "min_coverage": "coverage checks (weightmap.port(min_coverage=...))"}

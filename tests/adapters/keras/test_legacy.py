@@ -60,7 +60,7 @@ SEQ = [
 
 def test_vgg_full_model_specs_and_attributes(kx):
     g = kx.read("tfk_vgg.h5")
-    assert (g.format, g.framework, g.order) == ("keras2-h5", "keras", "registration")
+    assert (g.format, g.framework, g.order) == ("keras2-h5", "keras", "config")
     assert kx.specs(g) == VGG
     assert all(p.dtype == "float32" and isinstance(p.data, MappedData) for p in g.params())
     assert g.meta["keras_version"] == "2.21.0" and g.meta["model_class"] == "Sequential"

@@ -117,7 +117,8 @@ def test_dynamo_export_keeps_torch_names_and_external_data(same_tensor):
     # the optimizer fused the BatchNorm into the conv but kept the conv's names
     assert conv.attrs["rewrite_rule"] == "FuseBatchNormIntoConv"
     assert g.layer("node_Gemm_13").attrs["flatten_input_shape"] == [8, 4, 4]
-    assert dict(g.layer("<unconsumed>").attrs) == {"shape_operands": ["val_12"], "unused": []}
+    assert dict(g.layer("<unconsumed>").attrs) == {"shape_operands": ["val_12"], "unused": [],
+                                                 "not_weights": True}
     assert g.meta["external_data"] == ["cnn.onnx.data"]
     assert isinstance(g.param("fc1.weight").data, MappedData)
     assert isinstance(g.param("fc3.bias").data, CallableData)      # small: stored inline
@@ -210,7 +211,8 @@ def test_ops_fixture_specs(same_tensor):
                              "data_format": "channels_first"}
     assert gemm_fed_by and all(attrs[n]["node_index"] < 9 for n in gemm_fed_by)
     assert attrs["mm1"]["bias_node"] == "mm1_bias"
-    assert attrs["<unconsumed>"] == {"shape_operands": ["flat_shape"], "unused": ["unused_t"]}
+    assert attrs["<unconsumed>"] == {"shape_operands": ["flat_shape"], "unused": ["unused_t"],
+                                      "not_weights": True}
     assert g.meta["aliases"] == {"alias1": "gemm_c", "alias2": "gemm_c"}
     assert g.meta["shared"] == {"gemm_c": ["alias2"], "shared_w": ["shared_w@mm2"]}
     _check_data(g, path, same_tensor, aliases={"alias2": "gemm_c"})

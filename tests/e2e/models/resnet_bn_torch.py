@@ -1,20 +1,21 @@
 """A small ResNet-style torch model for the ONNX fusion tests: BasicBlocks of Conv(bias=False) +
 BatchNorm, one downsample (1x1 conv + BN), global average pooling, a linear head. The blocks run
-their downsample after the main path, as torchvision's do, so execution order is module order."""
+their downsample after the main path, as torchvision's do, so execution order is module order.
+``biased``: the same with conv biases before each BatchNorm (as a Keras-style ResNet50 has)."""
 import torch
 from torch import nn
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride=1):
+    def __init__(self, cin, cout, stride=1, bias=False):
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=bias)
         self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=bias)
         self.bn2 = nn.BatchNorm2d(cout)
         self.downsample = None
         if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=bias),
                                             nn.BatchNorm2d(cout))
 
     def forward(self, x):
@@ -25,12 +26,13 @@ class BasicBlock(nn.Module):
 
 
 class SmallResNet(nn.Module):
-    def __init__(self, classes=5):
+    def __init__(self, classes=5, bias=False):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, 1, 1, bias=False)
+        self.conv1 = nn.Conv2d(3, 8, 3, 1, 1, bias=bias)
         self.bn1 = nn.BatchNorm2d(8)
-        self.layer1 = nn.Sequential(BasicBlock(8, 8), BasicBlock(8, 8))
-        self.layer2 = nn.Sequential(BasicBlock(8, 16, 2), BasicBlock(16, 16))
+        self.layer1 = nn.Sequential(BasicBlock(8, 8, bias=bias), BasicBlock(8, 8, bias=bias))
+        self.layer2 = nn.Sequential(BasicBlock(8, 16, 2, bias=bias),
+                                    BasicBlock(16, 16, bias=bias))
         self.fc = nn.Linear(16, classes)
 
     def forward(self, x):
@@ -41,6 +43,7 @@ class SmallResNet(nn.Module):
 
 torch.manual_seed(0)
 model = SmallResNet().eval()
+biased = SmallResNet(bias=True).eval()
 
 
 def example_input():
