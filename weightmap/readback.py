@@ -39,6 +39,7 @@ from .dtypes import FLOAT_DTYPES, count_nonfinite, itemsize
 from .errors import FormatError, UsageError
 from .graph import MappedData, Param, span_chunks
 from .plans import Plan, TensorPlan
+from .spelling import option
 
 CHUNK = 1 << 20     # bytes per read-back pass
 
@@ -48,9 +49,10 @@ MODES = ("written", "device")
 
 def check_mode(mode: str) -> str:
     if mode not in MODES:
-        raise UsageError(f"read_back={mode!r} is not a read-back mode",
-                         hint="'written' (digest what the disk is given, then re-parse the "
-                              "fsynced file) or 'device' (also re-read every byte from the disk)")
+        raise UsageError(f"{option('read_back', mode)} is not a read-back mode",
+                         hint=f"{option('read_back', 'written')} (digest what the disk is given, "
+                              f"then re-parse the fsynced file) or {option('read_back', 'device')}"
+                              " (also re-read every byte from the disk)")
     return mode
 
 
