@@ -128,6 +128,7 @@ t = [time.perf_counter()]
 import torch
 t.append(time.perf_counter())
 from weightmap import api
+from weightmap.options import PlanOptions
 from weightmap.transform.execute import TensorStream
 from weightmap.reading.read import read
 from weightmap.io.atomic import background_fsync
@@ -136,7 +137,7 @@ from weightmap_safetensors.emit import write_output
 t.append(time.perf_counter())
 src, tgt = read(sys.argv[1]), read(sys.argv[2], lazy=True)
 t.append(time.perf_counter())
-plan = api._plan(src, tgt, rules=None, options={})
+plan = api._plan(src, tgt, rules=None, options=PlanOptions())
 t.append(time.perf_counter())
 out = Path(sys.argv[3])
 read_back = ReadBack()                            # as weightmap.emit.dispatch.write does
@@ -151,7 +152,7 @@ print(" ".join(f"{b - a:.3f}" for a, b in zip(t, t[1:])), flush=True)
 os._exit(0)                       # as the CLI does (weightmap.cli.run)
 """
 STAGE_NAMES = ("import torch", "import weightmap", "read source + build target on meta",
-               "match + plan + check", "write (each tensor read back as it lands)",
+               "match + plan + check", "write (each window digested as it lands)",
                "check the re-parsed file (fsync beside it)",
                "rest of the fsync")
 

@@ -22,7 +22,10 @@ reach the size; bf16 safetensors shards of at most 2 GB with a ``model.safetenso
 
 It prints, per size, a table of medians (wall seconds, peak RSS) and the ratios weightmap /
 (import torch + dio copy) and script / weightmap, and checks that weightmap's outputs equal
-the script's, tensor by tensor. Not a test: the figures depend on the machine and its disk.
+the script's, tensor by tensor (then deletes them: at most two outputs are on the disk at a
+time); at the end, one markdown table of all sizes (docs/performance.md keeps the latest).
+``--stages`` also times weightmap's stages inside one process (``port_bench.stages``). Not a
+test: the figures depend on the machine and its disk.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from port_bench import Run, gb, measure, precompile  # noqa: E402
+from port_bench import Run, gb, measure, precompile, stages  # noqa: E402
 
 HIDDEN, INTER, VOCAB, HEADS = 2048, 5632, 32000, 16
 SHARD_BYTES = 2 * 10**9
@@ -254,7 +257,9 @@ def commands(files: dict[str, Path], out: Path, with_script: bool) -> dict[str, 
 
 
 def clear(out: Path, label: str) -> None:
-    """The previous run's output goes (and the file system is flushed) before a measured run."""
+    """A run's output goes once it is measured (and compared), and the file system is flushed
+    before the next run: at most two outputs are on the disk at a time (a 12 GB size needs
+    about 36 GB with its source)."""
     stem = {"dio copy": "dio", "cp + sync": "cp"}.get(label)
     if stem:
         shutil.rmtree(out / stem, ignore_errors=True)
@@ -264,6 +269,18 @@ def clear(out: Path, label: str) -> None:
         for p in out.glob(f"{prefix}_{kind}.*"):
             p.unlink()
     os.sync()
+
+
+def warm(src: Path) -> None:
+    """Read the source through the page cache before a measured run (not timed): the figures
+    are for a warm source, and the usual script's 12-16 GB at 6 GB evicts part of it, which
+    slowed whatever ran next (the fused port, the direct-I/O copy) by up to 2x."""
+    buf = bytearray(64 << 20)
+    for p in sorted(src.iterdir()):
+        if p.is_file():
+            with open(p, "rb", buffering=0) as fh:
+                while fh.readinto(buf):
+                    pass
 
 
 def same_tensors(a: Path, b: Path) -> str:
@@ -281,21 +298,40 @@ def same_tensors(a: Path, b: Path) -> str:
     return "identical"
 
 
-def run_size(work: Path, size_gb: float, reps: int, script_limit: float) -> None:
+def run_size(work: Path, size_gb: float, reps: int, script_limit: float,
+             with_stages: bool = False) -> str:
+    """Measure one size, print its figures; its row of the summary table."""
     files = prepare(work, size_gb)
     src = files["index"].parent
     size = sum(p.stat().st_size for p in src.iterdir() if p.suffix == ".safetensors")
     out = work / f"llama_{size_gb:g}gb" / "out"
     out.mkdir(exist_ok=True)
+    if with_stages:
+        for kind in ("renamed", "fused"):
+            print(f"\n{gb(size)}, weightmap into the {kind} target in stages (median of {reps}):")
+            print(stages({"source": files["index"], "target": files[kind]}, out, reps),
+                  flush=True)
+        (out / "stages.safetensors").unlink(missing_ok=True)
     with_script = 2.2 * size < script_limit
     cmds = commands(files, out, with_script)
     env = dict(os.environ, PYTHONHASHSEED="0")
     load = os.getloadavg()[0]
     results: dict[str, list[Run]] = {}
+    verdict: dict[str, str] = {}
+    for label in cmds:
+        clear(out, label)
     for _ in range(reps):
         for label, cmd in cmds.items():       # interleaved: drift affects all alike
-            clear(out, label)
+            warm(src)
             results.setdefault(label, []).append(measure(cmd, env))
+            kind = label.split()[-1]
+            if label.startswith("weightmap") and f"script {kind}" in cmds and kind not in verdict:
+                continue                      # kept until the script's output is there
+            if label.startswith("script") and kind not in verdict:
+                verdict[kind] = same_tensors(out / f"wm_{kind}.safetensors",
+                                             out / f"script_{kind}.safetensors")
+                clear(out, f"weightmap {kind}")
+            clear(out, label)
     med = {k: Run(statistics.median(r.wall for r in v), int(statistics.median(r.rss for r in v)),
                   statistics.median(r.cpu for r in v)) for k, v in results.items()}
     print(f"\n{gb(size)} ({layers_for(size_gb)} layers, {len(list(src.glob('*.safetensors')))} "
@@ -311,11 +347,24 @@ def run_size(work: Path, size_gb: float, reps: int, script_limit: float) -> None
         line = f"  weightmap {kind}: {w.wall / floor:.2f}x the floor"
         if f"script {kind}" in med:
             line += f", script / weightmap {med[f'script {kind}'].wall / w.wall:.2f}x; outputs " \
-                    + same_tensors(out / f"wm_{kind}.safetensors",
-                                   out / f"script_{kind}.safetensors")
+                    + verdict[kind]
         else:
             line += " (script not run: it needs about 2x the checkpoint in memory)"
         print(line)
+
+    def cell(label: str) -> str:
+        r = med.get(label)
+        return "not run" if r is None else f"{r.wall:.2f} s, {gb(r.rss)}"
+    ratios = " / ".join(f"{med[f'weightmap {k}'].wall / floor:.2f}x" for k in ("renamed", "fused"))
+    return (f"| {gb(size)} | {med['import torch'].wall:.2f} s | {med['dio copy'].wall:.2f} s | "
+            f"{med['cp + sync'].wall:.2f} s | {cell('weightmap renamed')} | "
+            f"{cell('weightmap fused')} | {cell('script renamed')} | {cell('script fused')} | "
+            f"{ratios} |")
+
+
+TABLE_HEAD = ("| size | `import torch` | direct-I/O copy | `cp -r` + `sync` | weightmap, renamed "
+              "| weightmap, fused | script, renamed | script, fused | weightmap / (import torch "
+              "+ direct-I/O copy), renamed / fused |\n|---|---|---|---|---|---|---|---|---|")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -326,12 +375,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--script-memory", type=float, default=0.8 * os.sysconf("SC_PAGE_SIZE")
                     * os.sysconf("SC_PHYS_PAGES"),
                     help="run the usual script only where ~2.2x the checkpoint fits in this")
+    ap.add_argument("--stages", action="store_true",
+                    help="also time weightmap's stages inside one process (medians)")
     args = ap.parse_args(argv)
     precompile()
     print(f"{os.cpu_count()} CPUs; Llama-style bf16 checkpoints (hidden {HIDDEN}, intermediate "
           f"{INTER}, vocab {VOCAB})")
-    for size in args.sizes:
-        run_size(args.work, size, args.reps, args.script_memory)
+    rows = [run_size(args.work, size, args.reps, args.script_memory, args.stages)
+            for size in args.sizes]
+    print(f"\nMedians of {args.reps} (wall, peak RSS):\n{TABLE_HEAD}")
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from .io import atomic
 from .planning import coverage
-from .emit import dispatch as emit, manifest as manifest_mod, report as report_mod
+from .emit import dispatch as emit, manifest as manifest_mod, readback, report as report_mod
 from . import equivalence, registry
 from .planning.passes import prepare_graphs
 from .described import described, weights_only
@@ -56,7 +56,8 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
          plan: PathLike | Plan | None = None, dry_run: bool = False, force: bool = False,
          shard_size: str | int | None = None, progress: bool | None = None,
          new_values: str = "construct", fail_on_nonfinite: bool = False,
-         direct_io: bool | None = None, min_coverage: float | None = None,
+         direct_io: bool | None = None, read_back: str = "written",
+         min_coverage: float | None = None,
          strict: bool = False, save_plan: PathLike | None = None,
          before_publish: Callable[[dict[Path, Path]], None] | None = None,
          verify: bool | str = False, source_model: Any = None,
@@ -79,8 +80,11 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
     built without weights — ``"construct"`` (a normal construction of the file, built only if
     some tensor stays new) or ``"reset"`` (each owning module reset alone, seeded).
     ``fail_on_nonfinite``: refuse NaN/Inf in the output (nothing is kept). ``direct_io``: a
-    big safetensors output is written past the page cache and read back from the disk (None:
-    from 64 MB on, where the file system allows it; False: never; True: any size).
+    big safetensors output is written past the page cache (None: from 64 MB on, where the file
+    system allows it; False: never; True: any size). ``read_back``: what the check of such an
+    output digests — ``"written"`` (default: each window as the disk was given it, then the
+    fsynced file's header re-parsed) or ``"device"`` (every byte also re-read from the disk, a
+    second pass over it); recorded in the manifest (docs/performance.md, "The read-back").
     ``min_coverage``: fail (CoverageError) when less than this share (0..1) of the target's
     elements is carried over; ``strict``: fail unless every target tensor is carried over or
     ignored by a rule and every source tensor used or ignored. A port that carries nothing
@@ -140,8 +144,9 @@ def port(source: Any, target: Any, out: PathLike | None = None, *,
     return write_plan(the_plan, src, tgt, out, manifest=manifest, freeze=freeze,
                       lr_scale=lr_scale, dry_run=dry_run, force=force, shard_size=shard_size,
                       progress=progress, fail_on_nonfinite=fail_on_nonfinite,
-                      direct_io=direct_io, min_coverage=min_coverage, strict=strict,
-                      save_plan=save_plan, before_publish=before_publish, check=check,
+                      direct_io=direct_io, read_back=read_back, min_coverage=min_coverage,
+                      strict=strict, save_plan=save_plan, before_publish=before_publish,
+                      check=check,
                       source_digest=source_digest, job=job)
 
 
@@ -150,7 +155,8 @@ def write_plan(the_plan: Plan, src: ParamGraph, tgt: ParamGraph, out: PathLike |
                lr_scale: Iterable[str] | Mapping[str, float] | None = None,
                dry_run: bool = False, force: bool = False, shard_size: str | int | None = None,
                progress: bool | None = None, fail_on_nonfinite: bool = False,
-               direct_io: bool | None = None, min_coverage: float | None = None,
+               direct_io: bool | None = None, read_back: str = "written",
+               min_coverage: float | None = None,
                strict: bool = False, save_plan: PathLike | None = None,
                before_publish: Callable[[dict[Path, Path]], None] | None = None,
                check: Callable[[dict, Path], Any] | None = None,
@@ -161,6 +167,7 @@ def write_plan(the_plan: Plan, src: ParamGraph, tgt: ParamGraph, out: PathLike |
     ``check(manifest, out_path)``: the hook that verifies the staged output before it is
     published (``port``'s ``equivalence.PortCheck``, which calls ``before_publish`` itself);
     its ``.result`` becomes ``report.verify``."""
+    readback.check_mode(read_back)
     kind = emit.output_kind(tgt, Path(out) if out else None)
     out_path = Path(out) if out else emit.default_output(src, tgt, kind)
     writer_options = emit.writer_options(kind, {"shard_size": shard_size,
@@ -186,7 +193,7 @@ def write_plan(the_plan: Plan, src: ParamGraph, tgt: ParamGraph, out: PathLike |
         emit.write(kind, out_path, the_plan, tgt,
                    TensorStream(the_plan, src, tgt, bar, census=manifest_mod.Census(man)),
                    force=force, inputs=inputs, manifest=man, manifest_path=man_path,
-                   save_plan=plan_path, options=writer_options,
+                   save_plan=plan_path, options=writer_options, read_back=read_back,
                    fail_on_nonfinite=fail_on_nonfinite, before_publish=proof or before_publish)
     finally:
         if bar is not None:

@@ -55,7 +55,12 @@ def _parser() -> argparse.ArgumentParser:
                          "as shards plus a .safetensors.index.json, like the model hubs")
     po.add_argument("--no-direct-io", action="store_true",
                     help="write a big safetensors output through the page cache (default: past "
-                         "it, read back from the disk, where the file system allows it)")
+                         "it, where the file system allows it)")
+    po.add_argument("--read-back", choices=("written", "device"), default="written",
+                    help="what the check of an output written past the page cache digests: "
+                         "each part as the disk was given it, then the fsynced file re-parsed "
+                         "(default), or every byte also re-read from the disk (a second pass "
+                         "over it)")
     po.add_argument("--report", metavar="HTML",
                     help="also write the mapping report as one self-contained HTML page")
     po.add_argument("--min-coverage", metavar="F",
@@ -203,7 +208,7 @@ def _port(args: argparse.Namespace) -> int:
                    dry_run=args.dry_run, force=args.force,
                    fail_on_nonfinite=args.fail_on_nonfinite, shard_size=args.shard_size,
                    progress=False if args.quiet else None, new_values=args.new_values,
-                   direct_io=False if args.no_direct_io else None,
+                   direct_io=False if args.no_direct_io else None, read_back=args.read_back,
                    min_coverage=args.min_coverage, strict=args.strict,
                    save_plan=args.save_plan, verify=_verify_flag(args.verify),
                    source_model=args.source_model, verify_tol=args.tol, **options)

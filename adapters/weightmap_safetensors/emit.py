@@ -101,8 +101,9 @@ def side_outputs(out: Path, target, *, plan=None, shard_size: Any = None,
 def write_output(path: Path, *, kind, plan, target, tensors, final_path: Path | None = None,
                  shard_size: Any = None, direct_io: bool | None = None,
                  workers: int | None = None, read_back=None) -> None:
-    """``read_back`` (``weightmap.emit.readback.ReadBack``): each tensor of a one-file output is read
-    back as soon as it is written, beside the tensors still being written. ``direct_io``: write
+    """``read_back`` (``weightmap.emit.readback.ReadBack``): each tensor is read back (or
+    digested as it is handed to the disk) as soon as it is written, beside the tensors still
+    being written, shard by shard for a sharded output. ``direct_io``: write
     past the page cache (``weightmap.io.direct``): None for big outputs where the file system
     allows it, False never, True for any size."""
     specs = specs_of(plan)
@@ -119,18 +120,20 @@ def write_output(path: Path, *, kind, plan, target, tensors, final_path: Path | 
         return
     if jobs is None:       # arrays only come in order: one thread
         jobs, workers = _array_jobs(plan, tensors), 1
-    _write_sharded(Path(path), final, specs, shards, jobs, tensors, meta, workers, direct_io)
+    _write_sharded(Path(path), final, specs, shards, jobs, tensors, meta, workers, direct_io,
+                   read_back)
 
 
 def _write_sharded(index_path: Path, final: Path, specs: list[Spec], shards: list[list[int]],
-                   jobs, tensors, meta, workers, direct_io) -> None:
+                   jobs, tensors, meta, workers, direct_io, read_back) -> None:
     """Each shard beside ``index_path`` under its final name (the folder is the caller's
     staging folder: nothing is published before it has been read back), then the index."""
     names = shard_names(final, len(shards))
     for name, members in zip(names, shards):
         write_jobs(index_path.with_name(name), [specs[i] for i in members],
                    [jobs[i] for i in members], metadata=meta, workers=workers,
-                   written=getattr(tensors, "advance", None), direct=direct_io)
+                   written=getattr(tensors, "advance", None), read_back=read_back,
+                   direct=direct_io)
     weight_map = {specs[i][0]: name for name, members in zip(names, shards) for i in members}
     index = {"metadata": {"total_size": sum(tensor_size(s[1], s[2]) for s in specs)},
              "weight_map": weight_map}

@@ -27,10 +27,10 @@ from weightmap.io import direct as direct_io
 from weightmap.io.atomic import open_output
 from weightmap.dtypes import TO_SAFETENSORS, from_numpy, itemsize
 from weightmap.errors import UsageError
-from weightmap.io.spans import FileSpan
-from weightmap.io.spans import span_chunks
+from weightmap.io.spans import FileSpan, span_chunks
 from weightmap.io.bytes import (Buffer, byte_view, contiguous, contiguous_le, copy_bytes,
                                 little_endian)
+from weightmap.transform.execute import FileSpans
 
 from .fastio import copy_span, pwrite_all
 
@@ -97,7 +97,8 @@ def _check_array(name: str, arr: np.ndarray, shape: tuple[int, ...], dtype: str)
                          f"{tuple(shape)} {dtype}", tensor=name)
 
 
-def _check_span(name: str, span: FileSpan, shape: tuple[int, ...], dtype: str) -> None:
+def _check_span(name: str, span: FileSpan | FileSpans, shape: tuple[int, ...], dtype: str
+                ) -> None:
     if span.nbytes != tensor_size(shape, dtype):
         raise UsageError(f"source span holds {span.nbytes} bytes, the header needs "
                          f"{tensor_size(shape, dtype)}", tensor=name)
@@ -180,10 +181,13 @@ def write_jobs(path: Path, specs: list[Spec], jobs: Sequence[Any],
         def run(i: int) -> None:
             name, shape, dtype = specs[i]
             value = jobs[i].compute()
-            if isinstance(value, FileSpan):
+            if isinstance(value, (FileSpan, FileSpans)):
                 _check_span(name, value, shape, dtype)
+                at = offsets[i]
                 with file_lock:
-                    copy_span(value.path, value.offset, value.nbytes, fd, offsets[i])
+                    for part in _pieces(value):
+                        copy_span(part.path, part.offset, part.nbytes, fd, at)
+                        at += part.nbytes
             else:
                 data = _checked(name, value, shape, dtype, scratch)
                 with file_lock:
@@ -203,8 +207,8 @@ def _write_direct(fd: int, path: Path, prefix: bytes, offsets: list[int], specs:
                   jobs: Sequence[Any], *, workers: int, written: Callable[[Any], None] | None,
                   read_back: Any, end: int) -> None:
     """``write_jobs`` past the page cache: the file is written front to back in windows
-    (``weightmap.io.direct``), each filled from the header and the tensors it holds, and read
-    back from the device as it lands."""
+    (``weightmap.io.direct``), each filled from the header and the tensors it holds, and
+    digested as it lands (as written, or read back from the device: ``read_back.device``)."""
     segments = [direct_io.Segment(0, len(prefix), _header_fill(prefix))]
     spans = []
     for job, spec, offset in zip(jobs, specs, offsets):
@@ -212,8 +216,12 @@ def _write_direct(fd: int, path: Path, prefix: bytes, offsets: list[int], specs:
         part = _Parts(job, spec)
         segments.append(direct_io.Segment(offset, part.size, part.fill, done))
         spans.append((job.tensor, offset, part.size))
-    reread = None if read_back is None else read_back.stream(path, spans)
-    direct_io.write(fd, end, segments, reread=reread, workers=workers + 1)
+    if read_back is None:
+        direct_io.write(fd, end, segments, workers=workers + 1)
+        return
+    with read_back.stream(path, spans) as feed:
+        direct_io.write(fd, end, segments, reread=feed, device=read_back.device,
+                        workers=workers + 1)
 
 
 def _header_fill(prefix: bytes) -> Callable[[memoryview, int], None]:
@@ -239,10 +247,13 @@ class _Parts:
             if self.value is None:
                 self.value = self._compute()
             value = self.value
-        if isinstance(value, FileSpan):      # one chunk: ``out`` is the whole part
-            for _ in span_chunks(value.path, value.offset + start, len(out), out,
-                                 what="the source"):
-                pass
+        if isinstance(value, (FileSpan, FileSpans)):
+            at = 0
+            for part in _pieces(value, start, len(out)):     # one chunk each: all of its view
+                for _ in span_chunks(part.path, part.offset, part.nbytes,
+                                     out[at:at + part.nbytes], what="the source"):
+                    pass
+                at += part.nbytes
         else:
             copy_bytes(value, start, out)
         with self.lock:
@@ -253,11 +264,20 @@ class _Parts:
     def _compute(self) -> Any:
         name, shape, dtype = self.spec
         value = self.job.compute()
-        if isinstance(value, FileSpan):
+        if isinstance(value, (FileSpan, FileSpans)):
             _check_span(name, value, shape, dtype)
             return value
         _check_array(name, value, shape, dtype)
         return little_endian(value)
+
+
+def _pieces(value: FileSpan | FileSpans, start: int = 0, length: int | None = None
+            ) -> Iterable[FileSpan]:
+    """Bytes ``start`` .. ``start + length`` of a span or of spans laid end to end."""
+    if isinstance(value, FileSpans):
+        return value.pieces(start, length)
+    length = value.nbytes - start if length is None else length
+    return [FileSpan(value.path, value.offset + start, length)]
 
 
 def _set_size(fd: int, end: int) -> None:

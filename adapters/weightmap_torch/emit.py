@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from weightmap.io.spans import FileSpan
+from weightmap.transform.execute import FileSpans
 from weightmap.graph import MappedData
 from weightmap.io.bytes import Buffer, contiguous
 
@@ -80,6 +81,8 @@ def prefetched(tensors: Any, skip: set[int] = frozenset()) -> Iterator[tuple[str
         if isinstance(value, FileSpan):      # the checks ran in the job; map it as a reader does
             return MappedData(value.path, value.offset, tuple(t.shape), t.dtype,
                               span=value.nbytes).read()
+        if isinstance(value, FileSpans):
+            return value.read(tuple(t.shape), t.dtype)
         if not value.flags.c_contiguous:
             return contiguous(value, out=buffers[i % 2].view(value.shape, value.dtype))
         return value

@@ -145,6 +145,30 @@ def test_no_direct_io_keeps_the_page_cache(tmp_path, monkeypatch):
         [("auto.safetensors", True)]
 
 
+def test_read_back_device_re_reads_and_says_so_in_the_manifest(tmp_path, monkeypatch):
+    from safetensors.numpy import save_file
+
+    from weightmap.io import direct
+    fd = direct.open_direct(tmp_path / "probe")
+    if fd is None:
+        pytest.skip("this file system does not do O_DIRECT")
+    import os
+    os.close(fd)
+    src = tmp_path / "src.safetensors"
+    save_file({"fc.weight": np.arange(6, dtype=np.float32).reshape(3, 2)}, str(src))
+    monkeypatch.setattr(direct, "MIN_SIZE", 0)
+    reads = []
+    real = direct._pread
+    monkeypatch.setattr(direct, "_pread", lambda *a: (reads.append(a[2]), real(*a))[1])
+    for mode in ("written", "device"):
+        out = tmp_path / f"{mode}.safetensors"
+        assert main(["port", str(src), "--to", str(src), "--out", str(out), "--quiet",
+                     "--read-back", mode]) == 0
+        manifest = json.loads((tmp_path / f"{mode}.manifest.json").read_text())
+        assert manifest["summary"]["read_back"] == mode
+        assert (len(reads) > 0) == (mode == "device")
+
+
 def test_names_from_a_file_reach_the_terminal_escaped(tmp_path):
     """A lone surrogate crashed printing (exit 70, after the output was written); control
     characters reached the terminal raw, in tables, reports, plans and errors."""

@@ -69,6 +69,70 @@ def test_the_file_holds_the_segments_and_is_read_back_in_order(tmp_path, layout,
     assert b"".join(v for _, v in seen) == want
 
 
+@pytest.mark.parametrize("workers", [1, 3])
+def test_without_device_reads_the_windows_are_handed_over_as_written(tmp_path, monkeypatch,
+                                                                     workers):
+    segs, want = _segments(LAYOUTS["header and tensors across windows"])
+    seen = []
+
+    def no_read(*args):
+        raise AssertionError("read back from the device")
+
+    monkeypatch.setattr(direct, "_pread", no_read)
+    fd = _open(tmp_path)
+    try:
+        direct.write(fd, len(want), segs, workers=workers, window=WINDOW, depth=2,
+                     device=False, reread=lambda offset, view: seen.append((offset, bytes(view))))
+    finally:
+        os.close(fd)
+    assert (tmp_path / "out.bin").read_bytes() == want
+    assert [o for o, _ in seen] == list(range(0, len(want), WINDOW))
+    assert b"".join(v for _, v in seen) == want
+
+
+def test_a_window_handed_over_is_not_reused_before_its_consumer_is_done(tmp_path):
+    """A consumer that digests windows on other threads (returns a Future) reads each one
+    later, while further windows are written: its buffer must still hold that window."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    segs, want = _segments([(0, 100), (100, 20 * WINDOW)], seed=4)
+    seen = {}
+
+    def late(offset, view):
+        time.sleep(0.01)
+        seen[offset] = bytes(view)
+
+    fd = _open(tmp_path)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            direct.write(fd, len(want), segs, workers=3, window=WINDOW, depth=2, device=False,
+                         reread=lambda offset, view: pool.submit(late, offset, view))
+    finally:
+        os.close(fd)
+    assert b"".join(seen[o] for o in sorted(seen)) == want
+
+
+def test_a_failing_consumer_stops_the_write(tmp_path):
+    from concurrent.futures import Future
+    segs, want = _segments([(0, 100), (100, 6 * WINDOW)])
+
+    def failing(offset, view):
+        f = Future()
+        if offset >= 2 * WINDOW:
+            f.set_exception(ValueError("digest failed"))
+        else:
+            f.set_result(None)
+        return f
+
+    fd = _open(tmp_path)
+    try:
+        with pytest.raises(ValueError, match="digest failed"):
+            direct.write(fd, len(want), segs, workers=2, window=WINDOW, depth=2, device=False,
+                         reread=failing)
+    finally:
+        os.close(fd)
+
+
 def test_done_is_called_once_per_segment_after_its_last_window(tmp_path):
     segs, want = _segments([(0, 100), (100, 3 * WINDOW), (100 + 3 * WINDOW, 0), (100 + 3 * WINDOW, 50)])
     calls = []

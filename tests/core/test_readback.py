@@ -121,7 +121,10 @@ def test_a_digest_fed_in_parts_of_any_length_is_the_digest_of_the_whole():
         assert entry.get("nonfinite", 0) == (0 if dtype == "int64" else 3)
 
 
-def test_a_stream_read_back_in_windows_records_what_take_records(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_a_stream_read_back_in_windows_records_what_take_records(tmp_path, workers):
+    """Windows digested on several threads (each tensor's parts in order) record what a
+    read-back of each tensor records."""
     from weightmap.emit import readback
     rng = np.random.default_rng(6)
     arrays = {"a": rng.standard_normal((9, 13)).astype(np.float32),
@@ -134,10 +137,10 @@ def test_a_stream_read_back_in_windows_records_what_take_records(tmp_path):
     spans = [(t, params[t.target].data.offset, params[t.target].data.nbytes())
              for t in plan.tensors]
     streamed, taken = readback.ReadBack(), readback.ReadBack()
-    feed = streamed.stream(path, spans)
     data = path.read_bytes()
-    for lo in range(0, len(data), 40):
-        feed(lo, memoryview(data)[lo:lo + 40])
+    with streamed.stream(path, spans, workers=workers) as feed:
+        futures = [feed(lo, memoryview(data)[lo:lo + 40]) for lo in range(0, len(data), 40)]
+    assert all(f.done() and f.exception() is None for f in futures)
     for t, offset, nbytes in spans:
         if nbytes:
             taken.take(path, t, offset, nbytes)
@@ -145,3 +148,39 @@ def test_a_stream_read_back_in_windows_records_what_take_records(tmp_path):
         assert streamed.lookup(name, p) == taken.lookup(name, p)
         assert (streamed.lookup(name, p) is None) == (name == "e")
     assert streamed.lookup("c", params["c"])["nonfinite"] == 1
+
+
+@pytest.mark.parametrize("mode", ["written", "device"])
+def test_past_the_page_cache_the_manifest_holds_the_digests_a_reader_loads(tmp_path, mode):
+    """Default: each window digested as the disk was given it, no second pass over the disk;
+    "device" re-reads it. Either way the manifest's digests are those of the bytes a reader
+    loads from the published file, and the manifest says which check ran."""
+    from weightmap.io import direct
+    fd = direct.open_direct(tmp_path / "probe")
+    if fd is None:
+        pytest.skip("this file system does not do O_DIRECT")
+    import os
+    os.close(fd)
+    rng = np.random.default_rng(7)
+    src = {"fc.weight": rng.standard_normal((300, 200)).astype(np.float32),
+           "fc.bias": np.array([1.0, np.inf, 3.0], np.float32)}
+    template = tmp_path / "template.safetensors"
+    save_file({k: np.zeros_like(v) for k, v in src.items()}, str(template))
+    out = tmp_path / "o.safetensors"
+    kwargs = {} if mode == "written" else {"read_back": mode}
+    report = weightmap.port(src, template, out, direct_io=True, **kwargs)
+    written = load_file(str(out))
+    for name, entry in report.manifest["params"].items():
+        assert entry["sha256"] == hashlib.sha256(written[name].tobytes()).hexdigest()
+    assert report.manifest["params"]["fc.bias"]["nonfinite"] == 1
+    assert report.manifest["summary"]["read_back"] == mode
+
+
+def test_an_unknown_read_back_mode_is_refused_before_anything_is_written(tmp_path):
+    from weightmap.errors import UsageError
+    out = tmp_path / "o.safetensors"
+    with pytest.raises(UsageError, match="read_back='disk' is not a read-back mode"):
+        weightmap.port({"fc.weight": np.ones((3, 2), np.float32),
+                        "fc.bias": np.ones(3, np.float32)}, _template(tmp_path), out,
+                       read_back="disk")
+    assert not out.exists()

@@ -7,6 +7,8 @@ here they are made with ``gpt_files.TINY`` (3 layers, n_embd 32) in a temporary 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +47,56 @@ def tiny_gpt(tmp_path_factory):
     gpt_files.write_usual_script(files["usual"], layout="conv1d")
     gpt_files.write_usual_script(files["usual_linear"], layout="linear")
     return files
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    """``benchmarks/scale_bench.py``'s files at a tiny size (hidden 16, intermediate 24, vocab
+    40, 2 heads, 2 layers): {"index", "renamed", "fused", "script"} paths."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+    spec = importlib.util.spec_from_file_location("wm_bench_scale",
+                                                  ROOT / "benchmarks" / "scale_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    hidden, inter, vocab, heads, layers = 16, 24, 40, 2, 2
+    gen = torch.Generator().manual_seed(3)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen).to(torch.bfloat16)
+    src = {"model.embed_tokens.weight": rand(vocab, hidden), "model.norm.weight": rand(hidden),
+           "lm_head.weight": rand(vocab, hidden)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        src.update({p + f"self_attn.{n}_proj.weight": rand(hidden, hidden) for n in "qkvo"})
+        src.update({p + "mlp.gate_proj.weight": rand(inter, hidden),
+                    p + "mlp.up_proj.weight": rand(inter, hidden),
+                    p + "mlp.down_proj.weight": rand(hidden, inter),
+                    p + "input_layernorm.weight": rand(hidden),
+                    p + "post_attention_layernorm.weight": rand(hidden)})
+    shard = "model-00001-of-00001.safetensors"
+    save_file(src, str(folder / shard), metadata={"format": "pt"})
+    files = {"index": folder / "model.safetensors.index.json", "script": folder / "usual.py"}
+    files["index"].write_text(json.dumps({"metadata": {}, "weight_map": {n: shard for n in src}}))
+    files["script"].write_text(bench.SCRIPT)
+    for kind in ("renamed", "fused"):
+        files[kind] = folder / f"target_{kind}.py"
+        files[kind].write_text(bench.MODEL.replace("LAYOUT", kind).format(
+            hidden=hidden, inter=inter, vocab=vocab, heads=heads, layers=layers,
+            fused=kind == "fused"))
+    return files
+
+
+@pytest.fixture
+def direct_io_or_skip(tmp_path):
+    """Skips where the file system of ``tmp_path`` does not do direct I/O."""
+    from weightmap.io import direct
+    fd = direct.open_direct(tmp_path / "probe")
+    if fd is None:
+        pytest.skip("this file system does not do O_DIRECT")
+    os.close(fd)
+    (tmp_path / "probe").unlink()
 
 
 @pytest.fixture

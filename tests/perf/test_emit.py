@@ -175,3 +175,25 @@ def test_a_shard_that_loses_a_tensor_fails_the_port_and_leaves_nothing(tmp_path,
         weightmap.port(src, src, tmp_path / "model.safetensors", shard_size=1600)
     assert caught.value.path == str(index)
     assert sorted(os.listdir(tmp_path)) == ["src.safetensors"]
+
+
+@pytest.mark.parametrize("direct_io", [False, True])
+def test_shards_are_digested_as_they_are_written_not_read_again(tmp_path, monkeypatch,
+                                                                direct_io, request):
+    """Like a one-file output, each shard's tensors are digested as they land; the final check
+    only re-parses the index and shards (it digested every tensor again before)."""
+    import hashlib
+
+    from weightmap.emit import readback
+    if direct_io:
+        request.getfixturevalue("direct_io_or_skip")
+    again = []
+    real = readback._digest_param
+    monkeypatch.setattr(readback, "_digest_param", lambda p, b: (again.append(p.name),
+                                                                 real(p, b))[1])
+    src, values = checkpoint(tmp_path)
+    out = tmp_path / "model.safetensors"
+    report = weightmap.port(src, src, out, shard_size=1600, direct_io=direct_io)
+    assert again == []
+    for k, v in values.items():
+        assert report.manifest["params"][k]["sha256"] == hashlib.sha256(v.tobytes()).hexdigest()

@@ -128,3 +128,36 @@ def reference_gpt2(w: dict, ids: np.ndarray, n_head: int) -> np.ndarray:
         x = x + m @ w[p + ".mlp.c_proj.weight"] + w[p + ".mlp.c_proj.bias"]
         i += 1
     return ln(x, "transformer.ln_f")
+
+
+
+@pytest.mark.parametrize("kind", ["renamed", "fused"])
+def test_llama_port_equals_the_scale_benchmarks_usual_script(tmp_path, kind, tiny_llama,
+                                                            usual_port, direct_io_or_skip,
+                                                            monkeypatch):
+    """``benchmarks/scale_bench.py`` at a tiny size: a Hugging Face Llama checkpoint (bf16) into
+    the renamed target and into the fused one (qkv and gate_up copied file to file part by
+    part, ``execute.FileSpans``), through the page cache and past it in windows of one block:
+    the same tensors as the usual script's ``torch.cat``, bit for bit."""
+    from weightmap.io import direct
+    files = tiny_llama
+    theirs = usual_port(files["script"], files["index"], files[kind],
+                        tmp_path / "script.safetensors")
+    want = _raw_arrays(theirs)
+    monkeypatch.setattr(direct, "WINDOW", direct.BLOCK)
+    for direct_io in (False, True):
+        out = tmp_path / f"wm_{direct_io}.safetensors"
+        weightmap.port(files["index"], files[kind], out, direct_io=direct_io)
+        assert_identical(_raw_arrays(out), want)
+
+
+def _raw_arrays(path):
+    """{name: bytes as unsigned integers} (bf16 has no numpy dtype of its own)."""
+    from safetensors import safe_open
+    out = {}
+    with safe_open(str(path), "pt") as f:
+        for name in f.keys():
+            t = f.get_tensor(name)
+            out[name] = t.view(torch.int16).numpy().view(np.uint16) if t.dtype == torch.bfloat16 \
+                else t.numpy()
+    return out

@@ -115,3 +115,78 @@ def test_calling_the_stream_yields_arrays_and_counts_them(tmp_path):
     bar = Counter()
     got = [t.target for t, _ in TensorStream(plan, src, tgt, bar)()]
     assert got == ["fc.weight", "fc.bias"] and bar.tensors == 2
+
+
+def _fused(tmp_path, dtype=np.float32):
+    """q, k, v stored one after another in a file, and a plan fusing them along axis 0."""
+    rng = np.random.default_rng(2)
+    values = {n: rng.standard_normal((3 + i, 4)).astype(dtype) for i, n in enumerate("qkv")}
+    values["x"] = rng.standard_normal((5, 4)).astype(dtype)
+    save_file(values, tmp_path / "src.safetensors")
+    graph = read(tmp_path / "src.safetensors")
+    dt = graph.param("q").dtype
+    fused = TensorPlan(target="qkv", layer="qkv", shape=(12, 4), dtype=dt,
+                       status="transformed", sources=("q", "k", "v"),
+                       steps=(Step("concat", {"axis": 0}),))
+    other = TensorPlan(target="y", layer="y", shape=(4, 5), dtype=dt, status="transformed",
+                       sources=("x",), steps=(Step("transpose", {"perm": [1, 0]}),))
+    return values, graph, Plan(source={}, target={}, tensors=(fused, other))
+
+
+def test_a_concatenation_along_the_first_axis_is_copied_part_by_part(tmp_path):
+    from weightmap.transform.execute import FileSpans, raw_spans
+    values, graph, plan = _fused(tmp_path)
+    src = {p.name: p for p in graph.params()}
+    spans = raw_spans(plan.tensors[0], src)
+    assert isinstance(spans, FileSpans) and spans.nbytes == 12 * 4 * 4
+    want = np.concatenate([values[n] for n in "qkv"])
+    assert spans.read((12, 4), "float32").tobytes() == want.tobytes()
+    assert b"".join(open(p.path, "rb").read()[p.offset:p.offset + p.nbytes]
+                    for p in spans.pieces(10, 100)) == want.tobytes()[10:110]
+    assert raw_spans(plan.tensors[1], src) is None
+    on_axis_1 = TensorPlan(target="w", layer="w", shape=(3, 12), dtype="float32",
+                           status="transformed", sources=("q", "q", "q"),
+                           steps=(Step("concat", {"axis": 1}),))
+    assert raw_spans(on_axis_1, src) is None
+    (job, _) = TensorStream(plan, graph, graph).jobs()
+    assert job.compute() == spans
+
+
+@pytest.mark.parametrize("direct_io", [False, True])
+def test_concatenated_spans_write_the_bytes_the_concatenation_computes(tmp_path, direct_io,
+                                                                        monkeypatch, request):
+    """The fused tensor copied part by part is the tensor ``np.concatenate`` computes, through
+    the page cache and past it (windows small enough that the parts cross them)."""
+    from safetensors.numpy import load_file
+
+    from weightmap.io import direct
+    from weightmap_safetensors.emit import specs_of
+    from weightmap_safetensors.writer import write, write_jobs
+    if direct_io:
+        request.getfixturevalue("direct_io_or_skip")
+        monkeypatch.setattr(direct, "WINDOW", direct.BLOCK)
+    values = {n: np.random.default_rng(i).standard_normal((300 + i, 40)).astype(np.float32)
+              for i, n in enumerate("qkvx")}
+    save_file(values, tmp_path / "src.safetensors")
+    graph = read(tmp_path / "src.safetensors")
+    fused = TensorPlan(target="qkv", layer="qkv", shape=(903, 40), dtype="float32",
+                       status="transformed", sources=("q", "k", "v"),
+                       steps=(Step("concat", {"axis": 0}),))
+    plan = Plan(source={}, target={}, tensors=(fused,))
+    write_jobs(tmp_path / "spans.safetensors", specs_of(plan),
+               TensorStream(plan, graph, graph).jobs(), direct=direct_io)
+    write(tmp_path / "arrays.safetensors", specs_of(plan), iter(
+        [("qkv", np.concatenate([values[n] for n in "qkv"]))]))
+    assert (tmp_path / "spans.safetensors").read_bytes() == \
+        (tmp_path / "arrays.safetensors").read_bytes()
+    assert load_file(tmp_path / "spans.safetensors")["qkv"].tobytes() == \
+        np.concatenate([values[n] for n in "qkv"]).tobytes()
+
+
+def test_the_pt_writer_reads_concatenated_spans_into_the_concatenation(tmp_path):
+    from weightmap_torch.emit import prefetched
+    values, graph, plan = _fused(tmp_path)
+    plan = Plan(source={}, target={}, tensors=plan.tensors[:1])
+    got = dict(prefetched(TensorStream(plan, graph, graph)))
+    assert got["qkv"].tobytes() == np.concatenate([values[n] for n in "qkv"]).tobytes()
+    assert got["qkv"].shape == (12, 4)

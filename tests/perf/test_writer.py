@@ -146,14 +146,11 @@ def test_header_offsets_follow_the_specs():
 # ---- past the page cache (weightmap.io.direct): the same file, read back as it lands -----------
 
 @pytest.fixture
-def small_windows(monkeypatch, tmp_path):
+def small_windows(monkeypatch, request):
     """Windows of two blocks, so that every tensor here crosses one; skips where the file
     system does not do direct I/O."""
     from weightmap.io import direct
-    fd = direct.open_direct(tmp_path / "probe")
-    if fd is None:
-        pytest.skip("this file system does not do O_DIRECT")
-    os.close(fd)
+    request.getfixturevalue("direct_io_or_skip")
     monkeypatch.setattr(direct, "WINDOW", 2 * direct.BLOCK)
 
 
@@ -187,14 +184,23 @@ def test_direct_io_writes_the_same_file_as_the_page_cache(tmp_path, small_window
     assert sorted(seen) == sorted(s[0] for s in specs)
 
 
-def test_direct_io_reads_each_tensor_back_as_the_check_would(tmp_path, small_windows):
+@pytest.mark.parametrize("mode", ["written", "device"])
+def test_direct_io_reads_each_tensor_back_as_the_check_would(tmp_path, small_windows,
+                                                              monkeypatch, mode):
+    """Digested as the disk was given each window ("written") or re-read from it ("device"):
+    the same digests, those of the file; only "device" reads the file."""
     import hashlib
 
+    from weightmap.io import direct
     from weightmap.emit.readback import ReadBack
+    reads = []
+    real = direct._pread
+    monkeypatch.setattr(direct, "_pread", lambda *a: (reads.append(a[2]), real(*a))[1])
     specs, jobs = mixed_jobs(tmp_path)
     out = tmp_path / "direct.safetensors"
-    read_back = ReadBack()
+    read_back = ReadBack(mode)
     write_jobs(out, specs, jobs, direct=True, read_back=read_back)
+    assert (len(reads) > 0) == (mode == "device")
     back = {p.name: p for p in read(out).params()}
     for name, p in back.items():
         got = read_back.lookup(name, p)

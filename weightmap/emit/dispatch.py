@@ -147,13 +147,15 @@ def write(kind: str, out: Path, plan: Plan, target: ParamGraph,
           force: bool = False, inputs: Iterable[Path] = (),
           manifest: dict[str, Any] | None = None, manifest_path: Path | None = None,
           save_plan: Path | None = None, options: Mapping[str, Any] | None = None,
-          read_back_check: bool = True, fail_on_nonfinite: bool = False,
+          read_back_check: bool = True, read_back: str = "written",
+          fail_on_nonfinite: bool = False,
           before_publish: Callable[[dict[Path, Path]], None] | None = None) -> list[Path]:
     """Write the output (its side files, the manifest and the plan) so that it appears whole
     or not at all (``weightmap.io.atomic``): every path is checked first (never an input, a
     symlink, a device; an existing file only with ``force``), every file is written under its
     final name into a hidden staging folder beside its place, read back and checked against
-    the plan (``read_back_check``; a sharded output through its index), handed to
+    the plan (``read_back_check``; a sharded output through its index; ``read_back``, a
+    ``readback.MODES``: what a writer past the page cache digests), handed to
     ``before_publish`` if given, and only then published, side files first and the manifest
     last. On any failure nothing of the port remains and an output it was to replace is as it
     was. Returns the published paths.
@@ -173,19 +175,19 @@ def write(kind: str, out: Path, plan: Plan, target: ParamGraph,
     for path in written:
         check_output(path, force=force, inputs=inputs)
     check = read_back_check and manifest is not None
-    read_back = ReadBack() if check and kind_named(kind).reads_back else None
+    taken = ReadBack(read_back) if check and kind_named(kind).reads_back else None
     with staged(out) as stage:
         tmp = stage.path(out)
         _writer(kind).write(WriteRequest(kind, tmp, out, plan, target, tensors, options,
-                                         read_back))
+                                         taken))
         files = stage.files()
         # the disk writes the files back while the CPU finishes the read-back check (what
         # the writer did not already read back as it wrote, and the re-parsed header)
         with background_fsync(files.values()):
             if check:
                 _record_check(manifest, check_written(tmp, plan, where=str(out),
-                                                      read_back=read_back),
-                              fail_on_nonfinite)
+                                                      read_back=taken),
+                              fail_on_nonfinite, read_back)
         for path in files:      # a side file the writer added (checked like the others)
             if path not in written:
                 check_output(path, force=force, inputs=inputs)
@@ -208,7 +210,7 @@ def previous_parts(kind: str, out: Path) -> list[Path]:
 
 
 def _record_check(manifest: dict[str, Any], checked: dict[str, dict[str, Any]],
-                  fail_on_nonfinite: bool) -> None:
+                  fail_on_nonfinite: bool, read_back: str) -> None:
     """Put each tensor's SHA-256 and non-finite count into the manifest; refuse non-finite
     values when asked to (the output is then not kept)."""
     bad = {name: e["nonfinite"] for name, e in checked.items() if e.get("nonfinite")}
@@ -221,4 +223,5 @@ def _record_check(manifest: dict[str, Any], checked: dict[str, dict[str, Any]],
     params = manifest.get("params", {})
     for name, entry in checked.items():
         params.setdefault(name, {}).update(entry)
-    manifest.setdefault("summary", {}).update(nonfinite_tensors=len(bad), verified=True)
+    manifest.setdefault("summary", {}).update(nonfinite_tensors=len(bad), verified=True,
+                                              read_back=read_back)

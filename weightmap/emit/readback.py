@@ -11,7 +11,11 @@ reuses, chunk by chunk: no memory map, no page faults, no full-size temporary, a
 still in the CPU cache when it is counted for non-finite values.
 
 A writer that knows where each tensor lands may read it back as soon as it is written, while
-other tensors are still being computed (``ReadBack.take``, run by the writer's threads). Once
+other tensors are still being computed (``ReadBack.take``, run by the writer's threads), or
+digest the bytes as it hands them to the device (``ReadBack.stream`` fed by
+``weightmap.io.direct``: ``mode="written"``, the default, digests each window as the direct
+``pwrite`` that succeeded was given it; ``mode="device"`` reads each window back from the
+device first, a second pass over the disk). Once
 the file is complete, ``check_written`` re-parses it with weightmap's reader as always, and uses
 such a digest only when the reader places the tensor at exactly the span that was read back
 (same file, offset and length; writers never write a span twice); any other tensor is read
@@ -19,30 +23,50 @@ back then.
 """
 from __future__ import annotations
 
+import bisect
+import collections
+import contextlib
 import hashlib
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..dtypes import FLOAT_DTYPES, to_numpy
-from ..errors import FormatError
+from ..dtypes import FLOAT_DTYPES, count_nonfinite, itemsize
+from ..errors import FormatError, UsageError
 from ..graph import MappedData, Param
 from ..io.spans import span_chunks
 from ..planning.plan import Plan, TensorPlan
+from ..spelling import option
 
 CHUNK = 1 << 20     # bytes per read-back pass
+
+
+MODES = ("written", "device")
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise UsageError(f"{option('read_back', mode)} is not a read-back mode",
+                         hint=f"{option('read_back', 'written')} (digest what the disk is given, "
+                              f"then re-parse the fsynced file) or {option('read_back', 'device')}"
+                              " (also re-read every byte from the disk)")
+    return mode
 
 
 class ReadBack:
     """Digests of tensors read back from the output right after they were written, keyed by
     target name with the span they were read from. Thread-safe: writers call ``take`` from
-    their worker threads."""
+    their worker threads. ``mode`` (``MODES``): what a writer past the page cache digests —
+    the bytes it gave the device (``"written"``) or the bytes read back from it (``"device"``);
+    ``device`` says which."""
 
-    def __init__(self) -> None:
+    def __init__(self, mode: str = "written") -> None:
+        self.mode = check_mode(mode)
+        self.device = mode == "device"
         self._done: dict[str, tuple[tuple[str, int, int], dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._buffers = _Buffers()
@@ -55,32 +79,47 @@ class ReadBack:
             return                                  # left to check_written
         self._record(path, t, offset, nbytes, _digest_file(data, self._buffers.chunk))
 
-    def stream(self, path: Path, spans: Sequence[tuple[TensorPlan, int, int]]
-               ) -> Callable[[int, memoryview], None]:
-        """A consumer of the bytes of ``path`` read back in file order (``feed(offset,
-        bytes)``, offsets rising without gaps between calls) that digests the tensors at
-        ``spans`` (tensor, offset, nbytes; not overlapping) as their bytes go by."""
+    @contextlib.contextmanager
+    def stream(self, path: Path, spans: Sequence[tuple[TensorPlan, int, int]],
+               workers: int | None = None) -> Iterator[Callable[[int, memoryview], Future]]:
+        """A consumer of the bytes of ``path`` in file order (``feed(offset, bytes)``, offsets
+        rising without gaps between calls, from one thread) that digests the tensors at
+        ``spans`` (tensor, offset, nbytes; not overlapping) as their bytes go by, on
+        ``workers`` threads (default: the CPUs, at most 2): each tensor's parts in order, on
+        one thread at a time, different tensors at once. ``feed`` returns a Future done when
+        this part of the bytes is digested (the caller keeps the buffer until then); leaving
+        the block waits for every digest."""
         order = sorted((s for s in spans if s[2] > 0), key=lambda s: s[1])
-        state = {"i": 0, "digest": None}
+        starts = [s[1] for s in order]
+        workers = workers or max(1, min(2, os.cpu_count() or 1))
+        with ThreadPoolExecutor(max_workers=workers,
+                                thread_name_prefix="weightmap-digest") as pool:
+            lanes: dict[int, _Lane] = {}
 
-        def feed(offset: int, view: memoryview) -> None:
-            end = offset + len(view)
-            while state["i"] < len(order):
-                t, start, nbytes = order[state["i"]]
-                a, b = max(offset, start), min(end, start + nbytes)
-                if a >= end:
-                    return
-                if b > a:
-                    if state["digest"] is None:
-                        state["digest"] = Digest(t.dtype)
-                    state["digest"].update(view[a - offset:b - offset])
-                if b < start + nbytes:
-                    return
-                if state["digest"] is not None:
-                    self._record(path, t, start, nbytes, state["digest"].entry())
-                state["i"] += 1
-                state["digest"] = None
-        return feed
+            def feed(offset: int, view: memoryview) -> Future:
+                end = offset + len(view)
+                parts = []
+                i = max(0, bisect.bisect_right(starts, offset) - 1)
+                while i < len(order) and order[i][1] < end:
+                    t, start, nbytes = order[i]
+                    a, b = max(offset, start), min(end, start + nbytes)
+                    if b > a:
+                        parts.append((i, view[a - offset:b - offset], b == start + nbytes))
+                    i += 1
+                done = _Countdown(len(parts))
+                for i, part, last in parts:
+                    if i not in lanes:
+                        lanes[i] = _Lane(pool, order[i][0].dtype, self._recorder(path, order[i]))
+                    lanes[i].push(part, last, done.one)
+                    if last:
+                        del lanes[i]
+                return done.future
+            yield feed
+
+    def _recorder(self, path: Path, span: tuple[TensorPlan, int, int]
+                  ) -> Callable[[dict[str, Any]], None]:
+        t, offset, nbytes = span
+        return lambda entry: self._record(path, t, offset, nbytes, entry)
 
     def _record(self, path: Path, t: TensorPlan, offset: int, nbytes: int,
                 entry: dict[str, Any]) -> None:
@@ -95,6 +134,68 @@ class ReadBack:
             return None
         span = (os.path.realpath(data.path), data.offset, data.nbytes())
         return got[1] if span == got[0] else None
+
+
+class _Lane:
+    """One tensor's digest, fed its parts in order on a pool thread, one part at a time."""
+
+    def __init__(self, pool: ThreadPoolExecutor, dtype: str,
+                 record: Callable[[dict[str, Any]], None]) -> None:
+        self.pool, self.record = pool, record
+        self.digest = Digest(dtype)
+        self.parts: collections.deque = collections.deque()
+        self.busy = False
+        self.lock = threading.Lock()
+
+    def push(self, part: memoryview, last: bool, done: Callable[[BaseException | None], None]
+             ) -> None:
+        with self.lock:
+            self.parts.append((part, last, done))
+            if self.busy:
+                return
+            self.busy = True
+        self.pool.submit(self._drain)
+
+    def _drain(self) -> None:
+        while True:
+            with self.lock:
+                if not self.parts:
+                    self.busy = False
+                    return
+                part, last, done = self.parts.popleft()
+            try:
+                self.digest.update(part)
+                if last:
+                    self.record(self.digest.entry())
+            except BaseException as exc:        # handed to the writer, which raises it
+                done(exc)
+            else:
+                done(None)
+            finally:
+                del part
+
+
+class _Countdown:
+    """A Future done when ``one`` has been called ``count`` times (failed with the first
+    error given)."""
+
+    def __init__(self, count: int) -> None:
+        self.future: Future = Future()
+        self.left, self.error = count, None
+        self.lock = threading.Lock()
+        if count == 0:
+            self.future.set_result(None)
+
+    def one(self, error: BaseException | None) -> None:
+        with self.lock:
+            self.left -= 1
+            self.error = self.error or error
+            finished = self.left == 0
+        if finished:
+            if self.error is not None:
+                self.future.set_exception(self.error)
+            else:
+                self.future.set_result(None)
 
 
 def check_written(paths: Path | Sequence[Path], plan: Plan, *, where: str | None = None,
@@ -175,15 +276,15 @@ class Digest:
 
     def __init__(self, dtype: str) -> None:
         self.sha = hashlib.sha256()
-        self.npdt = to_numpy(dtype) if dtype in FLOAT_DTYPES else None
+        self.dtype = dtype if dtype in FLOAT_DTYPES else None
         self.carry = b""
         self.bad = 0
 
     def update(self, part: memoryview) -> None:
         self.sha.update(part)
-        if self.npdt is None:
+        if self.dtype is None:
             return
-        size = self.npdt.itemsize
+        size = itemsize(self.dtype)
         if self.carry:
             take = min(size - len(self.carry), len(part))
             self.carry += bytes(part[:take])
@@ -197,8 +298,8 @@ class Digest:
         self.carry = bytes(part[whole:])
 
     def _count(self, data: bytes | memoryview) -> None:
-        values = np.frombuffer(data, dtype=self.npdt)
-        self.bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+        for start in range(0, len(data), CHUNK):        # temporaries that stay in the cache
+            self.bad += count_nonfinite(data[start:start + CHUNK], self.dtype)
 
     def entry(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"sha256": self.sha.hexdigest()}

@@ -13,21 +13,26 @@ The file is cut into windows of ``WINDOW`` bytes (a multiple of ``BLOCK``: direc
 block-aligned offsets, lengths and memory). A window is filled by one of a few threads from the
 segments that overlap it (``Segment.fill``: the header, a source span read with ``pread``, rows of
 a transposed array ...), written with one ``pwrite``, then read back from the device into a
-second buffer. The calling thread hands the read-back windows to ``reread(offset, bytes)``
-strictly in file order, so a digest can run over the file as one stream while the threads fill,
-write and read the next windows. At most ``depth`` windows are in flight: memory is
-``2 x depth x WINDOW`` whatever the file size. The last window is padded to a whole block and
-the file cut back to its size at the end.
+second buffer (``device=True``), or not (``device=False``: the consumer gets the very buffer
+the device was given by the ``pwrite`` that succeeded). The calling thread hands the windows to
+``reread(offset, bytes)`` strictly in file order, so a digest can run over the file as one
+stream while the threads fill, write (and read) the next windows; a consumer that digests on
+other threads keeps a window's buffer until it is done. At most ``depth`` windows are being
+written and as many wait for their consumer: memory is at most ``2 x depth x WINDOW`` (twice
+that when reading back from the device) whatever the file size. The last window is padded to a whole block and the file cut back to its size at
+the end.
 
 Where the file system refuses direct I/O (tmpfs, some network and FUSE file systems) or the
 platform has no ``O_DIRECT``, ``open_direct`` says so and the writer keeps the page-cache path.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import mmap
 import os
+import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -85,13 +90,18 @@ def open_direct(path: os.PathLike | str) -> int | None:
 
 
 def write(fd: int, size: int, segments: Sequence[Segment], *,
-          reread: Callable[[int, memoryview], None] | None = None, workers: int = 2,
-          window: int | None = None, depth: int | None = None) -> None:
+          reread: Callable[[int, memoryview], Future | None] | None = None,
+          device: bool = True, workers: int = 2, window: int | None = None,
+          depth: int | None = None) -> None:
     """Write ``segments`` (sorted, not overlapping; gaps are zeros) as the first ``size`` bytes
     of ``fd`` (from ``open_direct``) and cut the file to ``size``. ``workers`` threads fill,
-    write and read back windows, at most ``depth`` windows at a time; with ``reread`` every
-    window is read back from the device and handed over in file order, on the calling thread.
-    The first error (a failing ``fill``, an I/O error) stops the rest and is raised."""
+    write (and read back) windows, at most ``depth`` windows at a time; with ``reread`` every
+    window is handed over in file order, on the calling thread, once written: read back from
+    the device (``device``) or as it was written. ``reread`` may return a Future: the window's
+    buffer is then kept until it is done (so the consumer can digest windows on other
+    threads; up to ``depth`` more windows wait for it), and ``write`` returns once all are
+    done, raising the first error. The first error (a failing ``fill``, an I/O error, a
+    consumer's) stops the rest and is raised."""
     window = window or WINDOW
     if window % BLOCK or window <= 0:
         raise ValueError(f"window {window} is not a positive multiple of {BLOCK}")
@@ -101,8 +111,13 @@ def write(fd: int, size: int, segments: Sequence[Segment], *,
         return
     plan = _Windows(segments, window, count)
     depth = min(depth or 2 * workers, count)
-    buffers = [(mmap.mmap(-1, window), mmap.mmap(-1, window) if reread else None)
-               for _ in range(depth)]
+    slots = min(2 * depth if reread else depth, count)
+    buffers = [(mmap.mmap(-1, window), mmap.mmap(-1, window) if reread and device else None)
+               for _ in range(slots)]
+    free: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for slot in range(slots):
+        free.put(slot)
+    consumed: list[Future] = []
 
     def run(k: int, slot: int) -> tuple[int, int, int]:
         out, back = buffers[slot]
@@ -119,20 +134,36 @@ def write(fd: int, size: int, segments: Sequence[Segment], *,
 
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="weightmap-direct") as pool:
-            pending: list[Future] = [pool.submit(run, k, k) for k in range(depth)]
+            pending: collections.deque[Future] = collections.deque()
             try:
-                for k in range(depth, count + depth):
-                    slot, lo, n = pending.pop(0).result()
+                k = 0
+                while k < count or pending:
+                    while k < count and len(pending) < depth:
+                        pending.append(pool.submit(run, k, free.get()))
+                        k += 1
+                    slot, lo, n = pending.popleft().result()
+                    taken = None
                     if reread is not None:
-                        reread(lo, memoryview(buffers[slot][1])[:n])
-                    if k < count:
-                        pending.append(pool.submit(run, k, slot))
+                        out, back = buffers[slot]
+                        taken = reread(lo, memoryview(out if back is None else back)[:n])
+                    if taken is None:
+                        free.put(slot)
+                    else:
+                        consumed.append(taken)
+                        taken.add_done_callback(lambda _, slot=slot: free.put(slot))
+                        if taken.done() and taken.exception() is not None:
+                            taken.result()
+                for f in consumed:
+                    f.result()
             except BaseException:
                 for f in pending:
                     f.cancel()
                 raise
         os.ftruncate(fd, size)
     finally:
+        for f in consumed:      # no buffer is closed under a consumer still reading it
+            with contextlib.suppress(BaseException):
+                f.exception()
         for pair in buffers:
             for buf in pair:
                 if buf is not None:

@@ -94,20 +94,82 @@ def raw_span(t: TensorPlan, src: dict[str, Param]) -> FileSpan | None:
     return FileSpan(data.path, data.offset, need) if need else None
 
 
-def _checked_span(span: FileSpan, check: Callable[[], None] | None) -> FileSpan:
-    if check is not None:
-        check()
+@dataclass(frozen=True)
+class FileSpans:
+    """A target tensor that is the stored bytes of several source tensors one after another:
+    a concatenation along the first axis of C-ordered tensors (a fused ``qkv`` or ``gate_up``
+    projection). A writer copies it file to file part by part, as a :class:`FileSpan`,
+    without computing the concatenation in memory."""
+
+    parts: tuple[FileSpan, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for p in self.parts)
+
+    def pieces(self, start: int = 0, length: int | None = None) -> Iterator[FileSpan]:
+        """Bytes ``start`` .. ``start + length`` of the whole, as spans of the parts, in
+        order."""
+        end = self.nbytes if length is None else start + length
+        at = 0
+        for p in self.parts:
+            a, b = max(start, at), min(end, at + p.nbytes)
+            if b > a:
+                yield FileSpan(p.path, p.offset + a - at, b - a)
+            at += p.nbytes
+
+    def read(self, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+        """The tensor as an array (for writers that need one)."""
+        out = np.empty(self.nbytes, dtype=np.uint8)
+        at = 0
+        for p in self.parts:
+            out[at:at + p.nbytes] = np.asarray(MappedData(p.path, p.offset, (p.nbytes,), "uint8",
+                                                          span=p.nbytes).read())
+            at += p.nbytes
+        return out.view(to_numpy(dtype)).reshape(shape)
+
+
+def raw_spans(t: TensorPlan, src: dict[str, Param]) -> FileSpans | None:
+    """The source bytes of ``t``, part by part, when it is only a concatenation along the
+    first axis of memory-mappable tensors of its dtype (the bytes of the sources one after
+    another)."""
+    if t.status == "new" or len(t.steps) != 1 or t.steps[0].op != "concat" \
+            or len(t.sources) < 2 or not t.shape or sys.byteorder != "little":
+        return None
+    if t.steps[0].args.get("axis") not in (0, -len(t.shape)):
+        return None
+    parts = []
+    for name in t.sources:
+        data = src[name].data
+        if not isinstance(data, MappedData) or data.fortran_order or data.dtype != t.dtype \
+                or tuple(data.shape[1:]) != tuple(t.shape[1:]):
+            return None
+        try:
+            parts.append(FileSpan(data.path, data.offset, data.stored_nbytes()))
+        except (FormatError, OSError):
+            return None                  # let read() say what is wrong
+    if sum(src[name].data.shape[0] for name in t.sources) != t.shape[0]:
+        return None
+    return FileSpans(tuple(parts))
+
+
+def _checked_span(span: FileSpan | FileSpans, *checks: Callable[[], None] | None
+                  ) -> FileSpan | FileSpans:
+    for check in checks:
+        if check is not None:
+            check()
     return span
 
 
 @dataclass(frozen=True)
 class Job:
-    """One target tensor to write: ``compute()`` gives its array or its :class:`FileSpan`
-    (known beforehand as ``span``, so a writer can lay out its file for it). Jobs are
-    independent of each other, so a writer may run them on several threads."""
+    """One target tensor to write: ``compute()`` gives its array, its :class:`FileSpan`
+    (known beforehand as ``span``, so a writer can lay out its file for it) or its
+    :class:`FileSpans`. Jobs are independent of each other, so a writer may run them on several
+    threads."""
 
     tensor: TensorPlan
-    compute: Callable[[], "np.ndarray | FileSpan"]
+    compute: Callable[[], "np.ndarray | FileSpan | FileSpans"]
     span: FileSpan | None = None
 
 
@@ -138,10 +200,12 @@ class TensorStream:
         out = []
         for t in self.plan.tensors:
             span = raw_span(t, src)
-            if span is not None:
-                check = src[t.sources[0]].data.check      # on the writer's thread, not here
-                out.append(Job(t, lambda span=span, check=check: _checked_span(span, check),
-                               span))
+            spans = None if span is not None else raw_spans(t, src)
+            if span is not None or spans is not None:
+                # the sources' checks (a torch zip's CRC-32) run on the writer's thread
+                checks = [src[s].data.check for s in t.sources]
+                out.append(Job(t, lambda value=span or spans, checks=checks:
+                               _checked_span(value, *checks), span))
             else:
                 out.append(Job(t, lambda t=t: tensor_view(t, src, tgt[t.target],
                                                           self.census)))

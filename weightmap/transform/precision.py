@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 
 from ..dtypes import FLOAT_DTYPES, from_numpy, to_numpy
@@ -43,6 +42,7 @@ class Cast:
         before, after = from_numpy(src.dtype), from_numpy(out.dtype)
         if before not in FLOAT_DTYPES or after not in FLOAT_DTYPES:
             return None
+        import ml_dtypes       # loaded when a cast needs it (see weightmap.dtypes)
         tiny = ml_dtypes.finfo(out.dtype).smallest_normal
         a, b = src.reshape(-1), np.ascontiguousarray(out).reshape(-1)
         counts = {"overflow": 0, "subnormal": 0, "zero": 0}
