@@ -1,6 +1,7 @@
 """weightmap at scale against its floor: Llama-style bf16 sharded checkpoints of 1.5, 6 and 12 GB.
 
-Run: ``python benchmarks/scale_bench.py [--sizes 1.5 6 12] [--reps 3] [--work DIR]``.
+Run: ``python benchmarks/scale_bench.py [--sizes 1.5 6 12] [--reps 3] [--work DIR] [--blake3]``
+(``--blake3`` also times each port with ``--digest blake3``).
 
 For each size it generates once (cached in ``benchmarks/_work/scale/``, git-ignored) a Hugging
 Face-style Llama checkpoint — hidden 2048, intermediate 5632, vocab 32000, as many layers as
@@ -235,7 +236,8 @@ def prepare(work: Path, size_gb: float) -> dict[str, Path]:
     return files
 
 
-def commands(files: dict[str, Path], out: Path, with_script: bool) -> dict[str, list[str]]:
+def commands(files: dict[str, Path], out: Path, with_script: bool,
+             blake3: bool = False) -> dict[str, list[str]]:
     py = sys.executable
     src = files["index"].parent
     shards = sorted(p.name for p in src.iterdir() if p.is_file())
@@ -250,6 +252,9 @@ def commands(files: dict[str, Path], out: Path, with_script: bool) -> dict[str, 
         cmds[f"weightmap {kind}"] = [py, "-m", "weightmap", "port", str(files["index"]), "--to",
                                      str(files[kind]), "--out",
                                      str(out / f"wm_{kind}.safetensors"), "--force", "--quiet"]
+        if blake3:              # the same port with --digest blake3
+            cmds[f"blake3 {kind}"] = cmds[f"weightmap {kind}"][:-3] + [
+                str(out / f"b3_{kind}.safetensors"), "--force", "--quiet", "--digest", "blake3"]
         if with_script:
             cmds[f"script {kind}"] = [py, str(files["script"]), str(files["index"]),
                                       str(files[kind]), str(out / f"script_{kind}.safetensors")]
@@ -263,9 +268,9 @@ def clear(out: Path, label: str) -> None:
     stem = {"dio copy": "dio", "cp + sync": "cp"}.get(label)
     if stem:
         shutil.rmtree(out / stem, ignore_errors=True)
-    elif label.startswith(("weightmap", "script")):
+    elif label.startswith(("weightmap", "script", "blake3")):
         kind = label.split()[1]
-        prefix = "wm" if label.startswith("weightmap") else "script"
+        prefix = {"weightmap": "wm", "blake3": "b3"}.get(label.split()[0], "script")
         for p in out.glob(f"{prefix}_{kind}.*"):
             p.unlink()
     os.sync()
@@ -299,7 +304,7 @@ def same_tensors(a: Path, b: Path) -> str:
 
 
 def run_size(work: Path, size_gb: float, reps: int, script_limit: float,
-             with_stages: bool = False) -> str:
+             with_stages: bool = False, blake3: bool = False) -> str:
     """Measure one size, print its figures; its row of the summary table."""
     files = prepare(work, size_gb)
     src = files["index"].parent
@@ -313,7 +318,7 @@ def run_size(work: Path, size_gb: float, reps: int, script_limit: float,
                   flush=True)
         (out / "stages.safetensors").unlink(missing_ok=True)
     with_script = 2.2 * size < script_limit
-    cmds = commands(files, out, with_script)
+    cmds = commands(files, out, with_script, blake3)
     env = dict(os.environ, PYTHONHASHSEED="0")
     load = os.getloadavg()[0]
     results: dict[str, list[Run]] = {}
@@ -350,12 +355,17 @@ def run_size(work: Path, size_gb: float, reps: int, script_limit: float,
                     + verdict[kind]
         else:
             line += " (script not run: it needs about 2x the checkpoint in memory)"
+        if f"blake3 {kind}" in med:
+            line += f"; with --digest blake3 {med[f'blake3 {kind}'].wall / floor:.2f}x"
         print(line)
 
     def cell(label: str) -> str:
         r = med.get(label)
         return "not run" if r is None else f"{r.wall:.2f} s, {gb(r.rss)}"
     ratios = " / ".join(f"{med[f'weightmap {k}'].wall / floor:.2f}x" for k in ("renamed", "fused"))
+    if blake3:
+        ratios += " (blake3: " + " / ".join(f"{med[f'blake3 {k}'].wall / floor:.2f}x"
+                                           for k in ("renamed", "fused")) + ")"
     return (f"| {gb(size)} | {med['import torch'].wall:.2f} s | {med['dio copy'].wall:.2f} s | "
             f"{med['cp + sync'].wall:.2f} s | {cell('weightmap renamed')} | "
             f"{cell('weightmap fused')} | {cell('script renamed')} | {cell('script fused')} | "
@@ -377,11 +387,13 @@ def main(argv: list[str] | None = None) -> None:
                     help="run the usual script only where ~2.2x the checkpoint fits in this")
     ap.add_argument("--stages", action="store_true",
                     help="also time weightmap's stages inside one process (medians)")
+    ap.add_argument("--blake3", action="store_true",
+                    help="also time each port with --digest blake3 (needs the blake3 package)")
     args = ap.parse_args(argv)
     precompile()
     print(f"{os.cpu_count()} CPUs; Llama-style bf16 checkpoints (hidden {HIDDEN}, intermediate "
           f"{INTER}, vocab {VOCAB})")
-    rows = [run_size(args.work, size, args.reps, args.script_memory, args.stages)
+    rows = [run_size(args.work, size, args.reps, args.script_memory, args.stages, args.blake3)
             for size in args.sizes]
     print(f"\nMedians of {args.reps} (wall, peak RSS):\n{TABLE_HEAD}")
     print("\n".join(rows))

@@ -61,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
                          "each part as the disk was given it, then the fsynced file re-parsed "
                          "(default), or every byte also re-read from the disk (a second pass "
                          "over it)")
+    po.add_argument("--digest", choices=("sha256", "blake3"), default="sha256",
+                    help="each written tensor's digest in the manifest: SHA-256 (default) or "
+                         "BLAKE3 (faster; needs the blake3 package: pip install "
+                         "'weightmap[fast]')")
     po.add_argument("--report", metavar="HTML",
                     help="also write the mapping report as one self-contained HTML page")
     po.add_argument("--min-coverage", metavar="F",
@@ -126,6 +130,9 @@ def _convert_parser(sub) -> None:
                          "index, like the model hubs")
     co.add_argument("--fail-on-nonfinite", action="store_true",
                     help="refuse (no output) if a written tensor holds NaN or Inf")
+    co.add_argument("--digest", choices=("sha256", "blake3"), default="sha256",
+                    help="each written tensor's digest in the manifest: SHA-256 (default) or "
+                         "BLAKE3 (faster; needs the blake3 package)")
     co.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     co.add_argument("--force", action="store_true", help="replace an existing output file")
     co.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -209,6 +216,7 @@ def _port(args: argparse.Namespace) -> int:
                    fail_on_nonfinite=args.fail_on_nonfinite, shard_size=args.shard_size,
                    progress=False if args.quiet else None, new_values=args.new_values,
                    direct_io=False if args.no_direct_io else None, read_back=args.read_back,
+                   digest=args.digest,
                    min_coverage=args.min_coverage, strict=args.strict,
                    save_plan=args.save_plan, verify=_verify_flag(args.verify),
                    source_model=args.source_model, verify_tol=args.tol, **options)
@@ -294,7 +302,7 @@ def _convert(args: argparse.Namespace) -> int:
     rep = convert(args.source, args.out, manifest=args.manifest, rules=args.rules,
                   strip_prefix=args.strip_prefix, keep=args.keep, drop=args.drop,
                   cast=args.cast, container=args.container, shard_size=args.shard_size,
-                  force=args.force, dry_run=args.dry_run,
+                  force=args.force, dry_run=args.dry_run, digest=args.digest,
                   fail_on_nonfinite=args.fail_on_nonfinite,
                   progress=False if args.quiet else None,
                   read_options=_read_options(args))

@@ -46,7 +46,7 @@ def convert(source: Any, out: str | Path, *, rules: Any = None,
             container: str | None = None, manifest: str | Path | None = None,
             force: bool = False, shard_size: Any = None, progress: bool | None = None,
             fail_on_nonfinite: bool = False, direct_io: bool | None = None,
-            read_back: str = "written", dry_run: bool = False, source_digest: bool = False, job: Any = None,
+            read_back: str = "written", digest: str = "sha256", dry_run: bool = False, source_digest: bool = False, job: Any = None,
             read_options: Mapping[str, Any] | None = None, **options: Any) -> PortReport:
     """Rewrite the checkpoint ``source`` into ``out`` (``.safetensors`` or ``.pt``).
 
@@ -82,7 +82,8 @@ def convert(source: Any, out: str | Path, *, rules: Any = None,
     return write_plan(the_plan, src, tgt, out, manifest=manifest, dry_run=dry_run,
                       force=force, shard_size=shard_size, progress=progress,
                       fail_on_nonfinite=fail_on_nonfinite, direct_io=direct_io,
-                      read_back=read_back, source_digest=source_digest, job=job)
+                      read_back=read_back, digest=digest, source_digest=source_digest,
+                      job=job)
 
 
 def plan_convert(src: ParamGraph, out: Path, kind: str, *, rules: Rules | None = None,

@@ -155,32 +155,83 @@ def test_past_the_page_cache_the_manifest_holds_the_digests_a_reader_loads(tmp_p
     """Default: each window digested as the disk was given it, no second pass over the disk;
     "device" re-reads it. Either way the manifest's digests are those of the bytes a reader
     loads from the published file, and the manifest says which check ran."""
-    from weightmap.io import direct
-    fd = direct.open_direct(tmp_path / "probe")
-    if fd is None:
-        pytest.skip("this file system does not do O_DIRECT")
-    import os
-    os.close(fd)
-    rng = np.random.default_rng(7)
-    src = {"fc.weight": rng.standard_normal((300, 200)).astype(np.float32),
-           "fc.bias": np.array([1.0, np.inf, 3.0], np.float32)}
-    template = tmp_path / "template.safetensors"
-    save_file({k: np.zeros_like(v) for k, v in src.items()}, str(template))
-    out = tmp_path / "o.safetensors"
     kwargs = {} if mode == "written" else {"read_back": mode}
-    report = weightmap.port(src, template, out, direct_io=True, **kwargs)
-    written = load_file(str(out))
+    report, written, _ = _port_a_dense_layer(tmp_path, direct_io=True, **kwargs)
     for name, entry in report.manifest["params"].items():
         assert entry["sha256"] == hashlib.sha256(written[name].tobytes()).hexdigest()
     assert report.manifest["params"]["fc.bias"]["nonfinite"] == 1
     assert report.manifest["summary"]["read_back"] == mode
 
 
-def test_an_unknown_read_back_mode_is_refused_before_anything_is_written(tmp_path):
+@pytest.mark.parametrize("option, message", [
+    ({"read_back": "disk"}, "read_back='disk' is not a read-back mode"),
+    ({"digest": "md5"}, "digest='md5' is not a digest weightmap takes")])
+def test_an_unknown_read_back_mode_or_digest_is_refused_before_anything_is_written(
+        tmp_path, option, message):
     from weightmap.errors import UsageError
     out = tmp_path / "o.safetensors"
-    with pytest.raises(UsageError, match="read_back='disk' is not a read-back mode"):
+    with pytest.raises(UsageError, match=message):
         weightmap.port({"fc.weight": np.ones((3, 2), np.float32),
-                        "fc.bias": np.ones(3, np.float32)}, _template(tmp_path), out,
-                       read_back="disk")
+                        "fc.bias": np.ones(3, np.float32)}, _template(tmp_path), out, **option)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("direct_io", [False, True])
+def test_a_blake3_digest_is_the_blake3_of_the_bytes_a_reader_loads(tmp_path, direct_io):
+    """--digest blake3: each tensor's BLAKE3 (and no SHA-256) in the manifest, on the direct
+    path (windows digested as written) and the page-cache one (read back), and the manifest
+    says which digest it holds; verify trusts such a manifest beside its weights."""
+    blake3 = pytest.importorskip("blake3")
+    from weightmap.equivalence import provenance
+    report, written, out = _port_a_dense_layer(tmp_path, direct_io=direct_io, digest="blake3")
+    for name, entry in report.manifest["params"].items():
+        assert entry["blake3"] == blake3.blake3(written[name].tobytes()).hexdigest()
+        assert "sha256" not in entry
+    assert report.manifest["params"]["fc.bias"]["nonfinite"] == 1
+    assert report.manifest["summary"]["digest"] == "blake3"
+    target = weightmap.read(tmp_path / "template.safetensors")
+    assert provenance.mismatch(report.manifest, target, out) is None
+    tampered = {**report.manifest, "params": {**report.manifest["params"],
+                                              "fc.bias": {**report.manifest["params"]["fc.bias"],
+                                                          "blake3": "0" * 64}}}
+    assert "BLAKE3 of fc.bias" in provenance.mismatch(tampered, target, out)
+
+
+def test_the_default_digest_is_sha256_and_recorded(tmp_path):
+    out = tmp_path / "o.safetensors"
+    report = weightmap.port({"fc.weight": np.ones((3, 2), np.float32),
+                             "fc.bias": np.ones(3, np.float32)}, _template(tmp_path), out)
+    assert report.manifest["summary"]["digest"] == "sha256"
+    assert all("sha256" in e and "blake3" not in e for e in report.manifest["params"].values())
+
+
+def test_blake3_without_its_package_says_what_to_install(monkeypatch):
+    import sys
+    from weightmap.emit import readback
+    from weightmap.errors import MissingDependencyError
+    monkeypatch.setitem(sys.modules, "blake3", None)      # import blake3 -> ImportError
+    with pytest.raises(MissingDependencyError, match="needs the blake3 package") as caught:
+        readback.check_algorithm("blake3")
+    assert "weightmap[fast]" in caught.value.hint
+    assert not readback.digest_available("blake3") and readback.digest_available("sha256")
+
+
+def _port_a_dense_layer(tmp_path, *, direct_io, **options):
+    """A dense layer (one Inf in its bias) ported into a safetensors template, past the page
+    cache when ``direct_io`` (skipped where the file system cannot): (report, what a reader
+    loads from the output, the output's path)."""
+    if direct_io:
+        import os
+        from weightmap.io import direct
+        fd = direct.open_direct(tmp_path / "probe")
+        if fd is None:
+            pytest.skip("this file system does not do O_DIRECT")
+        os.close(fd)
+    rng = np.random.default_rng(7)
+    src = {"fc.weight": rng.standard_normal((300, 200)).astype(np.float32),
+           "fc.bias": np.array([1.0, np.inf, 3.0], np.float32)}
+    template = tmp_path / "template.safetensors"
+    save_file({k: np.zeros_like(v) for k, v in src.items()}, str(template))
+    out = tmp_path / "o.safetensors"
+    report = weightmap.port(src, template, out, direct_io=direct_io, **options)
+    return report, load_file(str(out)), out

@@ -147,7 +147,7 @@ def write(kind: str, out: Path, plan: Plan, target: ParamGraph,
           force: bool = False, inputs: Iterable[Path] = (),
           manifest: dict[str, Any] | None = None, manifest_path: Path | None = None,
           save_plan: Path | None = None, options: Mapping[str, Any] | None = None,
-          read_back_check: bool = True, read_back: str = "written",
+          read_back_check: bool = True, read_back: str = "written", digest: str = "sha256",
           fail_on_nonfinite: bool = False,
           before_publish: Callable[[dict[Path, Path]], None] | None = None) -> list[Path]:
     """Write the output (its side files, the manifest and the plan) so that it appears whole
@@ -155,7 +155,8 @@ def write(kind: str, out: Path, plan: Plan, target: ParamGraph,
     symlink, a device; an existing file only with ``force``), every file is written under its
     final name into a hidden staging folder beside its place, read back and checked against
     the plan (``read_back_check``; a sharded output through its index; ``read_back``, a
-    ``readback.MODES``: what a writer past the page cache digests), handed to
+    ``readback.MODES``: what a writer past the page cache digests; ``digest``, a
+    ``readback.ALGORITHMS``: each tensor's digest in the manifest), handed to
     ``before_publish`` if given, and only then published, side files first and the manifest
     last. On any failure nothing of the port remains and an output it was to replace is as it
     was. Returns the published paths.
@@ -175,7 +176,7 @@ def write(kind: str, out: Path, plan: Plan, target: ParamGraph,
     for path in written:
         check_output(path, force=force, inputs=inputs)
     check = read_back_check and manifest is not None
-    taken = ReadBack(read_back) if check and kind_named(kind).reads_back else None
+    taken = ReadBack(read_back, digest) if check and kind_named(kind).reads_back else None
     with staged(out) as stage:
         tmp = stage.path(out)
         _writer(kind).write(WriteRequest(kind, tmp, out, plan, target, tensors, options,
@@ -186,8 +187,8 @@ def write(kind: str, out: Path, plan: Plan, target: ParamGraph,
         with background_fsync(files.values()):
             if check:
                 _record_check(manifest, check_written(tmp, plan, where=str(out),
-                                                      read_back=taken),
-                              fail_on_nonfinite, read_back)
+                                                      read_back=taken, algorithm=digest),
+                              fail_on_nonfinite, read_back, digest)
         for path in files:      # a side file the writer added (checked like the others)
             if path not in written:
                 check_output(path, force=force, inputs=inputs)
@@ -210,8 +211,8 @@ def previous_parts(kind: str, out: Path) -> list[Path]:
 
 
 def _record_check(manifest: dict[str, Any], checked: dict[str, dict[str, Any]],
-                  fail_on_nonfinite: bool, read_back: str) -> None:
-    """Put each tensor's SHA-256 and non-finite count into the manifest; refuse non-finite
+                  fail_on_nonfinite: bool, read_back: str, digest: str) -> None:
+    """Put each tensor's digest and non-finite count into the manifest; refuse non-finite
     values when asked to (the output is then not kept)."""
     bad = {name: e["nonfinite"] for name, e in checked.items() if e.get("nonfinite")}
     if bad and fail_on_nonfinite:
@@ -224,4 +225,4 @@ def _record_check(manifest: dict[str, Any], checked: dict[str, dict[str, Any]],
     for name, entry in checked.items():
         params.setdefault(name, {}).update(entry)
     manifest.setdefault("summary", {}).update(nonfinite_tensors=len(bad), verified=True,
-                                              read_back=read_back)
+                                              read_back=read_back, digest=digest)

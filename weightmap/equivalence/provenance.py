@@ -16,12 +16,16 @@ from typing import Any, Mapping
 from ..graph import ParamGraph
 
 DIGEST_BUDGET = 16 << 20        # bytes of the smallest tensors whose digests are compared
+_NAMES = {"sha256": "SHA-256", "blake3": "BLAKE3"}
 
 
-def described(data: Mapping[str, Any]) -> dict[str, tuple[tuple[int, ...], str | None]]:
-    """{tensor: (shape, SHA-256 or None)} of a manifest (``params``) or a plan (``tensors``)."""
+def described(data: Mapping[str, Any]
+              ) -> dict[str, tuple[tuple[int, ...], tuple[str, str] | None]]:
+    """{tensor: (shape, (digest algorithm, hex) or None)} of a manifest (``params``) or a plan
+    (``tensors``)."""
+    from ..emit.readback import recorded_digest
     if "params" in data:
-        return {name: (tuple(e.get("shape", ())), e.get("sha256"))
+        return {name: (tuple(e.get("shape", ())), recorded_digest(e))
                 for name, e in data["params"].items()}
     return {t["target"]: (tuple(t.get("shape", ())), None) for t in data.get("tensors", ())}
 
@@ -61,15 +65,17 @@ def _more(names: list[str]) -> str:
 
 
 def _digests(mine: Mapping[str, tuple], written: Mapping[str, Any]) -> str | None:
-    from ..emit.readback import digest
+    from ..emit.readback import digest, digest_available
     budget = DIGEST_BUDGET
     for p in sorted(written.values(), key=lambda p: (p.nbytes, p.name)):
         recorded = mine[p.name][1]
-        if recorded is None:
+        if recorded is None or not digest_available(recorded[0]):
             continue
         if p.nbytes > budget:
             break
         budget -= p.nbytes
-        if digest(p)["sha256"] != recorded:
-            return f"the SHA-256 of {p.name} in the weights is not the one it recorded"
+        algorithm, hexdigest = recorded
+        if digest(p, algorithm)[algorithm] != hexdigest:
+            return (f"the {_NAMES[algorithm]} of {p.name} in the weights is not the one it "
+                    "recorded")
     return None
