@@ -146,3 +146,17 @@ def test_head_interleaved_fused_names_are_not_split():
     assert "blocks.0.attn.query_key_value.weight" in {u["name"] for u in plan.unused}
     assert all(t.status == "new" for t in plan.tensors if "_proj" in t.target
                and "o_proj" not in t.target)
+
+
+def test_the_bounds_of_every_position_are_those_of_a_scan():
+    """Anchors' lookup tables give what scanning the matched positions gives, for any map."""
+    import random
+    from weightmap.planning.conversions.transformer_qkv import bounds
+    rng = random.Random(3)
+    for _ in range(200):
+        count, end = rng.randint(0, 30), rng.randint(1, 40)
+        at = {i: rng.randrange(end) for i in range(count) if rng.random() < 0.4}
+        before, after = bounds(at, count, end)
+        for i in range(count):
+            assert before[i] == max([p for j, p in at.items() if j < i], default=-1)
+            assert after[i] == min([p for j, p in at.items() if j > i], default=end)

@@ -124,6 +124,19 @@ def hold_qkv(source: ParamGraph, target: ParamGraph, options: Mapping[str, Any]
 
 # ---- where a target layer sits in the source ------------------------------------------------
 
+def bounds(at: dict[int, int], count: int, end: int) -> tuple[list[int], list[int]]:
+    """For each of ``count`` target positions, the largest source position ``at`` gives a
+    target position before it (-1 if none) and the smallest after it (``end`` if none) — once,
+    so that every interval is a lookup: the pass asks for one per candidate pair, and a scan
+    each made it cubic in the depth (1.5 s of a 56-block Llama port into fused qkv)."""
+    before, after = [-1] * count, [end] * count
+    for i in range(1, count):
+        before[i] = max(before[i - 1], at.get(i - 1, -1))
+    for i in range(count - 2, -1, -1):
+        after[i] = min(after[i + 1], at.get(i + 1, end))
+    return before, after
+
+
 class Anchors:
     """Source positions of matched layers, to bound where a target layer's counterpart lies."""
 
@@ -134,13 +147,16 @@ class Anchors:
                    if t.status != "new" and t.match.get("source_layer")}
         self.at = {i: self.src_pos[matched[n]] for i, n in enumerate(self.tgt_names)
                    if matched.get(n) in self.src_pos}
+        self.tgt_pos: dict[str, int] = {}
+        for i, n in enumerate(self.tgt_names):
+            self.tgt_pos.setdefault(n, i)
+        self.before, self.after = bounds(self.at, len(self.tgt_names), len(self.src_pos))
 
     def interval(self, target_layers: Sequence[str]) -> tuple[int, int]:
-        idx = [self.tgt_names.index(n) for n in target_layers]
-        before = [p for i, p in self.at.items() if i < min(idx)]
-        after = [p for i, p in self.at.items() if i > max(idx)]
-        return (max(before) if before else -1,
-                min(after) if after else len(self.src_pos))
+        """The source positions (exclusive) between which the counterpart of
+        ``target_layers`` lies: the matched layers before and after them."""
+        idx = [self.tgt_pos[n] for n in target_layers]
+        return self.before[min(idx)], self.after[max(idx)]
 
     def between(self, source_layers: Sequence[str], bounds: tuple[int, int]) -> bool:
         return all(bounds[0] < self.src_pos[n] < bounds[1] for n in source_layers)
