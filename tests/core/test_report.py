@@ -107,12 +107,13 @@ def test_the_summary_counts_parameters_and_buffers_apart(ported, tmp_path):
                     f"{n_buffers}); frozen {n_params}"
     kinds = {n: e["kind"] for n, e in report.manifest["params"].items()}
     assert kinds["bns.0.running_var"] == "buffer" and kinds["bns.0.weight"] == "parameter"
-    # the left-new batch counters are one line, not one per layer
-    new = [l for l in str(report).splitlines() if l.startswith("new: ")]
-    assert new == [f"new: {BLOCKS} tensors (bns.0.num_batches_tracked, bns.1.num_batches_tracked,"
-                   f" bns.2.num_batches_tracked ... and 1 more): num_batches_tracked has no "
-                   f"counterpart in keras; keeps the target's value (used only with "
-                   f"momentum=None)"]
+    # the batch counters Keras does not keep are no weights: one kept: line, none left new
+    lines = str(report).splitlines()
+    assert not [l for l in lines if l.startswith("new: ")]
+    assert [l for l in lines if l.startswith("kept: ")] == [
+        f"kept: {BLOCKS} tensors (bns.0.num_batches_tracked, bns.1.num_batches_tracked,"
+        f" bns.2.num_batches_tracked ... and 1 more): a counter, no weight: keeps the target's "
+        f"value (num_batches_tracked has no counterpart in keras; used only with momentum=None)"]
 
 
 def test_print_report_is_what_the_command_line_prints(ported, tmp_path, monkeypatch, capsys):

@@ -96,7 +96,8 @@ def keras_h5(tmp_path_factory):
 def test_keras_batchnorm_into_torch_gives_the_same_logits(keras_h5, tmp_path, proven):
     path, x, expected, kmodel = keras_h5
     out = tmp_path / "convbn.safetensors"
-    report = weightmap.port(path, f"{TORCH}:model", out, verify=True)
+    # strict: every weight carried over; the batch counters Keras does not keep are no weights
+    report = weightmap.port(path, f"{TORCH}:model", out, verify=True, strict=True)
     proven(report)
     state = load_file(out)
     model = load_python_object(TORCH, "model")[0]
@@ -131,6 +132,10 @@ def test_keras_batchnorm_into_torch_gives_the_same_logits(keras_h5, tmp_path, pr
     assert man["bn3.bias"]["status"] == "synthetic"
     np.testing.assert_array_equal(state["bn3.bias"].numpy(), np.zeros(16, np.float32))
     assert man["bn1.num_batches_tracked"]["status"] == "new"
+    assert man["bn1.num_batches_tracked"]["notes"][0].startswith(
+        "a counter, no weight: keeps the target's value (num_batches_tracked has no counterpart")
+    assert "kept: 3 tensors (bn1.num_batches_tracked, bn2.num_batches_tracked, " \
+        "bn3.num_batches_tracked): a counter" in render(report)
     assert any("momentum 0.99 (keras) = 0.01 torch-style" in n for n in man["bn1.weight"]["notes"])
     assert not report.unused and not report.decisions
     lines = {l.split(":")[0].strip(): l for l in render(report, verbose=True).splitlines()

@@ -118,10 +118,11 @@ def test_fused_onnx_export_unfuses_into_torch_conv_bn(trained, tmp_path, proven)
     lines = str(report).splitlines()
     checks = [l for l in lines if l.startswith("check:")]
     assert len(checks) == 1 and checks[0].startswith("check: 10 BatchNorm layers (bn1, ")
-    assert [l for l in lines if l.startswith("new:")] == [
-        "new: 10 tensors (bn1.num_batches_tracked, layer1.0.bn1.num_batches_tracked, "
-        "layer1.0.bn2.num_batches_tracked ... and 7 more): unfused BN (synthetic stats): keeps "
-        "the target's value"]
+    assert not [l for l in lines if l.startswith("new:")]
+    assert [l for l in lines if l.startswith("kept:")] == [
+        "kept: 10 tensors (bn1.num_batches_tracked, layer1.0.bn1.num_batches_tracked, "
+        "layer1.0.bn2.num_batches_tracked ... and 7 more): a counter, no weight: keeps the "
+        "target's value (unfused BN, synthetic stats)"]
 
 
 def test_dynamo_export_keeps_names_and_unfuses_the_same(trained, tmp_path, proven):

@@ -45,6 +45,8 @@ class Reason(Enum):
     CONVERSION_FAILED = "conversion failed"    # new: its layer's conversion was refused
     RENAMED = "renamed"                        # carried over under another name (convert)
     NOT_WEIGHT = "not a weight"                # new: no weight (a shape operand), kept as it is
+    COUNTER = "a counter"                      # new: a count (num_batches_tracked) the source
+                                               # does not keep: the target's value is kept
 
 
 class Decision(str):
@@ -70,6 +72,9 @@ class Pending:
 # (its reason: Reason.NOT_WEIGHT).
 NOT_WEIGHT = "not a weight (the graph reads it as a shape or index operand, or not at all): " \
     "kept as it is"
+# The note of a BatchNorm's batch counter (role num_batches_tracked) the source does not hold: a
+# count of training steps, no weight; it keeps the target's value (Reason.COUNTER)
+COUNTER = "a counter, no weight: keeps the target's value"
 
 
 @dataclass(frozen=True)
@@ -119,8 +124,10 @@ class TensorPlan:
 
     @property
     def not_weight(self) -> bool:
-        """A target tensor that is no weight, kept as it is (``Reason.NOT_WEIGHT``)."""
-        return self.status == "new" and self.reason is Reason.NOT_WEIGHT
+        """A target tensor that is no weight, kept as it is (``Reason.NOT_WEIGHT``, or a
+        counter the source does not keep, ``Reason.COUNTER``): reported as kept, not as left
+        new, and not counted by ``strict``."""
+        return self.status == "new" and self.reason in (Reason.NOT_WEIGHT, Reason.COUNTER)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"target": self.target, "layer": self.layer,
@@ -274,7 +281,7 @@ def _reason_of(status: str, notes: tuple[str, ...]) -> Reason | None:
         return None
     for text, reason in ((IGNORED, Reason.IGNORED), (SHAPE_MISMATCH, Reason.SHAPE_MISMATCH),
                          (CONVERSION_FAILED, Reason.CONVERSION_FAILED),
-                         (NOT_WEIGHT, Reason.NOT_WEIGHT)):
+                         (NOT_WEIGHT, Reason.NOT_WEIGHT), (COUNTER, Reason.COUNTER)):
         if notes[0].startswith(text):
             return reason
     return None

@@ -24,7 +24,7 @@ from typing import Mapping
 from ...reading.dataflow import FED_BY, consumers
 from ... import registry
 from ...graph import Layer, Param, ParamGraph
-from ..plan import TensorPlan
+from ..plan import COUNTER, Reason, TensorPlan
 from ...transform import Step
 from .base import PlanContext
 from .generic import cast_steps
@@ -214,8 +214,8 @@ def unfuse(ctx: PlanContext, plans: _Plans, sconv: Layer, tconv: Layer, tbn: Lay
                                                   f"{eps_text}); exact in eval mode"))
         elif p.role == "num_batches_tracked":
             # one wording for every BatchNorm: the report groups them in one line
-            plans.put(_with(plan, notes=("unfused BN (synthetic stats): keeps the target's "
-                                         "value",)))
+            plans.put(_with(plan, reason=Reason.COUNTER,
+                            notes=(f"{COUNTER} (unfused BN, synthetic stats)",)))
     if tbias is not None and sbias is None:
         plan = plans.get(tbias)
         if plan is not None and plan.status == "new":

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from ... import registry
 from ...graph import Layer, Param, ParamGraph
-from ..plan import Decision, TensorPlan
+from ..plan import COUNTER, Decision, Reason, TensorPlan
 from ...transform import Step
 from .base import LayerPair
 from .generic import cast_steps, plan_param
@@ -72,9 +72,9 @@ def convert_batchnorm(pair: LayerPair) -> list[TensorPlan]:
         elif p.role == "moving_var" and compensate and not has_gamma:
             plans.append(_var_plan(pair, p, e_s, e_t))
         elif p.role == "num_batches_tracked" and not pair.sources_of(p.name):
-            plans.append(pair.plan(p, "new", notes=(
-                f"num_batches_tracked has no counterpart in {pair.source_framework}; keeps the "
-                f"target's value (used only with momentum=None)",)))
+            plans.append(pair.plan(p, "new", reason=Reason.COUNTER, notes=(
+                f"{COUNTER} (num_batches_tracked has no counterpart in "
+                f"{pair.source_framework}; used only with momentum=None)",)))
         else:
             plans.append(plan_param(pair, p))
     notes = _layer_notes(pair, e_s, how_s, e_t, how_t, compensate)
