@@ -16,6 +16,7 @@ from .spelling import CLI, spelled
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .emit import readback
     p = argparse.ArgumentParser(prog="weightmap", description="Move trained weights between "
                                 "differently-built models and frameworks.")
     p.add_argument("--version", action="store_true", help="print the version and exit")
@@ -56,15 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     po.add_argument("--no-direct-io", action="store_true",
                     help="write a big safetensors output through the page cache (default: past "
                          "it, where the file system allows it)")
-    po.add_argument("--read-back", choices=("written", "device"), default="written",
+    po.add_argument("--read-back", choices=readback.MODES, default=readback.MODES[0],
                     help="what the check of an output written past the page cache digests: "
                          "each part as the disk was given it, then the fsynced file re-parsed "
                          "(default), or every byte also re-read from the disk (a second pass "
                          "over it)")
-    po.add_argument("--digest", choices=("sha256", "blake3"), default="sha256",
-                    help="each written tensor's digest in the manifest: SHA-256 (default) or "
-                         "BLAKE3 (faster; needs the blake3 package: pip install "
-                         "'weightmap[fast]')")
+    _digest_option(po)
     po.add_argument("--report", metavar="HTML",
                     help="also write the mapping report as one self-contained HTML page")
     po.add_argument("--min-coverage", metavar="F",
@@ -130,9 +128,7 @@ def _convert_parser(sub) -> None:
                          "index, like the model hubs")
     co.add_argument("--fail-on-nonfinite", action="store_true",
                     help="refuse (no output) if a written tensor holds NaN or Inf")
-    co.add_argument("--digest", choices=("sha256", "blake3"), default="sha256",
-                    help="each written tensor's digest in the manifest: SHA-256 (default) or "
-                         "BLAKE3 (faster; needs the blake3 package)")
+    _digest_option(co)
     co.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     co.add_argument("--force", action="store_true", help="replace an existing output file")
     co.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -177,6 +173,15 @@ def _plan_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument("--" + spec.name.replace("_", "-"), dest=f"option_{spec.name}",
                                 action="append", metavar=spec.metadata["metavar"],
                                 help=spec.metadata["doc"].replace("%", "%%"))
+
+
+def _digest_option(parser: argparse.ArgumentParser) -> None:
+    """``--digest`` of the commands that write (port, convert)."""
+    from .emit.readback import ALGORITHMS
+    parser.add_argument("--digest", choices=ALGORITHMS, default=ALGORITHMS[0],
+                        help="each written tensor's digest in the manifest: SHA-256 (default) "
+                             "or BLAKE3 (faster; needs the blake3 package: pip install "
+                             "'weightmap[fast]')")
 
 
 def _limit_option(parser: argparse.ArgumentParser) -> None:
