@@ -189,6 +189,7 @@ def test_a_blake3_digest_is_the_blake3_of_the_bytes_a_reader_loads(tmp_path, dir
         assert "sha256" not in entry
     assert report.manifest["params"]["fc.bias"]["nonfinite"] == 1
     assert report.manifest["summary"]["digest"] == "blake3"
+    assert "tensors (BLAKE3 in the manifest)" in str(report)       # what the report claims
     target = weightmap.read(tmp_path / "template.safetensors")
     assert provenance.mismatch(report.manifest, target, out) is None
     tampered = {**report.manifest, "params": {**report.manifest["params"],
@@ -202,6 +203,7 @@ def test_the_default_digest_is_sha256_and_recorded(tmp_path):
     report = weightmap.port({"fc.weight": np.ones((3, 2), np.float32),
                              "fc.bias": np.ones(3, np.float32)}, _template(tmp_path), out)
     assert report.manifest["summary"]["digest"] == "sha256"
+    assert "tensors (SHA-256 in the manifest)" in str(report)
     assert all("sha256" in e and "blake3" not in e for e in report.manifest["params"].values())
 
 

@@ -51,6 +51,7 @@ MODES = ("written", "device")
 # package, ``pip install 'weightmap[fast]'``: 2.4x SHA-256's speed on one core here); the
 # manifest records which (``summary.digest``) and names each tensor's digest by it
 ALGORITHMS = ("sha256", "blake3")
+ALGORITHM_NAMES = {"sha256": "SHA-256", "blake3": "BLAKE3"}     # as people write them
 
 
 def check_algorithm(algorithm: str) -> str:

@@ -134,7 +134,9 @@ def _written(report: PortReport) -> list[str]:
 def _checked(s: Mapping[str, Any]) -> list[str]:
     if not s.get("verified"):
         return []
-    return [f"output re-read and checked: {s['params']} tensors (SHA-256 in the manifest)"
+    from .readback import ALGORITHM_NAMES
+    digest = ALGORITHM_NAMES[s.get("digest", "sha256")]    # older manifests: SHA-256
+    return [f"output re-read and checked: {s['params']} tensors ({digest} in the manifest)"
             + (f"; {s['nonfinite_tensors']} hold NaN/Inf values"
                if s.get("nonfinite_tensors") else "")]
 

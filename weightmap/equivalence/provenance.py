@@ -16,7 +16,6 @@ from typing import Any, Mapping
 from ..graph import ParamGraph
 
 DIGEST_BUDGET = 16 << 20        # bytes of the smallest tensors whose digests are compared
-_NAMES = {"sha256": "SHA-256", "blake3": "BLAKE3"}
 
 
 def described(data: Mapping[str, Any]
@@ -65,7 +64,7 @@ def _more(names: list[str]) -> str:
 
 
 def _digests(mine: Mapping[str, tuple], written: Mapping[str, Any]) -> str | None:
-    from ..emit.readback import digest, digest_available
+    from ..emit.readback import ALGORITHM_NAMES, digest, digest_available
     budget = DIGEST_BUDGET
     for p in sorted(written.values(), key=lambda p: (p.nbytes, p.name)):
         recorded = mine[p.name][1]
@@ -76,6 +75,6 @@ def _digests(mine: Mapping[str, tuple], written: Mapping[str, Any]) -> str | Non
         budget -= p.nbytes
         algorithm, hexdigest = recorded
         if digest(p, algorithm)[algorithm] != hexdigest:
-            return (f"the {_NAMES[algorithm]} of {p.name} in the weights is not the one it "
+            return (f"the {ALGORITHM_NAMES[algorithm]} of {p.name} in the weights is not the one it "
                     "recorded")
     return None
